@@ -1,0 +1,1043 @@
+
+/*
+ * Copyright (C) ngx_http_tokenrefresh_module authors
+ *
+ * Directives, configuration and the attach step: the precontent phase
+ * handler that makes sure a request leaves with a valid token.
+ */
+
+
+#include "ngx_http_tokenrefresh_module.h"
+
+
+typedef struct {
+    ngx_shm_zone_t                   *shm_zone;
+    u_char                           *file;
+    ngx_uint_t                        line;
+} ngx_http_tokenrefresh_zone_ref_t;
+
+
+typedef struct {
+    ngx_array_t                       zone_refs;
+
+    /* RFC 6749, section 5.1 */
+    ngx_http_tokenrefresh_pointer_t   access_token;
+    ngx_http_tokenrefresh_pointer_t   refresh_token;
+    ngx_http_tokenrefresh_pointer_t   expires_in;
+} ngx_http_tokenrefresh_main_conf_t;
+
+
+static ngx_int_t ngx_http_tokenrefresh_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_tokenrefresh_new_pass(ngx_http_request_t *r,
+    ngx_http_tokenrefresh_ctx_t *ctx, ngx_http_tokenrefresh_loc_conf_t *tlcf);
+static void ngx_http_tokenrefresh_attach(ngx_http_tokenrefresh_ctx_t *ctx,
+    ngx_http_tokenrefresh_acquire_t *res);
+static ngx_int_t ngx_http_tokenrefresh_retry_after(ngx_http_request_t *r,
+    ngx_msec_t delay);
+static void ngx_http_tokenrefresh_cleanup(void *data);
+
+static void *ngx_http_tokenrefresh_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_tokenrefresh_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_tokenrefresh_merge_loc_conf(ngx_conf_t *cf,
+    void *parent, void *child);
+static char *ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_tokenrefresh(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_tokenrefresh_uri(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_tokenrefresh_backoff(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_tokenrefresh_json(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_tokenrefresh_preconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_tokenrefresh_postconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_tokenrefresh_init_process(ngx_cycle_t *cycle);
+
+
+static ngx_conf_num_bounds_t  ngx_http_tokenrefresh_status_bounds = {
+    ngx_conf_check_num_bounds, 400, 599
+};
+
+
+static ngx_command_t  ngx_http_tokenrefresh_commands[] = {
+
+    { ngx_string("tokenrefresh_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_tokenrefresh_zone,
+      0,
+      0,
+      NULL },
+
+    { ngx_string("tokenrefresh"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_tokenrefresh,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("tokenrefresh_refresh"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_tokenrefresh_uri,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_tokenrefresh_loc_conf_t, refresh_uri),
+      NULL },
+
+    { ngx_string("tokenrefresh_login"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_tokenrefresh_uri,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_tokenrefresh_loc_conf_t, login_uri),
+      NULL },
+
+    { ngx_string("tokenrefresh_ahead"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_tokenrefresh_loc_conf_t, ahead),
+      NULL },
+
+    { ngx_string("tokenrefresh_wait_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_tokenrefresh_loc_conf_t, wait_timeout),
+      NULL },
+
+    { ngx_string("tokenrefresh_refresh_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_tokenrefresh_loc_conf_t, refresh_timeout),
+      NULL },
+
+    { ngx_string("tokenrefresh_backoff"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_tokenrefresh_backoff,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("tokenrefresh_deny_status"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_tokenrefresh_loc_conf_t, deny_status),
+      &ngx_http_tokenrefresh_status_bounds },
+
+    { ngx_string("tokenrefresh_json_access_token"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_tokenrefresh_json,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_tokenrefresh_loc_conf_t, json_access),
+      NULL },
+
+    { ngx_string("tokenrefresh_json_refresh_token"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_tokenrefresh_json,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_tokenrefresh_loc_conf_t, json_refresh),
+      NULL },
+
+    { ngx_string("tokenrefresh_json_expires_in"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_tokenrefresh_json,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_tokenrefresh_loc_conf_t, json_expires_in),
+      NULL },
+
+    { ngx_string("tokenrefresh_json_expires_at"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_tokenrefresh_json,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_tokenrefresh_loc_conf_t, json_expires_at),
+      NULL },
+
+    { ngx_string("tokenrefresh_default_lifetime"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_tokenrefresh_loc_conf_t, default_lifetime),
+      NULL },
+
+    { ngx_string("tokenrefresh_max_response_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_tokenrefresh_loc_conf_t, max_response_size),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_tokenrefresh_module_ctx = {
+    ngx_http_tokenrefresh_preconfiguration, /* preconfiguration */
+    ngx_http_tokenrefresh_postconfiguration, /* postconfiguration */
+
+    ngx_http_tokenrefresh_create_main_conf, /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_tokenrefresh_create_loc_conf, /* create location configuration */
+    ngx_http_tokenrefresh_merge_loc_conf   /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_tokenrefresh_module = {
+    NGX_MODULE_V1,
+    &ngx_http_tokenrefresh_module_ctx,     /* module context */
+    ngx_http_tokenrefresh_commands,        /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_tokenrefresh_init_process,    /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+/*
+ * The attach step runs in the precontent phase: after every access
+ * handler (allow/deny, auth_basic, auth_request, satisfy) has decided, so
+ * the module can neither grant access nor log in on behalf of a request
+ * that nginx is about to refuse.  A dynamic module's access handler would
+ * run before the core ones, and returning NGX_OK there under "satisfy any"
+ * would skip them.
+ */
+
+static ngx_int_t
+ngx_http_tokenrefresh_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                          rc;
+    ngx_http_tokenrefresh_ctx_t       *ctx;
+    ngx_http_tokenrefresh_acquire_t    res;
+    ngx_http_tokenrefresh_loc_conf_t  *tlcf;
+
+    if (r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    tlcf = ngx_http_get_module_loc_conf(r, ngx_http_tokenrefresh_module);
+
+    if (tlcf->shm_zone == NULL) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_tokenrefresh_module);
+
+    if (ctx == NULL) {
+        ctx = ngx_http_tokenrefresh_get_ctx(r);
+        if (ctx == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        rc = ngx_http_tokenrefresh_new_pass(r, ctx, tlcf);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+    } else if (ctx->attached) {
+        return NGX_DECLINED;
+    }
+
+    if (ctx->waiting && ngx_current_msec >= ctx->wait_deadline) {
+        ngx_http_tokenrefresh_account_wait(ctx, 1);
+        ctx->outcome = NGX_HTTP_TOKENREFRESH_R_FAILED;
+
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "tokenrefresh: gave up waiting for a token of "
+                      "credential \"%V\" after %M ms",
+                      &ctx->name, ctx->waited);
+
+        return NGX_HTTP_GATEWAY_TIME_OUT;
+    }
+
+    rc = ngx_http_tokenrefresh_acquire(ctx, tlcf, &res);
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->node = res.node;
+    ctx->node_id = res.node_id;
+    ctx->seq = res.seq;
+
+    switch (res.action) {
+
+    case NGX_HTTP_TOKENREFRESH_USE:
+        ngx_http_tokenrefresh_attach(ctx, &res);
+        return NGX_DECLINED;
+
+    case NGX_HTTP_TOKENREFRESH_USE_AND_FETCH:
+
+        /*
+         * refresh ahead of expiry: the current token still serves this
+         * request; the refresh runs in a background subrequest
+         */
+
+        ngx_http_tokenrefresh_attach(ctx, &res);
+
+        (void) ngx_http_tokenrefresh_start(r, ctx, &res, tlcf);
+
+        return NGX_DECLINED;
+
+    case NGX_HTTP_TOKENREFRESH_FETCH:
+
+        if (ngx_http_tokenrefresh_start(r, ctx, &res, tlcf) != NGX_OK) {
+            ctx->outcome = NGX_HTTP_TOKENREFRESH_R_FAILED;
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ctx->leader = 1;
+
+        return ngx_http_tokenrefresh_park(r, ctx, tlcf);
+
+    case NGX_HTTP_TOKENREFRESH_WAIT:
+        ctx->leader = 0;
+        return ngx_http_tokenrefresh_park(r, ctx, tlcf);
+
+    case NGX_HTTP_TOKENREFRESH_NOMEM:
+        ctx->outcome = NGX_HTTP_TOKENREFRESH_R_FAILED;
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+
+    default: /* NGX_HTTP_TOKENREFRESH_FAIL */
+
+        if (ctx->waiting) {
+            ngx_http_tokenrefresh_account_wait(ctx, 1);
+        }
+
+        ctx->outcome = NGX_HTTP_TOKENREFRESH_R_FAILED;
+
+        if (res.retry_after
+            && ngx_http_tokenrefresh_retry_after(r, res.retry_after)
+               != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return res.status;
+    }
+}
+
+
+static ngx_int_t
+ngx_http_tokenrefresh_new_pass(ngx_http_request_t *r,
+    ngx_http_tokenrefresh_ctx_t *ctx, ngx_http_tokenrefresh_loc_conf_t *tlcf)
+{
+    ngx_str_t  name;
+
+    /*
+     * the first run of the handler in this location: the request is new,
+     * or came here by an internal redirect, which may have changed the
+     * credential
+     */
+
+    ngx_http_set_ctx(r, ctx, ngx_http_tokenrefresh_module);
+
+    ctx->attached = 0;
+    ctx->sent = 0;
+    ctx->token.len = 0;
+    ctx->zone = tlcf->shm_zone->data;
+
+    if (ngx_http_complex_value(r, tlcf->credential, &name) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (name.len == 0 || name.len > NGX_HTTP_TOKENREFRESH_MAX_NAME) {
+
+        /*
+         * the name may come from client input: no name means no
+         * credential, and never a login
+         */
+
+        ctx->outcome = NGX_HTTP_TOKENREFRESH_R_DENIED;
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "tokenrefresh: %s credential name, request denied",
+                      name.len ? "too long" : "empty");
+
+        return tlcf->deny_status;
+    }
+
+    ctx->name = name;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_tokenrefresh_attach(ngx_http_tokenrefresh_ctx_t *ctx,
+    ngx_http_tokenrefresh_acquire_t *res)
+{
+    ctx->token = res->token;
+    ctx->generation = res->generation;
+    ctx->attached = 1;
+
+    if (ctx->waiting) {
+        ngx_http_tokenrefresh_account_wait(ctx, 0);
+        ctx->outcome = ctx->leader ? NGX_HTTP_TOKENREFRESH_R_REFRESHED
+                                   : NGX_HTTP_TOKENREFRESH_R_WAITED;
+
+    } else if (ctx->outcome == NGX_HTTP_TOKENREFRESH_R_NONE) {
+        ctx->outcome = NGX_HTTP_TOKENREFRESH_R_HIT;
+    }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ctx->request->connection->log, 0,
+                   "tokenrefresh: credential \"%V\" attached, "
+                   "generation %ui, waited %M ms",
+                   &ctx->name, ctx->generation, ctx->waited);
+}
+
+
+static ngx_int_t
+ngx_http_tokenrefresh_retry_after(ngx_http_request_t *r, ngx_msec_t delay)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->value.data = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
+    if (h->value.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Retry-After");
+    h->value.len = ngx_sprintf(h->value.data, "%M", (delay + 999) / 1000)
+                   - h->value.data;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Internal redirects zero r->ctx; the state of a client request (whether
+ * it was replayed, how long it waited) must survive them, so the context
+ * is also reachable from its pool cleanup, as the realip module does.
+ */
+
+ngx_http_tokenrefresh_ctx_t *
+ngx_http_tokenrefresh_find_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t           *cln;
+    ngx_http_tokenrefresh_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_tokenrefresh_module);
+
+    if (ctx == NULL && (r->internal || r->filter_finalize)) {
+        for (cln = r->pool->cleanup; cln; cln = cln->next) {
+            if (cln->handler == ngx_http_tokenrefresh_cleanup) {
+                return cln->data;
+            }
+        }
+    }
+
+    return ctx;
+}
+
+
+ngx_http_tokenrefresh_ctx_t *
+ngx_http_tokenrefresh_get_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t           *cln;
+    ngx_http_tokenrefresh_ctx_t  *ctx;
+
+    ctx = ngx_http_tokenrefresh_find_ctx(r);
+    if (ctx) {
+        return ctx;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_http_tokenrefresh_ctx_t));
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    ctx = cln->data;
+    ngx_memzero(ctx, sizeof(ngx_http_tokenrefresh_ctx_t));
+
+    ctx->request = r;
+    ngx_queue_init(&ctx->queue);
+
+    cln->handler = ngx_http_tokenrefresh_cleanup;
+
+    return ctx;
+}
+
+
+static void
+ngx_http_tokenrefresh_cleanup(void *data)
+{
+    ngx_http_tokenrefresh_ctx_t  *ctx = data;
+
+    ngx_http_tokenrefresh_unpark(ctx);
+}
+
+
+int64_t
+ngx_http_tokenrefresh_now(void)
+{
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+
+    return (int64_t) tp->sec * 1000 + tp->msec;
+}
+
+
+static void *
+ngx_http_tokenrefresh_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_tokenrefresh_main_conf_t  *tmcf;
+
+    tmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_tokenrefresh_main_conf_t));
+    if (tmcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&tmcf->zone_refs, cf->pool, 4,
+                       sizeof(ngx_http_tokenrefresh_zone_ref_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    ngx_str_set(&tmcf->access_token.text, "/access_token");
+    ngx_str_set(&tmcf->refresh_token.text, "/refresh_token");
+    ngx_str_set(&tmcf->expires_in.text, "/expires_in");
+
+    if (ngx_http_tokenrefresh_compile_pointer(cf->pool, &tmcf->access_token)
+        != NGX_OK
+        || ngx_http_tokenrefresh_compile_pointer(cf->pool,
+                                                 &tmcf->refresh_token)
+           != NGX_OK
+        || ngx_http_tokenrefresh_compile_pointer(cf->pool, &tmcf->expires_in)
+           != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return tmcf;
+}
+
+
+static void *
+ngx_http_tokenrefresh_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_tokenrefresh_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_tokenrefresh_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->refresh_uri = { 0, NULL };
+     *     conf->refresh_args = { 0, NULL };
+     *     conf->login_uri = { 0, NULL };
+     *     conf->login_args = { 0, NULL };
+     *     conf->credential = NULL;
+     */
+
+    conf->shm_zone = NGX_CONF_UNSET_PTR;
+    conf->ahead = NGX_CONF_UNSET_MSEC;
+    conf->wait_timeout = NGX_CONF_UNSET_MSEC;
+    conf->refresh_timeout = NGX_CONF_UNSET_MSEC;
+    conf->backoff_min = NGX_CONF_UNSET_MSEC;
+    conf->backoff_max = NGX_CONF_UNSET_MSEC;
+    conf->deny_status = NGX_CONF_UNSET_UINT;
+
+    conf->json_access = NGX_CONF_UNSET_PTR;
+    conf->json_refresh = NGX_CONF_UNSET_PTR;
+    conf->json_expires_in = NGX_CONF_UNSET_PTR;
+    conf->json_expires_at = NGX_CONF_UNSET_PTR;
+    conf->expires_at_msec = NGX_CONF_UNSET;
+    conf->default_lifetime = NGX_CONF_UNSET_MSEC;
+    conf->max_response_size = NGX_CONF_UNSET_SIZE;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_tokenrefresh_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child)
+{
+    ngx_http_tokenrefresh_loc_conf_t *prev = parent;
+    ngx_http_tokenrefresh_loc_conf_t *conf = child;
+
+    ngx_http_tokenrefresh_main_conf_t  *tmcf;
+
+    if (conf->shm_zone == NGX_CONF_UNSET_PTR) {
+        conf->shm_zone = prev->shm_zone;
+        conf->credential = prev->credential;
+    }
+
+    if (conf->shm_zone == NGX_CONF_UNSET_PTR) {
+        conf->shm_zone = NULL;
+    }
+
+    if (conf->refresh_uri.data == NULL) {
+        conf->refresh_uri = prev->refresh_uri;
+        conf->refresh_args = prev->refresh_args;
+    }
+
+    if (conf->login_uri.data == NULL) {
+        conf->login_uri = prev->login_uri;
+        conf->login_args = prev->login_args;
+    }
+
+    ngx_conf_merge_msec_value(conf->ahead, prev->ahead, 60000);
+    ngx_conf_merge_msec_value(conf->wait_timeout, prev->wait_timeout, 10000);
+    ngx_conf_merge_msec_value(conf->refresh_timeout, prev->refresh_timeout,
+                              10000);
+    ngx_conf_merge_msec_value(conf->backoff_min, prev->backoff_min, 1000);
+    ngx_conf_merge_msec_value(conf->backoff_max, prev->backoff_max, 60000);
+    ngx_conf_merge_uint_value(conf->deny_status, prev->deny_status,
+                              NGX_HTTP_FORBIDDEN);
+
+    if (conf->shm_zone
+        && conf->refresh_uri.data == NULL
+        && conf->login_uri.data == NULL)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"tokenrefresh\" needs \"tokenrefresh_login\" "
+                           "or \"tokenrefresh_refresh\"");
+        return NGX_CONF_ERROR;
+    }
+
+    /* RFC 6749, section 5.1, unless told otherwise */
+
+    tmcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_tokenrefresh_module);
+
+    ngx_conf_merge_ptr_value(conf->json_access, prev->json_access,
+                             &tmcf->access_token);
+    ngx_conf_merge_ptr_value(conf->json_refresh, prev->json_refresh,
+                             &tmcf->refresh_token);
+    ngx_conf_merge_ptr_value(conf->json_expires_in, prev->json_expires_in,
+                             &tmcf->expires_in);
+    ngx_conf_merge_ptr_value(conf->json_expires_at, prev->json_expires_at,
+                             NULL);
+    ngx_conf_merge_value(conf->expires_at_msec, prev->expires_at_msec, 0);
+
+    ngx_conf_merge_msec_value(conf->default_lifetime, prev->default_lifetime,
+                              300000);
+    ngx_conf_merge_size_value(conf->max_response_size,
+                              prev->max_response_size, 64 * 1024);
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    u_char                        *p;
+    size_t                         size, max_token;
+    ngx_str_t                     *value, name, s;
+    ngx_uint_t                     i;
+    ngx_shm_zone_t                *shm_zone;
+    ngx_http_tokenrefresh_zone_t  *zone;
+
+    value = cf->args->elts;
+
+    p = (u_char *) ngx_strchr(value[1].data, ':');
+
+    if (p == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid zone \"%V\", expected name:size",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    name.data = value[1].data;
+    name.len = p - value[1].data;
+
+    if (name.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid zone name in \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    s.data = p + 1;
+    s.len = value[1].data + value[1].len - s.data;
+
+    size = ngx_parse_size(&s);
+
+    if (size == (size_t) NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid zone size \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (size < (size_t) (8 * ngx_pagesize)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "zone \"%V\" is too small", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    max_token = 16 * 1024;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "max_token_size=", 15) == 0) {
+
+            s.data = value[i].data + 15;
+            s.len = value[i].len - 15;
+
+            max_token = ngx_parse_size(&s);
+
+            if (max_token == (size_t) NGX_ERROR || max_token < 64) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid max_token_size \"%V\"",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (max_token > size / 8) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "max_token_size=%uz does not leave room for "
+                           "several credentials in zone \"%V\" of %uz bytes",
+                           max_token, &name, size);
+        return NGX_CONF_ERROR;
+    }
+
+    zone = ngx_pcalloc(cf->pool, sizeof(ngx_http_tokenrefresh_zone_t));
+    if (zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    zone->max_token_size = max_token;
+
+    shm_zone = ngx_shared_memory_add(cf, &name, size,
+                                     &ngx_http_tokenrefresh_module);
+    if (shm_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (shm_zone->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "duplicate zone \"%V\"", &name);
+        return NGX_CONF_ERROR;
+    }
+
+    zone->shm_zone = shm_zone;
+
+    shm_zone->init = ngx_http_tokenrefresh_init_zone;
+    shm_zone->data = zone;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_tokenrefresh(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_tokenrefresh_loc_conf_t *tlcf = conf;
+
+    ngx_str_t                          *value;
+    ngx_http_tokenrefresh_zone_ref_t   *ref;
+    ngx_http_compile_complex_value_t    ccv;
+    ngx_http_tokenrefresh_main_conf_t  *tmcf;
+
+    if (tlcf->shm_zone != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 2) {
+        if (ngx_strcmp(value[1].data, "off") == 0) {
+            tlcf->shm_zone = NULL;
+            return NGX_CONF_OK;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\", expected a zone and "
+                           "a credential name, or \"off\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    tlcf->shm_zone = ngx_shared_memory_add(cf, &value[1], 0,
+                                           &ngx_http_tokenrefresh_module);
+    if (tlcf->shm_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* the zone may be declared later; it is checked at postconfiguration */
+
+    tmcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_tokenrefresh_module);
+
+    ref = ngx_array_push(&tmcf->zone_refs);
+    if (ref == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ref->shm_zone = tlcf->shm_zone;
+    ref->file = cf->conf_file->file.name.data;
+    ref->line = cf->conf_file->line;
+
+    if (value[2].len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "empty credential name");
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+    ccv.cf = cf;
+    ccv.value = &value[2];
+    ccv.complex_value = ngx_palloc(cf->pool,
+                                   sizeof(ngx_http_complex_value_t));
+    if (ccv.complex_value == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    tlcf->credential = ccv.complex_value;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_tokenrefresh_uri(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    char  *p = conf;
+
+    u_char     *q;
+    ngx_str_t  *field, *value;
+
+    field = (ngx_str_t *) (p + cmd->offset);
+
+    if (field->data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0 || value[1].data[0] != '/') {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid URI \"%V\" in \"%V\": an internal "
+                           "location's URI starting with \"/\" is expected",
+                           &value[1], &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    /* field + 1 is the arguments: refresh_args, login_args */
+
+    q = (u_char *) ngx_strchr(value[1].data, '?');
+
+    if (q) {
+        field[0].data = value[1].data;
+        field[0].len = q - value[1].data;
+        field[1].data = q + 1;
+        field[1].len = value[1].data + value[1].len - (q + 1);
+
+    } else {
+        field[0] = value[1];
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_tokenrefresh_backoff(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_tokenrefresh_loc_conf_t *tlcf = conf;
+
+    ngx_str_t   *value;
+    ngx_msec_t   min, max;
+
+    if (tlcf->backoff_min != NGX_CONF_UNSET_MSEC) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    min = ngx_parse_time(&value[1], 0);
+
+    if (min == (ngx_msec_t) NGX_ERROR || min == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid back-off time \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    max = min * 64;
+
+    if (cf->args->nelts == 3) {
+        max = ngx_parse_time(&value[2], 0);
+
+        if (max == (ngx_msec_t) NGX_ERROR || max < min) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid maximum back-off time \"%V\", "
+                               "it must not be less than \"%V\"",
+                               &value[2], &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    tlcf->backoff_min = min;
+    tlcf->backoff_max = max;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_tokenrefresh_json(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    char  *p = conf;
+
+    ngx_str_t                         *value;
+    ngx_http_tokenrefresh_pointer_t  **field, *ptr;
+    ngx_http_tokenrefresh_loc_conf_t  *tlcf;
+
+    tlcf = conf;
+    field = (ngx_http_tokenrefresh_pointer_t **) (p + cmd->offset);
+
+    if (*field != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 3) {
+        if (field != &tlcf->json_expires_at) {
+            return "takes one argument";
+        }
+
+        if (ngx_strcmp(value[2].data, "ms") == 0) {
+            tlcf->expires_at_msec = 1;
+
+        } else if (ngx_strcmp(value[2].data, "s") == 0) {
+            tlcf->expires_at_msec = 0;
+
+        } else {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid unit \"%V\", expected \"s\" or "
+                               "\"ms\"", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        if (field == &tlcf->json_access) {
+            return "cannot be \"off\": a response without an access "
+                   "token is useless";
+        }
+
+        /* an empty pointer list never matches anything */
+
+        ptr = ngx_pcalloc(cf->pool, sizeof(ngx_http_tokenrefresh_pointer_t));
+        if (ptr == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *field = ptr;
+
+        return NGX_CONF_OK;
+    }
+
+    ptr = ngx_palloc(cf->pool, sizeof(ngx_http_tokenrefresh_pointer_t));
+    if (ptr == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ptr->text = value[1];
+
+    if (ngx_http_tokenrefresh_compile_pointer(cf->pool, ptr) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid JSON Pointer \"%V\" (RFC 6901): it must "
+                           "be empty or start with \"/\", and \"~\" may only "
+                           "be followed by \"0\" or \"1\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ptr->segments->nelts == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "JSON Pointer \"%V\" names the whole document, "
+                           "not a field", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    *field = ptr;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_tokenrefresh_preconfiguration(ngx_conf_t *cf)
+{
+    return ngx_http_tokenrefresh_add_variables(cf);
+}
+
+
+static ngx_int_t
+ngx_http_tokenrefresh_postconfiguration(ngx_conf_t *cf)
+{
+    ngx_uint_t                          i;
+    ngx_http_handler_pt                *h;
+    ngx_http_core_main_conf_t          *cmcf;
+    ngx_http_tokenrefresh_zone_ref_t   *ref;
+    ngx_http_tokenrefresh_main_conf_t  *tmcf;
+
+    tmcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_tokenrefresh_module);
+
+    ref = tmcf->zone_refs.elts;
+
+    for (i = 0; i < tmcf->zone_refs.nelts; i++) {
+        if (ref[i].shm_zone->data == NULL) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "unknown tokenrefresh zone \"%V\" in %s:%ui, "
+                          "declare it with \"tokenrefresh_zone\"",
+                          &ref[i].shm_zone->shm.name, ref[i].file,
+                          ref[i].line);
+            return NGX_ERROR;
+        }
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_tokenrefresh_handler;
+
+    return ngx_http_tokenrefresh_filter_init(cf);
+}
+
+
+static ngx_int_t
+ngx_http_tokenrefresh_init_process(ngx_cycle_t *cycle)
+{
+    return ngx_http_tokenrefresh_init_wait(cycle);
+}

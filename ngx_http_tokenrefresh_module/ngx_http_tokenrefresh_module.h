@@ -1,0 +1,311 @@
+
+/*
+ * Copyright (C) ngx_http_tokenrefresh_module authors
+ *
+ * Types shared by the files of ngx_http_tokenrefresh_module.
+ */
+
+
+#ifndef _NGX_HTTP_TOKENREFRESH_MODULE_H_INCLUDED_
+#define _NGX_HTTP_TOKENREFRESH_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+
+#define NGX_HTTP_TOKENREFRESH_MAX_NAME       256
+
+/* how often a worker with parked requests looks at the zone, in ms */
+#define NGX_HTTP_TOKENREFRESH_POLL           5
+
+/* a lease outlives the refresh deadline by this much, in ms */
+#define NGX_HTTP_TOKENREFRESH_LEASE_MARGIN   5000
+
+#define NGX_HTTP_TOKENREFRESH_MAX_DEPTH      32
+
+
+/* how a token is obtained */
+#define NGX_HTTP_TOKENREFRESH_GRANT_NONE     0
+#define NGX_HTTP_TOKENREFRESH_GRANT_REFRESH  1
+#define NGX_HTTP_TOKENREFRESH_GRANT_LOGIN    2
+#define NGX_HTTP_TOKENREFRESH_GRANTS         3
+
+
+/* what the store decided for a request */
+#define NGX_HTTP_TOKENREFRESH_USE            0
+#define NGX_HTTP_TOKENREFRESH_USE_AND_FETCH  1
+#define NGX_HTTP_TOKENREFRESH_FETCH          2
+#define NGX_HTTP_TOKENREFRESH_WAIT           3
+#define NGX_HTTP_TOKENREFRESH_FAIL           4
+#define NGX_HTTP_TOKENREFRESH_NOMEM          5
+
+
+/* how a refresh or login ended */
+#define NGX_HTTP_TOKENREFRESH_OK             0
+#define NGX_HTTP_TOKENREFRESH_REFUSED        1
+#define NGX_HTTP_TOKENREFRESH_BAD            2
+#define NGX_HTTP_TOKENREFRESH_TIMEDOUT       3
+#define NGX_HTTP_TOKENREFRESH_ABORTED        4
+#define NGX_HTTP_TOKENREFRESH_OUTCOMES       5
+
+
+/* what the module did for a request: $tokenrefresh_outcome */
+#define NGX_HTTP_TOKENREFRESH_R_NONE         0
+#define NGX_HTTP_TOKENREFRESH_R_HIT          1
+#define NGX_HTTP_TOKENREFRESH_R_REFRESHED    2
+#define NGX_HTTP_TOKENREFRESH_R_WAITED       3
+#define NGX_HTTP_TOKENREFRESH_R_FAILED       4
+#define NGX_HTTP_TOKENREFRESH_R_DENIED       5
+
+
+typedef struct {
+    ngx_uint_t                        requests;
+    ngx_uint_t                        waits;
+    ngx_uint_t                        wait_msec;
+    ngx_uint_t                        wait_msec_max;
+    ngx_uint_t                        failed;
+    ngx_uint_t                        fetches[NGX_HTTP_TOKENREFRESH_GRANTS]
+                                             [NGX_HTTP_TOKENREFRESH_OUTCOMES];
+} ngx_http_tokenrefresh_counters_t;
+
+
+/*
+ * One credential in the shared zone.  Token bytes live in separate slab
+ * chunks so that a new token is written in full before the old one is
+ * freed.  "generation" counts stored access tokens; "seq" counts every
+ * change a parked request may be waiting for (new token, failure, lease
+ * released), and is what other workers poll.
+ */
+
+typedef struct {
+    ngx_rbtree_node_t                 node;
+    ngx_queue_t                       lru;
+
+    ngx_uint_t                        id;
+    ngx_uint_t                        generation;
+    ngx_atomic_uint_t                 seq;
+
+    u_char                           *access;
+    u_char                           *refresh;
+    size_t                            access_len;
+    size_t                            refresh_len;
+
+    /* wall clock, in milliseconds since the epoch */
+    int64_t                           issued;
+    int64_t                           expires;
+
+    /* the lease: at most one refresh in flight, across all workers */
+    ngx_pid_t                         lease_pid;
+    ngx_msec_t                        lease_deadline;
+    ngx_uint_t                        lease_seq;
+    ngx_uint_t                        lease_grant;
+
+    /* failures and back-off; monotonic milliseconds */
+    ngx_uint_t                        fails;
+    ngx_msec_t                        retry_at;
+    ngx_uint_t                        fail_status;
+    ngx_uint_t                        last_outcome;
+    ngx_uint_t                        last_grant;
+    ngx_msec_t                        last_duration;
+    time_t                            last_time;
+
+    /* no eviction while a request may still be waiting for this entry */
+    ngx_msec_t                        wait_until;
+
+    /* "no way to get a token" was logged; reset when a token is stored */
+    ngx_uint_t                        warned;
+
+    ngx_http_tokenrefresh_counters_t  counters;
+
+    u_short                           len;
+    u_char                            name[1];
+} ngx_http_tokenrefresh_node_t;
+
+
+typedef struct {
+    ngx_rbtree_t                      rbtree;
+    ngx_rbtree_node_t                 sentinel;
+    ngx_queue_t                       lru;
+    ngx_uint_t                        next_id;
+    ngx_uint_t                        count;
+    ngx_uint_t                        evictions;
+    ngx_uint_t                        nomem;
+} ngx_http_tokenrefresh_shctx_t;
+
+
+typedef struct {
+    ngx_http_tokenrefresh_shctx_t    *sh;
+    ngx_slab_pool_t                  *shpool;
+    ngx_shm_zone_t                   *shm_zone;
+    size_t                            max_token_size;
+} ngx_http_tokenrefresh_zone_t;
+
+
+/* a JSON Pointer (RFC 6901), split into reference tokens */
+typedef struct {
+    ngx_str_t                         text;
+    ngx_array_t                      *segments;
+} ngx_http_tokenrefresh_pointer_t;
+
+
+typedef struct {
+    /* where a token is used */
+    ngx_shm_zone_t                   *shm_zone;
+    ngx_http_complex_value_t         *credential;
+    ngx_str_t                         refresh_uri;
+    ngx_str_t                         refresh_args;
+    ngx_str_t                         login_uri;
+    ngx_str_t                         login_args;
+    ngx_msec_t                        ahead;
+    ngx_msec_t                        wait_timeout;
+    ngx_msec_t                        refresh_timeout;
+    ngx_msec_t                        backoff_min;
+    ngx_msec_t                        backoff_max;
+    ngx_uint_t                        deny_status;
+
+    /* where a token response is read: the token locations */
+    ngx_http_tokenrefresh_pointer_t  *json_access;
+    ngx_http_tokenrefresh_pointer_t  *json_refresh;
+    ngx_http_tokenrefresh_pointer_t  *json_expires_in;
+    ngx_http_tokenrefresh_pointer_t  *json_expires_at;
+    ngx_flag_t                        expires_at_msec;
+    ngx_msec_t                        default_lifetime;
+    size_t                            max_response_size;
+} ngx_http_tokenrefresh_loc_conf_t;
+
+
+/* what the store hands to a request, copied into its pool */
+typedef struct {
+    ngx_uint_t                        action;
+    ngx_http_tokenrefresh_node_t     *node;
+    ngx_uint_t                        node_id;
+    ngx_uint_t                        seq;
+    ngx_uint_t                        generation;
+    ngx_uint_t                        lease_seq;
+    ngx_uint_t                        grant;
+    ngx_str_t                         token;
+    ngx_str_t                         refresh_token;
+    ngx_uint_t                        status;
+    ngx_msec_t                        retry_after;
+} ngx_http_tokenrefresh_acquire_t;
+
+
+/* a token response, parsed and validated */
+typedef struct {
+    ngx_str_t                         access_token;
+    ngx_str_t                         refresh_token;
+    int64_t                           issued;
+    int64_t                           expires;
+} ngx_http_tokenrefresh_token_t;
+
+
+/* one refresh or login subrequest in flight */
+typedef struct {
+    ngx_http_request_t               *request;
+    ngx_http_tokenrefresh_zone_t     *zone;
+    ngx_http_tokenrefresh_loc_conf_t *lcf;
+    ngx_http_tokenrefresh_node_t     *node;
+    ngx_uint_t                        node_id;
+    ngx_uint_t                        lease_seq;
+    ngx_uint_t                        grant;
+    ngx_str_t                         name;
+    ngx_str_t                         access_token;
+    ngx_str_t                         refresh_token;
+    ngx_buf_t                        *body;
+    ngx_uint_t                        status;
+    ngx_msec_t                        start;
+    ngx_event_t                       deadline;
+    ngx_http_post_subrequest_t        ps;
+    unsigned                          done:1;
+    unsigned                          complete:1;
+} ngx_http_tokenrefresh_refresh_t;
+
+
+/* per client request; survives internal redirects */
+typedef struct {
+    ngx_http_request_t               *request;
+    ngx_http_tokenrefresh_zone_t     *zone;
+    ngx_str_t                         name;
+
+    ngx_http_tokenrefresh_node_t     *node;
+    ngx_uint_t                        node_id;
+    ngx_uint_t                        seq;
+    ngx_uint_t                        generation;
+    ngx_str_t                         token;
+
+    ngx_queue_t                       queue;
+    ngx_event_t                       wait_event;
+    ngx_msec_t                        wait_start;
+    ngx_msec_t                        wait_deadline;
+    ngx_msec_t                        waited;
+
+    ngx_uint_t                        outcome;
+
+    unsigned                          attached:1;
+    unsigned                          parked:1;
+    unsigned                          waiting:1;
+    unsigned                          leader:1;
+    unsigned                          sent:1;
+} ngx_http_tokenrefresh_ctx_t;
+
+
+/* ngx_http_tokenrefresh_module.c */
+ngx_http_tokenrefresh_ctx_t *ngx_http_tokenrefresh_find_ctx(
+    ngx_http_request_t *r);
+ngx_http_tokenrefresh_ctx_t *ngx_http_tokenrefresh_get_ctx(
+    ngx_http_request_t *r);
+int64_t ngx_http_tokenrefresh_now(void);
+
+/* ngx_http_tokenrefresh_store.c */
+ngx_int_t ngx_http_tokenrefresh_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
+ngx_int_t ngx_http_tokenrefresh_acquire(ngx_http_tokenrefresh_ctx_t *ctx,
+    ngx_http_tokenrefresh_loc_conf_t *tlcf,
+    ngx_http_tokenrefresh_acquire_t *res);
+ngx_int_t ngx_http_tokenrefresh_store(ngx_http_tokenrefresh_refresh_t *rf,
+    ngx_http_tokenrefresh_token_t *tok, ngx_log_t *log);
+void ngx_http_tokenrefresh_fail(ngx_http_tokenrefresh_refresh_t *rf,
+    ngx_uint_t outcome, ngx_uint_t status, ngx_log_t *log);
+ngx_uint_t ngx_http_tokenrefresh_changed(ngx_http_tokenrefresh_ctx_t *ctx);
+void ngx_http_tokenrefresh_account_wait(ngx_http_tokenrefresh_ctx_t *ctx,
+    ngx_uint_t failed);
+
+/* ngx_http_tokenrefresh_refresh.c */
+ngx_int_t ngx_http_tokenrefresh_start(ngx_http_request_t *r,
+    ngx_http_tokenrefresh_ctx_t *ctx, ngx_http_tokenrefresh_acquire_t *res,
+    ngx_http_tokenrefresh_loc_conf_t *tlcf);
+ngx_http_tokenrefresh_refresh_t *ngx_http_tokenrefresh_get_refresh(
+    ngx_http_request_t *r);
+ngx_int_t ngx_http_tokenrefresh_filter_init(ngx_conf_t *cf);
+
+/* ngx_http_tokenrefresh_wait.c */
+ngx_int_t ngx_http_tokenrefresh_park(ngx_http_request_t *r,
+    ngx_http_tokenrefresh_ctx_t *ctx, ngx_http_tokenrefresh_loc_conf_t *tlcf);
+void ngx_http_tokenrefresh_unpark(ngx_http_tokenrefresh_ctx_t *ctx);
+void ngx_http_tokenrefresh_wake_local(void);
+ngx_int_t ngx_http_tokenrefresh_init_wait(ngx_cycle_t *cycle);
+
+/* ngx_http_tokenrefresh_json.c */
+ngx_int_t ngx_http_tokenrefresh_compile_pointer(ngx_pool_t *pool,
+    ngx_http_tokenrefresh_pointer_t *ptr);
+const char *ngx_http_tokenrefresh_parse_response(ngx_pool_t *pool,
+    u_char *data, size_t len, ngx_http_tokenrefresh_loc_conf_t *conf,
+    size_t max_token_size, int64_t now, ngx_http_tokenrefresh_token_t *tok);
+const char *ngx_http_tokenrefresh_check_token(ngx_str_t *token,
+    size_t max_size);
+
+/* ngx_http_tokenrefresh_crypto.c */
+#define NGX_HTTP_TOKENREFRESH_FP_LEN  12
+void ngx_http_tokenrefresh_fingerprint(u_char *dst, u_char *data,
+    size_t len);
+
+/* ngx_http_tokenrefresh_variables.c */
+ngx_int_t ngx_http_tokenrefresh_add_variables(ngx_conf_t *cf);
+
+
+extern ngx_module_t  ngx_http_tokenrefresh_module;
+
+
+#endif /* _NGX_HTTP_TOKENREFRESH_MODULE_H_INCLUDED_ */

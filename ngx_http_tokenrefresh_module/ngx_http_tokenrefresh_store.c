@@ -1,0 +1,835 @@
+
+/*
+ * Copyright (C) ngx_http_tokenrefresh_module authors
+ *
+ * The shared zone: credentials in a slab-allocated rbtree, the lease that
+ * lets exactly one worker refresh a credential, generations, back-off and
+ * counters.  Every function here holds the slab mutex only for copies and
+ * compare-and-set style updates, never across I/O: a worker that dies
+ * holding the slab mutex gets it released by the master, and a worker that
+ * dies holding a lease loses it when the lease deadline passes.
+ */
+
+
+#include "ngx_http_tokenrefresh_module.h"
+
+
+static void ngx_http_tokenrefresh_rbtree_insert_value(
+    ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
+    ngx_rbtree_node_t *sentinel);
+static ngx_http_tokenrefresh_node_t *ngx_http_tokenrefresh_lookup(
+    ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *name, uint32_t hash);
+static ngx_http_tokenrefresh_node_t *ngx_http_tokenrefresh_create(
+    ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *name, uint32_t hash,
+    ngx_log_t *log);
+static void *ngx_http_tokenrefresh_alloc(ngx_http_tokenrefresh_zone_t *zone,
+    size_t size, ngx_http_tokenrefresh_node_t *keep, ngx_log_t *log);
+static ngx_uint_t ngx_http_tokenrefresh_evict(
+    ngx_http_tokenrefresh_zone_t *zone, ngx_http_tokenrefresh_node_t *keep,
+    ngx_log_t *log);
+static ngx_uint_t ngx_http_tokenrefresh_lease_free(
+    ngx_http_tokenrefresh_node_t *node, ngx_log_t *log);
+static void ngx_http_tokenrefresh_take_lease(
+    ngx_http_tokenrefresh_node_t *node, ngx_uint_t grant,
+    ngx_http_tokenrefresh_loc_conf_t *tlcf);
+static ngx_http_tokenrefresh_node_t *ngx_http_tokenrefresh_leased_node(
+    ngx_http_tokenrefresh_refresh_t *rf);
+static ngx_int_t ngx_http_tokenrefresh_copy(ngx_pool_t *pool, ngx_str_t *dst,
+    u_char *src, size_t len);
+static ngx_msec_t ngx_http_tokenrefresh_backoff_delay(ngx_uint_t fails,
+    ngx_msec_t min, ngx_msec_t max);
+
+
+ngx_int_t
+ngx_http_tokenrefresh_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_tokenrefresh_zone_t  *ozone = data;
+
+    size_t                         len;
+    ngx_http_tokenrefresh_zone_t  *zone;
+
+    zone = shm_zone->data;
+
+    if (ozone) {
+
+        /* a reload that keeps the zone keeps its tokens */
+
+        zone->sh = ozone->sh;
+        zone->shpool = ozone->shpool;
+
+        return NGX_OK;
+    }
+
+    zone->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (shm_zone->shm.exists) {
+        zone->sh = zone->shpool->data;
+
+        return NGX_OK;
+    }
+
+    zone->sh = ngx_slab_alloc(zone->shpool,
+                              sizeof(ngx_http_tokenrefresh_shctx_t));
+    if (zone->sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    zone->shpool->data = zone->sh;
+
+    ngx_memzero(zone->sh, sizeof(ngx_http_tokenrefresh_shctx_t));
+
+    ngx_rbtree_init(&zone->sh->rbtree, &zone->sh->sentinel,
+                    ngx_http_tokenrefresh_rbtree_insert_value);
+
+    ngx_queue_init(&zone->sh->lru);
+
+    len = sizeof(" in tokenrefresh zone \"\"") + shm_zone->shm.name.len;
+
+    zone->shpool->log_ctx = ngx_slab_alloc(zone->shpool, len);
+    if (zone->shpool->log_ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(zone->shpool->log_ctx, " in tokenrefresh zone \"%V\"%Z",
+                &shm_zone->shm.name);
+
+    /* a full zone is reported by the module, with the credential named */
+
+    zone->shpool->log_nomem = 0;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The decision for one request, in one critical section: use the stored
+ * token, start a refresh (taking the lease), wait for the refresh someone
+ * else holds the lease for, or fail fast while backing off.
+ */
+
+ngx_int_t
+ngx_http_tokenrefresh_acquire(ngx_http_tokenrefresh_ctx_t *ctx,
+    ngx_http_tokenrefresh_loc_conf_t *tlcf,
+    ngx_http_tokenrefresh_acquire_t *res)
+{
+    int64_t                        now, ahead, life;
+    uint32_t                       hash;
+    ngx_log_t                     *log;
+    ngx_uint_t                     grant, valid, warn;
+    ngx_pool_t                    *pool;
+    ngx_msec_t                     until;
+    ngx_http_tokenrefresh_node_t  *node;
+    ngx_http_tokenrefresh_zone_t  *zone;
+
+    ngx_memzero(res, sizeof(ngx_http_tokenrefresh_acquire_t));
+
+    zone = ctx->zone;
+    log = ctx->request->connection->log;
+    pool = ctx->request->pool;
+
+    now = ngx_http_tokenrefresh_now();
+    hash = ngx_crc32_short(ctx->name.data, ctx->name.len);
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    node = ngx_http_tokenrefresh_lookup(zone, &ctx->name, hash);
+
+    if (node == NULL) {
+        node = ngx_http_tokenrefresh_create(zone, &ctx->name, hash, log);
+
+        if (node == NULL) {
+            zone->sh->nomem++;
+            ngx_shmtx_unlock(&zone->shpool->mutex);
+
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "tokenrefresh: zone \"%V\" is full, no room for "
+                          "credential \"%V\"",
+                          &zone->shm_zone->shm.name, &ctx->name);
+
+            res->action = NGX_HTTP_TOKENREFRESH_NOMEM;
+            return NGX_OK;
+        }
+
+    } else {
+        ngx_queue_remove(&node->lru);
+        ngx_queue_insert_head(&zone->sh->lru, &node->lru);
+    }
+
+    if (!ctx->waiting) {
+        node->counters.requests++;
+    }
+
+    res->node = node;
+    res->node_id = node->id;
+    res->seq = node->seq;
+
+    valid = (node->access && now < node->expires);
+
+    if (node->refresh_len && tlcf->refresh_uri.len) {
+        grant = NGX_HTTP_TOKENREFRESH_GRANT_REFRESH;
+
+    } else if (tlcf->login_uri.len) {
+        grant = NGX_HTTP_TOKENREFRESH_GRANT_LOGIN;
+
+    } else {
+        grant = NGX_HTTP_TOKENREFRESH_GRANT_NONE;
+    }
+
+    if (valid) {
+        if (ngx_http_tokenrefresh_copy(pool, &res->token, node->access,
+                                       node->access_len)
+            != NGX_OK)
+        {
+            goto failed;
+        }
+
+        res->generation = node->generation;
+        res->action = NGX_HTTP_TOKENREFRESH_USE;
+
+        /* the window also absorbs clock skew, but is never past half-life */
+
+        life = node->expires - node->issued;
+        ahead = ngx_min((int64_t) tlcf->ahead, life / 2);
+
+        if (now >= node->expires - ahead
+            && grant != NGX_HTTP_TOKENREFRESH_GRANT_NONE
+            && (node->retry_at == 0
+                || (ngx_msec_int_t) (node->retry_at - ngx_current_msec) <= 0)
+            && ngx_http_tokenrefresh_lease_free(node, log))
+        {
+            ngx_http_tokenrefresh_take_lease(node, grant, tlcf);
+            res->action = NGX_HTTP_TOKENREFRESH_USE_AND_FETCH;
+            goto lease;
+        }
+
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return NGX_OK;
+    }
+
+    if (!ngx_http_tokenrefresh_lease_free(node, log)) {
+
+        /* someone, in this worker or another, is refreshing: wait */
+
+        until = ngx_current_msec + tlcf->wait_timeout;
+
+        if ((ngx_msec_int_t) (until - node->wait_until) > 0) {
+            node->wait_until = until;
+        }
+
+        res->action = NGX_HTTP_TOKENREFRESH_WAIT;
+
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return NGX_OK;
+    }
+
+    if (node->retry_at
+        && (ngx_msec_int_t) (node->retry_at - ngx_current_msec) > 0)
+    {
+        res->action = NGX_HTTP_TOKENREFRESH_FAIL;
+        res->status = node->fail_status;
+        res->retry_after = node->retry_at - ngx_current_msec;
+        node->counters.failed++;
+
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return NGX_OK;
+    }
+
+    if (grant == NGX_HTTP_TOKENREFRESH_GRANT_NONE) {
+        res->action = NGX_HTTP_TOKENREFRESH_FAIL;
+        res->status = NGX_HTTP_BAD_GATEWAY;
+        node->counters.failed++;
+
+        warn = !node->warned;
+        node->warned = 1;
+
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+
+        if (warn) {
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "tokenrefresh: credential \"%V\" has no token, "
+                          "no refresh token and no \"tokenrefresh_login\" "
+                          "location to get one", &ctx->name);
+        }
+
+        return NGX_OK;
+    }
+
+    ngx_http_tokenrefresh_take_lease(node, grant, tlcf);
+    res->action = NGX_HTTP_TOKENREFRESH_FETCH;
+
+lease:
+
+    res->grant = grant;
+    res->lease_seq = node->lease_seq;
+
+    /* the refresh subrequest sends these; the waiters poll for "seq" */
+
+    if (grant == NGX_HTTP_TOKENREFRESH_GRANT_REFRESH
+        && ngx_http_tokenrefresh_copy(pool, &res->refresh_token,
+                                      node->refresh, node->refresh_len)
+           != NGX_OK)
+    {
+        goto failed;
+    }
+
+    if (res->token.len == 0
+        && node->access
+        && ngx_http_tokenrefresh_copy(pool, &res->token, node->access,
+                                      node->access_len)
+           != NGX_OK)
+    {
+        goto failed;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return NGX_OK;
+
+failed:
+
+    if (node->lease_pid == ngx_pid && node->lease_seq == res->lease_seq
+        && res->lease_seq)
+    {
+        node->lease_pid = 0;
+        node->seq++;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return NGX_ERROR;
+}
+
+
+/*
+ * A new token is written in full before the old one is freed and before
+ * the generation moves, so a reader never sees a half-written token; if
+ * the zone has no room for it, the last good token stays.
+ */
+
+ngx_int_t
+ngx_http_tokenrefresh_store(ngx_http_tokenrefresh_refresh_t *rf,
+    ngx_http_tokenrefresh_token_t *tok, ngx_log_t *log)
+{
+    u_char                        *access, *refresh;
+    ngx_http_tokenrefresh_node_t  *node;
+    ngx_http_tokenrefresh_zone_t  *zone;
+
+    zone = rf->zone;
+    refresh = NULL;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    node = ngx_http_tokenrefresh_leased_node(rf);
+
+    if (node == NULL) {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "tokenrefresh: credential \"%V\" was evicted while "
+                      "it was refreshed, the new token is dropped",
+                      &rf->name);
+        return NGX_DECLINED;
+    }
+
+    access = ngx_http_tokenrefresh_alloc(zone, tok->access_token.len, node,
+                                         log);
+    if (access == NULL) {
+        goto nomem;
+    }
+
+    if (tok->refresh_token.len) {
+        refresh = ngx_http_tokenrefresh_alloc(zone, tok->refresh_token.len,
+                                              node, log);
+        if (refresh == NULL) {
+            ngx_slab_free_locked(zone->shpool, access);
+            goto nomem;
+        }
+    }
+
+    ngx_memcpy(access, tok->access_token.data, tok->access_token.len);
+
+    if (node->access) {
+        ngx_slab_free_locked(zone->shpool, node->access);
+    }
+
+    node->access = access;
+    node->access_len = tok->access_token.len;
+
+    /* a response without a new refresh token keeps the stored one */
+
+    if (refresh) {
+        ngx_memcpy(refresh, tok->refresh_token.data, tok->refresh_token.len);
+
+        if (node->refresh) {
+            ngx_slab_free_locked(zone->shpool, node->refresh);
+        }
+
+        node->refresh = refresh;
+        node->refresh_len = tok->refresh_token.len;
+    }
+
+    node->issued = tok->issued;
+    node->expires = tok->expires;
+    node->generation++;
+    node->fails = 0;
+    node->retry_at = 0;
+    node->fail_status = 0;
+    node->warned = 0;
+
+    node->counters.fetches[rf->grant][NGX_HTTP_TOKENREFRESH_OK]++;
+    node->last_outcome = NGX_HTTP_TOKENREFRESH_OK;
+    node->last_grant = rf->grant;
+    node->last_duration = ngx_current_msec - rf->start;
+    node->last_time = ngx_time();
+
+    if (node->lease_pid == ngx_pid && node->lease_seq == rf->lease_seq) {
+        node->lease_pid = 0;
+    }
+
+    node->seq++;
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return NGX_OK;
+
+nomem:
+
+    zone->sh->nomem++;
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    ngx_log_error(NGX_LOG_ERR, log, 0,
+                  "tokenrefresh: zone \"%V\" is full, the new token of "
+                  "credential \"%V\" is dropped",
+                  &zone->shm_zone->shm.name, &rf->name);
+
+    ngx_http_tokenrefresh_fail(rf, NGX_HTTP_TOKENREFRESH_BAD,
+                               NGX_HTTP_SERVICE_UNAVAILABLE, log);
+
+    return NGX_ERROR;
+}
+
+
+void
+ngx_http_tokenrefresh_fail(ngx_http_tokenrefresh_refresh_t *rf,
+    ngx_uint_t outcome, ngx_uint_t status, ngx_log_t *log)
+{
+    ngx_msec_t                         delay;
+    ngx_http_tokenrefresh_node_t      *node;
+    ngx_http_tokenrefresh_zone_t      *zone;
+    ngx_http_tokenrefresh_loc_conf_t  *tlcf;
+
+    zone = rf->zone;
+    tlcf = rf->lcf;
+    delay = 0;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    node = ngx_http_tokenrefresh_leased_node(rf);
+
+    if (node == NULL) {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return;
+    }
+
+    node->counters.fetches[rf->grant][outcome]++;
+
+    if (outcome != NGX_HTTP_TOKENREFRESH_ABORTED) {
+        node->last_outcome = outcome;
+        node->last_grant = rf->grant;
+        node->last_duration = ngx_current_msec - rf->start;
+        node->last_time = ngx_time();
+    }
+
+    if (outcome == NGX_HTTP_TOKENREFRESH_REFUSED
+        && rf->grant == NGX_HTTP_TOKENREFRESH_GRANT_REFRESH
+        && tlcf->login_uri.len)
+    {
+        /*
+         * the refresh token was refused: drop it, so that the next
+         * attempt, right away, is a login
+         */
+
+        if (node->refresh) {
+            ngx_slab_free_locked(zone->shpool, node->refresh);
+            node->refresh = NULL;
+            node->refresh_len = 0;
+        }
+
+    } else if (outcome != NGX_HTTP_TOKENREFRESH_ABORTED) {
+        node->fails++;
+
+        if (outcome == NGX_HTTP_TOKENREFRESH_REFUSED) {
+            delay = tlcf->backoff_max;
+
+        } else {
+            delay = ngx_http_tokenrefresh_backoff_delay(node->fails,
+                                                        tlcf->backoff_min,
+                                                        tlcf->backoff_max);
+        }
+
+        node->retry_at = ngx_current_msec + delay;
+
+        if (node->retry_at == 0) {
+            node->retry_at = 1;
+        }
+
+        node->fail_status = status;
+    }
+
+    if (node->lease_pid == ngx_pid && node->lease_seq == rf->lease_seq) {
+        node->lease_pid = 0;
+    }
+
+    node->seq++;
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    if (delay) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "tokenrefresh: credential \"%V\" backs off for %M ms "
+                      "after %s",
+                      &rf->name, delay,
+                      outcome == NGX_HTTP_TOKENREFRESH_REFUSED
+                      ? "a refused login" : "a failed refresh");
+    }
+}
+
+
+/* read without the lock: a stale read only delays a wake-up by one tick */
+
+ngx_uint_t
+ngx_http_tokenrefresh_changed(ngx_http_tokenrefresh_ctx_t *ctx)
+{
+    ngx_http_tokenrefresh_node_t  *node;
+
+    node = ctx->node;
+
+    if (node->id != ctx->node_id || node->seq != ctx->seq) {
+        return 1;
+    }
+
+    if (node->lease_pid
+        && (ngx_msec_int_t) (node->lease_deadline - ngx_current_msec) <= 0)
+    {
+        /* the lease holder died or hung: someone must take over */
+        return 1;
+    }
+
+    return 0;
+}
+
+
+void
+ngx_http_tokenrefresh_account_wait(ngx_http_tokenrefresh_ctx_t *ctx,
+    ngx_uint_t failed)
+{
+    ngx_http_tokenrefresh_node_t  *node;
+    ngx_http_tokenrefresh_zone_t  *zone;
+
+    ctx->waited = ngx_current_msec - ctx->wait_start;
+    ctx->waiting = 0;
+
+    zone = ctx->zone;
+    node = ctx->node;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    if (node && node->id == ctx->node_id) {
+        node->counters.waits++;
+        node->counters.wait_msec += ctx->waited;
+
+        if (ctx->waited > node->counters.wait_msec_max) {
+            node->counters.wait_msec_max = ctx->waited;
+        }
+
+        if (failed) {
+            node->counters.failed++;
+        }
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+static ngx_uint_t
+ngx_http_tokenrefresh_lease_free(ngx_http_tokenrefresh_node_t *node,
+    ngx_log_t *log)
+{
+    if (node->lease_pid == 0) {
+        return 1;
+    }
+
+    if ((ngx_msec_int_t) (node->lease_deadline - ngx_current_msec) > 0) {
+        return 0;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, log, 0,
+                  "tokenrefresh: the lease of worker %P on credential "
+                  "\"%*s\" expired, taking over",
+                  node->lease_pid, (size_t) node->len, node->name);
+
+    node->lease_pid = 0;
+
+    return 1;
+}
+
+
+static void
+ngx_http_tokenrefresh_take_lease(ngx_http_tokenrefresh_node_t *node,
+    ngx_uint_t grant, ngx_http_tokenrefresh_loc_conf_t *tlcf)
+{
+    node->lease_pid = ngx_pid;
+    node->lease_deadline = ngx_current_msec + tlcf->refresh_timeout
+                           + NGX_HTTP_TOKENREFRESH_LEASE_MARGIN;
+    node->lease_seq++;
+    node->lease_grant = grant;
+}
+
+
+/* the node a refresh was started for, if it still exists */
+
+static ngx_http_tokenrefresh_node_t *
+ngx_http_tokenrefresh_leased_node(ngx_http_tokenrefresh_refresh_t *rf)
+{
+    if (rf->node->id != rf->node_id) {
+        return NULL;
+    }
+
+    return rf->node;
+}
+
+
+static ngx_http_tokenrefresh_node_t *
+ngx_http_tokenrefresh_lookup(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_str_t *name, uint32_t hash)
+{
+    ngx_int_t                      rc;
+    ngx_rbtree_node_t             *node, *sentinel;
+    ngx_http_tokenrefresh_node_t  *tn;
+
+    node = zone->sh->rbtree.root;
+    sentinel = zone->sh->rbtree.sentinel;
+
+    while (node != sentinel) {
+
+        if (hash < node->key) {
+            node = node->left;
+            continue;
+        }
+
+        if (hash > node->key) {
+            node = node->right;
+            continue;
+        }
+
+        /* hash == node->key */
+
+        tn = (ngx_http_tokenrefresh_node_t *) node;
+
+        rc = ngx_memn2cmp(name->data, tn->name, name->len, (size_t) tn->len);
+
+        if (rc == 0) {
+            return tn;
+        }
+
+        node = (rc < 0) ? node->left : node->right;
+    }
+
+    return NULL;
+}
+
+
+static ngx_http_tokenrefresh_node_t *
+ngx_http_tokenrefresh_create(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_str_t *name, uint32_t hash, ngx_log_t *log)
+{
+    size_t                         size;
+    ngx_http_tokenrefresh_node_t  *tn;
+
+    size = offsetof(ngx_http_tokenrefresh_node_t, name) + name->len;
+
+    tn = ngx_http_tokenrefresh_alloc(zone, size, NULL, log);
+    if (tn == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(tn, size);
+
+    tn->node.key = hash;
+    tn->id = ++zone->sh->next_id;
+    tn->len = (u_short) name->len;
+    ngx_memcpy(tn->name, name->data, name->len);
+
+    ngx_rbtree_insert(&zone->sh->rbtree, &tn->node);
+    ngx_queue_insert_head(&zone->sh->lru, &tn->lru);
+
+    zone->sh->count++;
+
+    return tn;
+}
+
+
+static void *
+ngx_http_tokenrefresh_alloc(ngx_http_tokenrefresh_zone_t *zone, size_t size,
+    ngx_http_tokenrefresh_node_t *keep, ngx_log_t *log)
+{
+    void  *p;
+
+    for ( ;; ) {
+        p = ngx_slab_alloc_locked(zone->shpool, size);
+
+        if (p) {
+            return p;
+        }
+
+        if (ngx_http_tokenrefresh_evict(zone, keep, log) == 0) {
+            return NULL;
+        }
+    }
+}
+
+
+/*
+ * Evicts the least recently used credential that nobody needs right now:
+ * no lease, nobody waiting for it.  Returns 0 if there is none.
+ */
+
+static ngx_uint_t
+ngx_http_tokenrefresh_evict(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_http_tokenrefresh_node_t *keep, ngx_log_t *log)
+{
+    ngx_queue_t                   *q;
+    ngx_http_tokenrefresh_node_t  *tn;
+
+    for (q = ngx_queue_last(&zone->sh->lru);
+         q != ngx_queue_sentinel(&zone->sh->lru);
+         q = ngx_queue_prev(q))
+    {
+        tn = ngx_queue_data(q, ngx_http_tokenrefresh_node_t, lru);
+
+        if (tn == keep) {
+            continue;
+        }
+
+        if (tn->lease_pid
+            && (ngx_msec_int_t) (tn->lease_deadline - ngx_current_msec) > 0)
+        {
+            continue;
+        }
+
+        if ((ngx_msec_int_t) (tn->wait_until - ngx_current_msec) > 0) {
+            continue;
+        }
+
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "tokenrefresh: zone \"%V\" is full, evicting idle "
+                      "credential \"%*s\"",
+                      &zone->shm_zone->shm.name, (size_t) tn->len, tn->name);
+
+        ngx_queue_remove(&tn->lru);
+        ngx_rbtree_delete(&zone->sh->rbtree, &tn->node);
+
+        if (tn->access) {
+            ngx_slab_free_locked(zone->shpool, tn->access);
+        }
+
+        if (tn->refresh) {
+            ngx_slab_free_locked(zone->shpool, tn->refresh);
+        }
+
+        /* a stale pointer to this node must not match it any more */
+        tn->id = 0;
+        tn->seq++;
+
+        ngx_slab_free_locked(zone->shpool, tn);
+
+        zone->sh->count--;
+        zone->sh->evictions++;
+
+        return 1;
+    }
+
+    return 0;
+}
+
+
+static void
+ngx_http_tokenrefresh_rbtree_insert_value(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
+{
+    ngx_rbtree_node_t             **p;
+    ngx_http_tokenrefresh_node_t   *tn, *tnt;
+
+    for ( ;; ) {
+
+        if (node->key < temp->key) {
+
+            p = &temp->left;
+
+        } else if (node->key > temp->key) {
+
+            p = &temp->right;
+
+        } else { /* node->key == temp->key */
+
+            tn = (ngx_http_tokenrefresh_node_t *) node;
+            tnt = (ngx_http_tokenrefresh_node_t *) temp;
+
+            p = (ngx_memn2cmp(tn->name, tnt->name, (size_t) tn->len,
+                              (size_t) tnt->len) < 0)
+                ? &temp->left : &temp->right;
+        }
+
+        if (*p == sentinel) {
+            break;
+        }
+
+        temp = *p;
+    }
+
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}
+
+
+static ngx_int_t
+ngx_http_tokenrefresh_copy(ngx_pool_t *pool, ngx_str_t *dst, u_char *src,
+    size_t len)
+{
+    dst->data = ngx_pnalloc(pool, len);
+    if (dst->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(dst->data, src, len);
+    dst->len = len;
+
+    return NGX_OK;
+}
+
+
+/* exponential, capped, with jitter so that workers and nginx instances
+ * that failed together do not retry together */
+
+static ngx_msec_t
+ngx_http_tokenrefresh_backoff_delay(ngx_uint_t fails, ngx_msec_t min,
+    ngx_msec_t max)
+{
+    ngx_msec_t  delay;
+
+    delay = min;
+
+    while (--fails && delay < max) {
+        delay *= 2;
+    }
+
+    if (delay > max) {
+        delay = max;
+    }
+
+    return delay / 2 + (ngx_msec_t) ngx_random() % (delay / 2 + 1);
+}

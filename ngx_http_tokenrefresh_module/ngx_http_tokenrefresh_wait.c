@@ -1,0 +1,214 @@
+
+/*
+ * Copyright (C) ngx_http_tokenrefresh_module authors
+ *
+ * Parking requests that need a token which is being fetched, and waking
+ * them.  nginx offers a module no way to signal other workers, so each
+ * worker that has parked requests looks at the shared "seq" of their
+ * credentials every few milliseconds; a worker without parked requests
+ * runs no timer at all.  The worker that stores a token wakes its own
+ * parked requests at once.
+ */
+
+
+#include "ngx_http_tokenrefresh_module.h"
+
+
+static void ngx_http_tokenrefresh_poll(ngx_event_t *ev);
+static void ngx_http_tokenrefresh_wait_timeout(ngx_event_t *ev);
+static void ngx_http_tokenrefresh_resume(ngx_http_tokenrefresh_ctx_t *ctx);
+
+
+static ngx_queue_t       ngx_http_tokenrefresh_parked;
+static ngx_event_t       ngx_http_tokenrefresh_poll_event;
+
+/* timer events log their data as a connection: give them a dummy one */
+static ngx_connection_t  ngx_http_tokenrefresh_dummy;
+
+
+ngx_int_t
+ngx_http_tokenrefresh_init_wait(ngx_cycle_t *cycle)
+{
+    ngx_event_t  *ev;
+
+    ngx_queue_init(&ngx_http_tokenrefresh_parked);
+
+    ev = &ngx_http_tokenrefresh_poll_event;
+
+    ngx_memzero(ev, sizeof(ngx_event_t));
+
+    ngx_http_tokenrefresh_dummy.fd = (ngx_socket_t) -1;
+
+    ev->handler = ngx_http_tokenrefresh_poll;
+    ev->data = &ngx_http_tokenrefresh_dummy;
+    ev->log = cycle->log;
+
+    /* parked requests hold their own timers; this one must not delay
+     * a graceful shutdown */
+    ev->cancelable = 1;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_tokenrefresh_park(ngx_http_request_t *r,
+    ngx_http_tokenrefresh_ctx_t *ctx, ngx_http_tokenrefresh_loc_conf_t *tlcf)
+{
+    ngx_msec_t    timer;
+    ngx_event_t  *ev;
+
+    if (!ctx->waiting) {
+        ctx->waiting = 1;
+        ctx->wait_start = ngx_current_msec;
+        ctx->wait_deadline = ngx_current_msec + tlcf->wait_timeout;
+    }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "tokenrefresh: request parked for credential \"%V\", "
+                   "leader:%ui seq:%ui",
+                   &ctx->name, (ngx_uint_t) ctx->leader, ctx->seq);
+
+    ngx_queue_insert_tail(&ngx_http_tokenrefresh_parked, &ctx->queue);
+    ctx->parked = 1;
+
+    ev = &ctx->wait_event;
+
+    if (ev->handler == NULL) {
+        ev->handler = ngx_http_tokenrefresh_wait_timeout;
+        ev->data = r->connection;
+        ev->log = r->connection->log;
+    }
+
+    timer = ctx->wait_deadline - ngx_current_msec;
+
+    if ((ngx_msec_int_t) timer <= 0) {
+        timer = 1;
+    }
+
+    ngx_add_timer(ev, timer);
+
+    /*
+     * A waiter whose client goes away is dropped (ngx_http_test_reading
+     * finalizes it with 499, and the pool cleanup unparks it).  The
+     * request that drives a refresh ignores its client until the refresh
+     * is done, so that the refresh completes and is stored for the others.
+     */
+
+    r->read_event_handler = ctx->leader ? ngx_http_block_reading
+                                        : ngx_http_test_reading;
+    r->write_event_handler = ngx_http_request_empty_handler;
+
+    if (!ngx_http_tokenrefresh_poll_event.timer_set) {
+        ngx_add_timer(&ngx_http_tokenrefresh_poll_event,
+                      NGX_HTTP_TOKENREFRESH_POLL);
+    }
+
+    return NGX_AGAIN;
+}
+
+
+void
+ngx_http_tokenrefresh_unpark(ngx_http_tokenrefresh_ctx_t *ctx)
+{
+    if (!ctx->parked) {
+        return;
+    }
+
+    ngx_queue_remove(&ctx->queue);
+    ctx->parked = 0;
+
+    if (ctx->wait_event.timer_set) {
+        ngx_del_timer(&ctx->wait_event);
+    }
+}
+
+
+void
+ngx_http_tokenrefresh_wake_local(void)
+{
+    if (!ngx_queue_empty(&ngx_http_tokenrefresh_parked)) {
+        ngx_post_event(&ngx_http_tokenrefresh_poll_event,
+                       &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_http_tokenrefresh_poll(ngx_event_t *ev)
+{
+    ngx_queue_t                  *q, *next, ready;
+    ngx_http_tokenrefresh_ctx_t  *ctx;
+
+    ngx_queue_init(&ready);
+
+    for (q = ngx_queue_head(&ngx_http_tokenrefresh_parked);
+         q != ngx_queue_sentinel(&ngx_http_tokenrefresh_parked);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        ctx = ngx_queue_data(q, ngx_http_tokenrefresh_ctx_t, queue);
+
+        if (ngx_http_tokenrefresh_changed(ctx)) {
+            ngx_queue_remove(q);
+            ngx_queue_insert_tail(&ready, q);
+        }
+    }
+
+    /*
+     * Resuming one request may finalize others (an HTTP/2 connection
+     * closes with all its streams); their cleanups unlink them from
+     * "ready" as well, so the queue is consumed from its head each time.
+     */
+
+    while (!ngx_queue_empty(&ready)) {
+        q = ngx_queue_head(&ready);
+        ctx = ngx_queue_data(q, ngx_http_tokenrefresh_ctx_t, queue);
+
+        ngx_http_tokenrefresh_resume(ctx);
+    }
+
+    if (!ngx_queue_empty(&ngx_http_tokenrefresh_parked)) {
+        ngx_add_timer(ev, NGX_HTTP_TOKENREFRESH_POLL);
+
+    } else if (ev->timer_set) {
+        ngx_del_timer(ev);
+    }
+}
+
+
+static void
+ngx_http_tokenrefresh_wait_timeout(ngx_event_t *ev)
+{
+    ngx_http_tokenrefresh_ctx_t  *ctx;
+
+    ctx = (ngx_http_tokenrefresh_ctx_t *)
+              ((u_char *) ev - offsetof(ngx_http_tokenrefresh_ctx_t,
+                                        wait_event));
+
+    ngx_http_tokenrefresh_resume(ctx);
+}
+
+
+static void
+ngx_http_tokenrefresh_resume(ngx_http_tokenrefresh_ctx_t *ctx)
+{
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+    c = r->connection;
+
+    ngx_http_tokenrefresh_unpark(ctx);
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "tokenrefresh: request resumed for credential \"%V\"",
+                   &ctx->name);
+
+    r->read_event_handler = ngx_http_block_reading;
+    r->write_event_handler = ngx_http_core_run_phases;
+
+    ngx_http_core_run_phases(r);
+
+    ngx_http_run_posted_requests(c);
+}
