@@ -185,8 +185,8 @@ ngx_http_tokenrefresh_compile_pointer(ngx_pool_t *pool,
 
 const char *
 ngx_http_tokenrefresh_parse_response(ngx_pool_t *pool, u_char *data,
-    size_t len, ngx_http_tokenrefresh_loc_conf_t *conf,
-    size_t max_token_size, int64_t now, ngx_http_tokenrefresh_token_t *tok)
+    size_t len, ngx_http_tokenrefresh_format_t *fmt, size_t max_token_size,
+    int64_t now, ngx_http_tokenrefresh_token_t *tok)
 {
     double                          n;
     int64_t                         exp, life;
@@ -198,10 +198,10 @@ ngx_http_tokenrefresh_parse_response(ngx_pool_t *pool, u_char *data,
     ngx_memzero(tok, sizeof(ngx_http_tokenrefresh_token_t));
 
     js.pool = pool;
-    js.fields[NGX_HTTP_TOKENREFRESH_F_ACCESS] = conf->json_access;
-    js.fields[NGX_HTTP_TOKENREFRESH_F_REFRESH] = conf->json_refresh;
-    js.fields[NGX_HTTP_TOKENREFRESH_F_EXPIRES_IN] = conf->json_expires_in;
-    js.fields[NGX_HTTP_TOKENREFRESH_F_EXPIRES_AT] = conf->json_expires_at;
+    js.fields[NGX_HTTP_TOKENREFRESH_F_ACCESS] = fmt->access;
+    js.fields[NGX_HTTP_TOKENREFRESH_F_REFRESH] = fmt->refresh;
+    js.fields[NGX_HTTP_TOKENREFRESH_F_EXPIRES_IN] = fmt->expires_in;
+    js.fields[NGX_HTTP_TOKENREFRESH_F_EXPIRES_AT] = fmt->expires_at;
 
     err = ngx_http_tokenrefresh_json_run(&js, data, len);
     if (err) {
@@ -258,7 +258,7 @@ ngx_http_tokenrefresh_parse_response(ngx_pool_t *pool, u_char *data,
             return err;
         }
 
-        if (!conf->expires_at_msec) {
+        if (!fmt->expires_at_msec) {
             n *= 1000;
         }
 
@@ -310,7 +310,7 @@ ngx_http_tokenrefresh_parse_response(ngx_pool_t *pool, u_char *data,
         return NULL;
     }
 
-    tok->expires = now + conf->default_lifetime;
+    tok->expires = now + fmt->default_lifetime;
 
     return NULL;
 }

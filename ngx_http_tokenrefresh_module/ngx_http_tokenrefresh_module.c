@@ -17,16 +17,6 @@ typedef struct {
 } ngx_http_tokenrefresh_zone_ref_t;
 
 
-typedef struct {
-    ngx_array_t                       zone_refs;
-
-    /* RFC 6749, section 5.1 */
-    ngx_http_tokenrefresh_pointer_t   access_token;
-    ngx_http_tokenrefresh_pointer_t   refresh_token;
-    ngx_http_tokenrefresh_pointer_t   expires_in;
-} ngx_http_tokenrefresh_main_conf_t;
-
-
 static ngx_int_t ngx_http_tokenrefresh_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_tokenrefresh_new_pass(ngx_http_request_t *r,
     ngx_http_tokenrefresh_ctx_t *ctx, ngx_http_tokenrefresh_loc_conf_t *tlcf);
@@ -53,6 +43,11 @@ static char *ngx_http_tokenrefresh_json(ngx_conf_t *cf, ngx_command_t *cmd,
 static ngx_int_t ngx_http_tokenrefresh_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_tokenrefresh_postconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_tokenrefresh_init_process(ngx_cycle_t *cycle);
+
+
+const char  *ngx_http_tokenrefresh_grant_names[] = {
+    "fetch", "refresh", "login"
+};
 
 
 static ngx_conf_num_bounds_t  ngx_http_tokenrefresh_status_bounds = {
@@ -129,42 +124,44 @@ static ngx_command_t  ngx_http_tokenrefresh_commands[] = {
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_tokenrefresh_json,
       NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_tokenrefresh_loc_conf_t, json_access),
+      offsetof(ngx_http_tokenrefresh_loc_conf_t, format.access),
       NULL },
 
     { ngx_string("tokenrefresh_json_refresh_token"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_tokenrefresh_json,
       NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_tokenrefresh_loc_conf_t, json_refresh),
+      offsetof(ngx_http_tokenrefresh_loc_conf_t, format.refresh),
       NULL },
 
     { ngx_string("tokenrefresh_json_expires_in"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_tokenrefresh_json,
       NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_tokenrefresh_loc_conf_t, json_expires_in),
+      offsetof(ngx_http_tokenrefresh_loc_conf_t, format.expires_in),
       NULL },
 
     { ngx_string("tokenrefresh_json_expires_at"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
       ngx_http_tokenrefresh_json,
       NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_tokenrefresh_loc_conf_t, json_expires_at),
+      offsetof(ngx_http_tokenrefresh_loc_conf_t, format.expires_at),
       NULL },
 
     { ngx_string("tokenrefresh_default_lifetime"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_tokenrefresh_loc_conf_t, default_lifetime),
+      offsetof(ngx_http_tokenrefresh_loc_conf_t,
+               format.default_lifetime),
       NULL },
 
     { ngx_string("tokenrefresh_max_response_size"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_size_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_tokenrefresh_loc_conf_t, max_response_size),
+      offsetof(ngx_http_tokenrefresh_loc_conf_t,
+               format.max_response_size),
       NULL },
 
       ngx_null_command
@@ -556,13 +553,13 @@ ngx_http_tokenrefresh_create_loc_conf(ngx_conf_t *cf)
     conf->backoff_max = NGX_CONF_UNSET_MSEC;
     conf->deny_status = NGX_CONF_UNSET_UINT;
 
-    conf->json_access = NGX_CONF_UNSET_PTR;
-    conf->json_refresh = NGX_CONF_UNSET_PTR;
-    conf->json_expires_in = NGX_CONF_UNSET_PTR;
-    conf->json_expires_at = NGX_CONF_UNSET_PTR;
-    conf->expires_at_msec = NGX_CONF_UNSET;
-    conf->default_lifetime = NGX_CONF_UNSET_MSEC;
-    conf->max_response_size = NGX_CONF_UNSET_SIZE;
+    conf->format.access = NGX_CONF_UNSET_PTR;
+    conf->format.refresh = NGX_CONF_UNSET_PTR;
+    conf->format.expires_in = NGX_CONF_UNSET_PTR;
+    conf->format.expires_at = NGX_CONF_UNSET_PTR;
+    conf->format.expires_at_msec = NGX_CONF_UNSET;
+    conf->format.default_lifetime = NGX_CONF_UNSET_MSEC;
+    conf->format.max_response_size = NGX_CONF_UNSET_SIZE;
 
     return conf;
 }
@@ -574,8 +571,6 @@ ngx_http_tokenrefresh_merge_loc_conf(ngx_conf_t *cf, void *parent,
 {
     ngx_http_tokenrefresh_loc_conf_t *prev = parent;
     ngx_http_tokenrefresh_loc_conf_t *conf = child;
-
-    ngx_http_tokenrefresh_main_conf_t  *tmcf;
 
     if (conf->shm_zone == NGX_CONF_UNSET_PTR) {
         conf->shm_zone = prev->shm_zone;
@@ -615,25 +610,28 @@ ngx_http_tokenrefresh_merge_loc_conf(ngx_conf_t *cf, void *parent,
         return NGX_CONF_ERROR;
     }
 
-    /* RFC 6749, section 5.1, unless told otherwise */
+    /*
+     * the response format stays unset unless configured, so that a token
+     * location can tell its own settings from inherited ones: see
+     * ngx_http_tokenrefresh_resolve_format()
+     */
 
-    tmcf = ngx_http_conf_get_module_main_conf(cf,
-                                              ngx_http_tokenrefresh_module);
-
-    ngx_conf_merge_ptr_value(conf->json_access, prev->json_access,
-                             &tmcf->access_token);
-    ngx_conf_merge_ptr_value(conf->json_refresh, prev->json_refresh,
-                             &tmcf->refresh_token);
-    ngx_conf_merge_ptr_value(conf->json_expires_in, prev->json_expires_in,
-                             &tmcf->expires_in);
-    ngx_conf_merge_ptr_value(conf->json_expires_at, prev->json_expires_at,
-                             NULL);
-    ngx_conf_merge_value(conf->expires_at_msec, prev->expires_at_msec, 0);
-
-    ngx_conf_merge_msec_value(conf->default_lifetime, prev->default_lifetime,
-                              300000);
-    ngx_conf_merge_size_value(conf->max_response_size,
-                              prev->max_response_size, 64 * 1024);
+    ngx_conf_merge_ptr_value(conf->format.access, prev->format.access,
+                             NGX_CONF_UNSET_PTR);
+    ngx_conf_merge_ptr_value(conf->format.refresh, prev->format.refresh,
+                             NGX_CONF_UNSET_PTR);
+    ngx_conf_merge_ptr_value(conf->format.expires_in,
+                             prev->format.expires_in, NGX_CONF_UNSET_PTR);
+    ngx_conf_merge_ptr_value(conf->format.expires_at,
+                             prev->format.expires_at, NGX_CONF_UNSET_PTR);
+    ngx_conf_merge_value(conf->format.expires_at_msec,
+                         prev->format.expires_at_msec, NGX_CONF_UNSET);
+    ngx_conf_merge_msec_value(conf->format.default_lifetime,
+                              prev->format.default_lifetime,
+                              NGX_CONF_UNSET_MSEC);
+    ngx_conf_merge_size_value(conf->format.max_response_size,
+                              prev->format.max_response_size,
+                              NGX_CONF_UNSET_SIZE);
 
     return NGX_CONF_OK;
 }
@@ -927,15 +925,15 @@ ngx_http_tokenrefresh_json(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     value = cf->args->elts;
 
     if (cf->args->nelts == 3) {
-        if (field != &tlcf->json_expires_at) {
+        if (field != &tlcf->format.expires_at) {
             return "takes one argument";
         }
 
         if (ngx_strcmp(value[2].data, "ms") == 0) {
-            tlcf->expires_at_msec = 1;
+            tlcf->format.expires_at_msec = 1;
 
         } else if (ngx_strcmp(value[2].data, "s") == 0) {
-            tlcf->expires_at_msec = 0;
+            tlcf->format.expires_at_msec = 0;
 
         } else {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -946,7 +944,7 @@ ngx_http_tokenrefresh_json(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     if (ngx_strcmp(value[1].data, "off") == 0) {
-        if (field == &tlcf->json_access) {
+        if (field == &tlcf->format.access) {
             return "cannot be \"off\": a response without an access "
                    "token is useless";
         }

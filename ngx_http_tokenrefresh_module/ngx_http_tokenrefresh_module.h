@@ -150,6 +150,33 @@ typedef struct {
 } ngx_http_tokenrefresh_pointer_t;
 
 
+/*
+ * How a token response is read.  It may be set in the token location
+ * (it describes that endpoint) or where the credential is used; the token
+ * location wins, then RFC 6749 section 5.1 applies.
+ */
+
+typedef struct {
+    ngx_http_tokenrefresh_pointer_t  *access;
+    ngx_http_tokenrefresh_pointer_t  *refresh;
+    ngx_http_tokenrefresh_pointer_t  *expires_in;
+    ngx_http_tokenrefresh_pointer_t  *expires_at;
+    ngx_flag_t                        expires_at_msec;
+    ngx_msec_t                        default_lifetime;
+    size_t                            max_response_size;
+} ngx_http_tokenrefresh_format_t;
+
+
+typedef struct {
+    ngx_array_t                       zone_refs;
+
+    /* RFC 6749, section 5.1 */
+    ngx_http_tokenrefresh_pointer_t   access_token;
+    ngx_http_tokenrefresh_pointer_t   refresh_token;
+    ngx_http_tokenrefresh_pointer_t   expires_in;
+} ngx_http_tokenrefresh_main_conf_t;
+
+
 typedef struct {
     /* where a token is used */
     ngx_shm_zone_t                   *shm_zone;
@@ -165,14 +192,7 @@ typedef struct {
     ngx_msec_t                        backoff_max;
     ngx_uint_t                        deny_status;
 
-    /* where a token response is read: the token locations */
-    ngx_http_tokenrefresh_pointer_t  *json_access;
-    ngx_http_tokenrefresh_pointer_t  *json_refresh;
-    ngx_http_tokenrefresh_pointer_t  *json_expires_in;
-    ngx_http_tokenrefresh_pointer_t  *json_expires_at;
-    ngx_flag_t                        expires_at_msec;
-    ngx_msec_t                        default_lifetime;
-    size_t                            max_response_size;
+    ngx_http_tokenrefresh_format_t    format;
 } ngx_http_tokenrefresh_loc_conf_t;
 
 
@@ -213,6 +233,7 @@ typedef struct {
     ngx_str_t                         name;
     ngx_str_t                         access_token;
     ngx_str_t                         refresh_token;
+    ngx_http_tokenrefresh_format_t    format;
     ngx_buf_t                        *body;
     ngx_uint_t                        status;
     ngx_msec_t                        start;
@@ -220,6 +241,8 @@ typedef struct {
     ngx_http_post_subrequest_t        ps;
     unsigned                          done:1;
     unsigned                          complete:1;
+    unsigned                          too_big:1;
+    unsigned                          format_set:1;
 } ngx_http_tokenrefresh_refresh_t;
 
 
@@ -252,6 +275,7 @@ typedef struct {
 
 
 /* ngx_http_tokenrefresh_module.c */
+extern const char *ngx_http_tokenrefresh_grant_names[];
 ngx_http_tokenrefresh_ctx_t *ngx_http_tokenrefresh_find_ctx(
     ngx_http_request_t *r);
 ngx_http_tokenrefresh_ctx_t *ngx_http_tokenrefresh_get_ctx(
@@ -291,7 +315,7 @@ ngx_int_t ngx_http_tokenrefresh_init_wait(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_tokenrefresh_compile_pointer(ngx_pool_t *pool,
     ngx_http_tokenrefresh_pointer_t *ptr);
 const char *ngx_http_tokenrefresh_parse_response(ngx_pool_t *pool,
-    u_char *data, size_t len, ngx_http_tokenrefresh_loc_conf_t *conf,
+    u_char *data, size_t len, ngx_http_tokenrefresh_format_t *fmt,
     size_t max_token_size, int64_t now, ngx_http_tokenrefresh_token_t *tok);
 const char *ngx_http_tokenrefresh_check_token(ngx_str_t *token,
     size_t max_size);

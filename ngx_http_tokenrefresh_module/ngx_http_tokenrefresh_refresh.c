@@ -23,6 +23,8 @@ static ngx_int_t ngx_http_tokenrefresh_done(ngx_http_request_t *sr,
     void *data, ngx_int_t rc);
 static ngx_uint_t ngx_http_tokenrefresh_outcome(ngx_http_request_t *sr,
     ngx_http_tokenrefresh_refresh_t *rf, ngx_int_t rc, ngx_uint_t *status);
+static ngx_http_tokenrefresh_format_t *ngx_http_tokenrefresh_resolve_format(
+    ngx_http_request_t *sr, ngx_http_tokenrefresh_refresh_t *rf);
 static void ngx_http_tokenrefresh_deadline(ngx_event_t *ev);
 static void ngx_http_tokenrefresh_refresh_cleanup(void *data);
 static ngx_int_t ngx_http_tokenrefresh_header_filter(ngx_http_request_t *r);
@@ -34,11 +36,6 @@ static ngx_int_t ngx_http_tokenrefresh_collect(ngx_http_request_t *r,
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
-
-
-static const char  *ngx_http_tokenrefresh_grant_names[] = {
-    "fetch", "refresh", "login"
-};
 
 
 ngx_int_t
@@ -229,7 +226,6 @@ ngx_http_tokenrefresh_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
     ngx_uint_t                        outcome, status;
     const char                       *err;
     ngx_http_tokenrefresh_token_t     tok;
-    ngx_http_tokenrefresh_loc_conf_t  *tlcf;
 
     if (rf->done) {
         /* a late call: the outcome was settled already (error page,
@@ -252,12 +248,11 @@ ngx_http_tokenrefresh_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
         goto done;
     }
 
-    tlcf = ngx_http_get_module_loc_conf(sr, ngx_http_tokenrefresh_module);
-
     err = ngx_http_tokenrefresh_parse_response(sr->pool, rf->body->pos,
-                                         rf->body->last - rf->body->pos,
-                                         tlcf, rf->zone->max_token_size,
-                                         ngx_http_tokenrefresh_now(), &tok);
+                                   rf->body->last - rf->body->pos,
+                                   ngx_http_tokenrefresh_resolve_format(sr, rf),
+                                   rf->zone->max_token_size,
+                                   ngx_http_tokenrefresh_now(), &tok);
     if (err) {
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       "tokenrefresh: %s of credential \"%V\" failed: "
@@ -361,12 +356,72 @@ ngx_http_tokenrefresh_outcome(ngx_http_request_t *sr,
                       "tokenrefresh: %s of credential \"%V\" failed: "
                       "%s response from the token endpoint",
                       what, &rf->name,
-                      rf->body ? "incomplete" : "empty");
+                      rf->too_big ? "oversized"
+                      : rf->body ? "incomplete" : "empty");
 
         return NGX_HTTP_TOKENREFRESH_BAD;
     }
 
     return NGX_HTTP_TOKENREFRESH_OK;
+}
+
+
+/*
+ * The format is resolved once the subrequest has found its location (an
+ * internal redirect in the token location is followed), at its first
+ * output at the latest.
+ */
+
+static ngx_http_tokenrefresh_format_t *
+ngx_http_tokenrefresh_resolve_format(ngx_http_request_t *sr,
+    ngx_http_tokenrefresh_refresh_t *rf)
+{
+    ngx_http_tokenrefresh_format_t     *f, *t, *u;
+    ngx_http_tokenrefresh_main_conf_t  *tmcf;
+    ngx_http_tokenrefresh_loc_conf_t   *tlcf;
+
+    f = &rf->format;
+
+    if (rf->format_set) {
+        return f;
+    }
+
+    rf->format_set = 1;
+
+    tlcf = ngx_http_get_module_loc_conf(sr, ngx_http_tokenrefresh_module);
+    tmcf = ngx_http_get_module_main_conf(sr, ngx_http_tokenrefresh_module);
+
+    t = &tlcf->format;
+    u = &rf->lcf->format;
+
+#define ngx_http_tokenrefresh_pick(field, unset, def)                         \
+    f->field = (t->field != unset) ? t->field                                 \
+               : (u->field != unset) ? u->field : def
+
+    ngx_http_tokenrefresh_pick(access, NGX_CONF_UNSET_PTR,
+                               &tmcf->access_token);
+    ngx_http_tokenrefresh_pick(refresh, NGX_CONF_UNSET_PTR,
+                               &tmcf->refresh_token);
+    ngx_http_tokenrefresh_pick(expires_in, NGX_CONF_UNSET_PTR,
+                               &tmcf->expires_in);
+    ngx_http_tokenrefresh_pick(expires_at, NGX_CONF_UNSET_PTR, NULL);
+    ngx_http_tokenrefresh_pick(default_lifetime, NGX_CONF_UNSET_MSEC,
+                               300000);
+    ngx_http_tokenrefresh_pick(max_response_size, NGX_CONF_UNSET_SIZE,
+                               64 * 1024);
+
+#undef ngx_http_tokenrefresh_pick
+
+    /* the unit goes with the pointer it qualifies */
+
+    if (t->expires_at != NGX_CONF_UNSET_PTR) {
+        f->expires_at_msec = (t->expires_at_msec == 1);
+
+    } else {
+        f->expires_at_msec = (u->expires_at_msec == 1);
+    }
+
+    return f;
 }
 
 
@@ -442,8 +497,8 @@ ngx_http_tokenrefresh_refresh_cleanup(void *data)
 static ngx_int_t
 ngx_http_tokenrefresh_header_filter(ngx_http_request_t *r)
 {
-    ngx_http_tokenrefresh_refresh_t   *rf;
-    ngx_http_tokenrefresh_loc_conf_t  *tlcf;
+    ngx_http_tokenrefresh_format_t   *fmt;
+    ngx_http_tokenrefresh_refresh_t  *rf;
 
     rf = ngx_http_tokenrefresh_get_refresh(r);
 
@@ -459,15 +514,16 @@ ngx_http_tokenrefresh_header_filter(ngx_http_request_t *r)
 
     rf->status = r->headers_out.status;
 
-    tlcf = ngx_http_get_module_loc_conf(r, ngx_http_tokenrefresh_module);
+    fmt = ngx_http_tokenrefresh_resolve_format(r, rf);
 
-    if (r->headers_out.content_length_n > (off_t) tlcf->max_response_size) {
+    if (r->headers_out.content_length_n > (off_t) fmt->max_response_size) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "tokenrefresh: token response of %O bytes for "
                       "credential \"%V\" exceeds "
                       "tokenrefresh_max_response_size %uz",
                       r->headers_out.content_length_n, &rf->name,
-                      tlcf->max_response_size);
+                      fmt->max_response_size);
+        rf->too_big = 1;
         return NGX_ERROR;
     }
 
@@ -518,9 +574,9 @@ ngx_http_tokenrefresh_collect(ngx_http_request_t *r,
 {
     off_t                              size;
     size_t                             want;
+    size_t                             max;
     ssize_t                            n;
     ngx_buf_t                         *nb;
-    ngx_http_tokenrefresh_loc_conf_t  *tlcf;
 
     if (ngx_buf_in_memory(b)) {
         size = b->last - b->pos;
@@ -536,23 +592,21 @@ ngx_http_tokenrefresh_collect(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    tlcf = ngx_http_get_module_loc_conf(r, ngx_http_tokenrefresh_module);
+    max = ngx_http_tokenrefresh_resolve_format(r, rf)->max_response_size;
 
     if (rf->body == NULL) {
-        rf->body = ngx_create_temp_buf(r->pool, ngx_min(4096,
-                                                tlcf->max_response_size));
+        rf->body = ngx_create_temp_buf(r->pool, ngx_min(4096, max));
         if (rf->body == NULL) {
             return NGX_ERROR;
         }
     }
 
-    if (size > (off_t) (tlcf->max_response_size
-                        - (rf->body->last - rf->body->pos)))
-    {
+    if (size > (off_t) (max - (rf->body->last - rf->body->pos))) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "tokenrefresh: token response for credential \"%V\" "
                       "exceeds tokenrefresh_max_response_size %uz",
-                      &rf->name, tlcf->max_response_size);
+                      &rf->name, max);
+        rf->too_big = 1;
         return NGX_ERROR;
     }
 
@@ -566,7 +620,7 @@ ngx_http_tokenrefresh_collect(ngx_http_request_t *r,
             want *= 2;
         }
 
-        want = ngx_min(want, tlcf->max_response_size);
+        want = ngx_min(want, max);
 
         nb = ngx_create_temp_buf(r->pool, want);
         if (nb == NULL) {

@@ -488,10 +488,11 @@ ngx_http_tokenrefresh_fail(ngx_http_tokenrefresh_refresh_t *rf,
     if (delay) {
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "tokenrefresh: credential \"%V\" backs off for %M ms "
-                      "after %s",
+                      "after a %s %s",
                       &rf->name, delay,
                       outcome == NGX_HTTP_TOKENREFRESH_REFUSED
-                      ? "a refused login" : "a failed refresh");
+                      ? "refused" : "failed",
+                      ngx_http_tokenrefresh_grant_names[rf->grant]);
     }
 }
 

@@ -118,6 +118,19 @@ sub calls {
     return $line;
 }
 
+# hit(GET => "/api/a"): a request to the nginx under test; returns
+# { status, content, headers, elapsed }
+sub hit {
+    my ($method, $uri, %o) = @_;
+    my $port = $Test::Nginx::Util::ServerPortForClient;
+    my $t0 = time;
+    my $res = $http->request($method, "http://127.0.0.1:$port$uri",
+                             { headers => $o{headers} // {},
+                               defined $o{body} ? (content => $o{body}) : () });
+    $res->{elapsed} = time - $t0;
+    return $res;
+}
+
 sub error_log_since {
     my ($offset) = @_;
     my $file = $Test::Nginx::Util::ErrLogFile;
@@ -271,12 +284,22 @@ sub storm {
 }
 
 for my $f (qw(mock control revoke stats requests calls storm wait_until
+              hit
               error_log_since error_log_size pids_in master_pid
               worker_pids))
 {
     no strict 'refs';
     *{"main::$f"} = \&$f;
     *{"Test::Nginx::Util::$f"} = \&$f;
+}
+
+# "--- init" code runs in Test::Nginx::Util: give it Test::More's checks
+for my $f (qw(ok is isnt like unlike cmp_ok is_deeply diag note pass fail))
+{
+    no strict 'refs';
+    no warnings 'redefine';
+    *{"Test::Nginx::Util::$f"} = \&{"Test::More::$f"}
+        unless defined &{"Test::Nginx::Util::$f"};
 }
 
 add_block_preprocessor(sub {
@@ -297,6 +320,9 @@ _EOC_
 
     $block->set_value('init', 'control("reset"); ' . ($block->init // ''));
 });
+
+# error_log checks see the log of all the requests of a block
+check_accum_error_log();
 
 start_mock();
 
