@@ -231,7 +231,6 @@ typedef struct {
     ngx_uint_t                        lease_seq;
     ngx_uint_t                        grant;
     ngx_str_t                         name;
-    ngx_str_t                         access_token;
     ngx_str_t                         refresh_token;
     ngx_http_tokenrefresh_format_t    format;
     ngx_buf_t                        *body;

@@ -65,7 +65,6 @@ ngx_http_tokenrefresh_start(ngx_http_request_t *r,
     rf->lease_seq = res->lease_seq;
     rf->grant = res->grant;
     rf->name = ctx->name;
-    rf->access_token = res->token;
     rf->refresh_token = res->refresh_token;
     rf->start = ngx_current_msec;
 

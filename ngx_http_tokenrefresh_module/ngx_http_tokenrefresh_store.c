@@ -262,20 +262,11 @@ lease:
     res->grant = grant;
     res->lease_seq = node->lease_seq;
 
-    /* the refresh subrequest sends these; the waiters poll for "seq" */
+    /* the refresh subrequest sends it */
 
     if (grant == NGX_HTTP_TOKENREFRESH_GRANT_REFRESH
         && ngx_http_tokenrefresh_copy(pool, &res->refresh_token,
                                       node->refresh, node->refresh_len)
-           != NGX_OK)
-    {
-        goto failed;
-    }
-
-    if (res->token.len == 0
-        && node->access
-        && ngx_http_tokenrefresh_copy(pool, &res->token, node->access,
-                                      node->access_len)
            != NGX_OK)
     {
         goto failed;

@@ -12,7 +12,7 @@
  *   - in the client request, in the location where the module attached the
  *     token (an internal redirect resets the module context), and only
  *     while the upstream request is being built; or
- *   - in the module's own refresh and login subrequests.
+ *   - for the refresh token, in the module's own refresh subrequest.
  * Everywhere else (add_header, return, log_format, subrequests) it is
  * empty.
  */
@@ -146,9 +146,8 @@ ngx_http_tokenrefresh_token_variable(ngx_http_request_t *r,
     } else {
         rf = ngx_http_tokenrefresh_get_refresh(r);
 
-        if (rf) {
-            token = (data & NGX_HTTP_TOKENREFRESH_VAR_REFRESH)
-                    ? &rf->refresh_token : &rf->access_token;
+        if (rf && (data & NGX_HTTP_TOKENREFRESH_VAR_REFRESH)) {
+            token = &rf->refresh_token;
         }
     }
 

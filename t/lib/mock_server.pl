@@ -595,6 +595,10 @@ sub control {
         return respond($c, 200, { 'Content-Type' => 'text/plain' },
                        "$line\n");
     }
+    if ($p eq '/_mock/echo') {
+        # anything may call it; tests read what it saw from /_mock/requests
+        return respond($c, 200, { 'Content-Type' => 'text/plain' }, "echo\n");
+    }
     if ($p eq '/_mock/requests') {
         return json_response($c, 200, $st{requests});
     }
