@@ -575,6 +575,8 @@ ngx_http_tokenrefresh_merge_loc_conf(ngx_conf_t *cf, void *parent,
     if (conf->shm_zone == NGX_CONF_UNSET_PTR) {
         conf->shm_zone = prev->shm_zone;
         conf->credential = prev->credential;
+        conf->file = prev->file;
+        conf->line = prev->line;
     }
 
     if (conf->shm_zone == NGX_CONF_UNSET_PTR) {
@@ -604,9 +606,11 @@ ngx_http_tokenrefresh_merge_loc_conf(ngx_conf_t *cf, void *parent,
         && conf->refresh_uri.data == NULL
         && conf->login_uri.data == NULL)
     {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"tokenrefresh\" needs \"tokenrefresh_login\" "
-                           "or \"tokenrefresh_refresh\"");
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"tokenrefresh\" in %s:%ui needs "
+                      "\"tokenrefresh_login\" or \"tokenrefresh_refresh\" "
+                      "in the same or an enclosing block",
+                      conf->file, conf->line);
         return NGX_CONF_ERROR;
     }
 
@@ -793,6 +797,9 @@ ngx_http_tokenrefresh(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ref->shm_zone = tlcf->shm_zone;
     ref->file = cf->conf_file->file.name.data;
     ref->line = cf->conf_file->line;
+
+    tlcf->file = ref->file;
+    tlcf->line = ref->line;
 
     if (value[2].len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

@@ -181,6 +181,8 @@ typedef struct {
     /* where a token is used */
     ngx_shm_zone_t                   *shm_zone;
     ngx_http_complex_value_t         *credential;
+    u_char                           *file;
+    ngx_uint_t                        line;
     ngx_str_t                         refresh_uri;
     ngx_str_t                         refresh_args;
     ngx_str_t                         login_uri;

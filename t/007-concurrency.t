@@ -15,7 +15,6 @@ our $Storm = $ENV{TEST_STORM_CLIENTS} // 250;
 
 sub storm_check {
     my ($label, $expect_token) = @_;
-    my $log0 = error_log_size();
     my @res = storm(requests => [ map { { method => 'GET',
                                           uri => "/api/item/$_" } }
                                   1 .. $Storm ]);
@@ -26,10 +25,21 @@ sub storm_check {
     my @mine = grep { $res[$_]{body} =~ m{"path":"/api/item/@{[$_ + 1]}"} }
                0 .. $#res;
     is(scalar @mine, $Storm, "$label: every client got its own answer");
-    my @pids = pids_in(qr/tokenrefresh: request parked/,
-                       error_log_since($log0));
-    cmp_ok(scalar @pids, '>=', 2, "$label: requests waited in "
-                                  . scalar(@pids) . " workers");
+
+    # the access log says which worker served each request, and how
+    my $log = "$Test::Nginx::Util::ServRoot/logs/storm.log";
+    my @lines;
+    wait_until(sub {
+        open my $fh, '<', $log or return 0;
+        @lines = grep { m{ /api/item/} } <$fh>;
+        return @lines >= $Storm;
+    }, 10);
+    my %pids = map { /^(\d+) / ? ($1 => 1) : () }
+               grep { / (waited|refreshed) / } @lines;
+    cmp_ok(scalar keys %pids, '>=', 2, "$label: requests waited in "
+                                       . scalar(keys %pids) . " workers");
+    my $led = grep { / refreshed / } @lines;
+    is($led, 1, "$label: one request led the refresh");
 }
 
 run_tests();
@@ -39,7 +49,11 @@ __DATA__
 === TEST 1: a storm on a credential with no token: one login
 --- main_config
     worker_rlimit_nofile 10000;
+--- http_config
+    log_format storm '$pid $tokenrefresh_outcome $request_uri';
 --- config
+    access_log logs/storm.log storm;
+
     location = /_login {
         internal;
         proxy_set_body "grant_type=client_credentials&client_id=$tokenrefresh_credential";
@@ -68,7 +82,11 @@ calls=1 client_credentials=1
 === TEST 2: a storm on an expired token: one refresh
 --- main_config
     worker_rlimit_nofile 10000;
+--- http_config
+    log_format storm '$pid $tokenrefresh_outcome $request_uri';
 --- config
+    access_log logs/storm.log storm;
+
     location = /_login {
         internal;
         proxy_set_body "grant_type=client_credentials&client_id=$tokenrefresh_credential";
