@@ -38,6 +38,8 @@ static char *ngx_http_tokenrefresh_uri(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_tokenrefresh_backoff(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_tokenrefresh_rejected_status(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_tokenrefresh_json(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_tokenrefresh_preconfiguration(ngx_conf_t *cf);
@@ -119,6 +121,27 @@ static ngx_command_t  ngx_http_tokenrefresh_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_tokenrefresh_loc_conf_t, deny_status),
       &ngx_http_tokenrefresh_status_bounds },
+
+    { ngx_string("tokenrefresh_rejected_status"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_tokenrefresh_rejected_status,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("tokenrefresh_replay"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_tokenrefresh_loc_conf_t, replay),
+      NULL },
+
+    { ngx_string("tokenrefresh_min_token_age"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_tokenrefresh_loc_conf_t, min_token_age),
+      NULL },
 
     { ngx_string("tokenrefresh_json_access_token"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -338,6 +361,7 @@ ngx_http_tokenrefresh_new_pass(ngx_http_request_t *r,
 
     ctx->attached = 0;
     ctx->sent = 0;
+    ctx->leader = 0;
     ctx->token.len = 0;
     ctx->zone = tlcf->shm_zone->data;
 
@@ -371,16 +395,26 @@ static void
 ngx_http_tokenrefresh_attach(ngx_http_tokenrefresh_ctx_t *ctx,
     ngx_http_tokenrefresh_acquire_t *res)
 {
+    ngx_uint_t  waited;
+
     ctx->token = res->token;
     ctx->generation = res->generation;
     ctx->attached = 1;
 
-    if (ctx->waiting) {
+    waited = ctx->waiting;
+
+    if (waited) {
         ngx_http_tokenrefresh_account_wait(ctx, 0);
+    }
+
+    if (ctx->replayed) {
+        ctx->outcome = NGX_HTTP_TOKENREFRESH_R_REPLAYED;
+
+    } else if (waited) {
         ctx->outcome = ctx->leader ? NGX_HTTP_TOKENREFRESH_R_REFRESHED
                                    : NGX_HTTP_TOKENREFRESH_R_WAITED;
 
-    } else if (ctx->outcome == NGX_HTTP_TOKENREFRESH_R_NONE) {
+    } else {
         ctx->outcome = NGX_HTTP_TOKENREFRESH_R_HIT;
     }
 
@@ -552,6 +586,9 @@ ngx_http_tokenrefresh_create_loc_conf(ngx_conf_t *cf)
     conf->backoff_min = NGX_CONF_UNSET_MSEC;
     conf->backoff_max = NGX_CONF_UNSET_MSEC;
     conf->deny_status = NGX_CONF_UNSET_UINT;
+    conf->rejected = NGX_CONF_UNSET_PTR;
+    conf->replay = NGX_CONF_UNSET;
+    conf->min_token_age = NGX_CONF_UNSET_MSEC;
 
     conf->format.access = NGX_CONF_UNSET_PTR;
     conf->format.refresh = NGX_CONF_UNSET_PTR;
@@ -601,6 +638,12 @@ ngx_http_tokenrefresh_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_msec_value(conf->backoff_max, prev->backoff_max, 60000);
     ngx_conf_merge_uint_value(conf->deny_status, prev->deny_status,
                               NGX_HTTP_FORBIDDEN);
+
+    /* NULL: 401 only */
+    ngx_conf_merge_ptr_value(conf->rejected, prev->rejected, NULL);
+    ngx_conf_merge_value(conf->replay, prev->replay, 1);
+    ngx_conf_merge_msec_value(conf->min_token_age, prev->min_token_age,
+                              5000);
 
     if (conf->shm_zone
         && conf->refresh_uri.data == NULL
@@ -914,6 +957,50 @@ ngx_http_tokenrefresh_backoff(ngx_conf_t *cf, ngx_command_t *cmd,
 
 
 static char *
+ngx_http_tokenrefresh_rejected_status(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_tokenrefresh_loc_conf_t *tlcf = conf;
+
+    ngx_int_t    n;
+    ngx_str_t   *value;
+    ngx_uint_t   i, *s;
+
+    if (tlcf->rejected != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    tlcf->rejected = ngx_array_create(cf->pool, cf->args->nelts - 1,
+                                      sizeof(ngx_uint_t));
+    if (tlcf->rejected == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        n = ngx_atoi(value[i].data, value[i].len);
+
+        if (n < 400 || n > 599) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid status \"%V\", a status from 400 "
+                               "to 599 is expected", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        s = ngx_array_push(tlcf->rejected);
+        if (s == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *s = n;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
 ngx_http_tokenrefresh_json(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     char  *p = conf;
@@ -1036,6 +1123,10 @@ ngx_http_tokenrefresh_postconfiguration(ngx_conf_t *cf)
     }
 
     *h = ngx_http_tokenrefresh_handler;
+
+    if (ngx_http_tokenrefresh_replay_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     return ngx_http_tokenrefresh_filter_init(cf);
 }

@@ -51,6 +51,12 @@
 #define NGX_HTTP_TOKENREFRESH_OUTCOMES       5
 
 
+/* what a rejected token means, see ngx_http_tokenrefresh_reject() */
+#define NGX_HTTP_TOKENREFRESH_STALE          0
+#define NGX_HTTP_TOKENREFRESH_RENEW          1
+#define NGX_HTTP_TOKENREFRESH_SUSPECT        2
+
+
 /* what the module did for a request: $tokenrefresh_outcome */
 #define NGX_HTTP_TOKENREFRESH_R_NONE         0
 #define NGX_HTTP_TOKENREFRESH_R_HIT          1
@@ -58,6 +64,7 @@
 #define NGX_HTTP_TOKENREFRESH_R_WAITED       3
 #define NGX_HTTP_TOKENREFRESH_R_FAILED       4
 #define NGX_HTTP_TOKENREFRESH_R_DENIED       5
+#define NGX_HTTP_TOKENREFRESH_R_REPLAYED     6
 
 
 typedef struct {
@@ -66,6 +73,8 @@ typedef struct {
     ngx_uint_t                        wait_msec;
     ngx_uint_t                        wait_msec_max;
     ngx_uint_t                        failed;
+    ngx_uint_t                        replays;
+    ngx_uint_t                        rejections;
     ngx_uint_t                        fetches[NGX_HTTP_TOKENREFRESH_GRANTS]
                                              [NGX_HTTP_TOKENREFRESH_OUTCOMES];
 } ngx_http_tokenrefresh_counters_t;
@@ -95,6 +104,16 @@ typedef struct {
     /* wall clock, in milliseconds since the epoch */
     int64_t                           issued;
     int64_t                           expires;
+
+    /* the upstream rejected this generation: it is not used again */
+    ngx_uint_t                        rejected;
+
+    /*
+     * the upstream rejects tokens younger than tokenrefresh_min_token_age:
+     * no refresh for that reason until reject_until (monotonic)
+     */
+    ngx_uint_t                        reject_fails;
+    ngx_msec_t                        reject_until;
 
     /* the lease: at most one refresh in flight, across all workers */
     ngx_pid_t                         lease_pid;
@@ -193,6 +212,9 @@ typedef struct {
     ngx_msec_t                        backoff_min;
     ngx_msec_t                        backoff_max;
     ngx_uint_t                        deny_status;
+    ngx_array_t                      *rejected;
+    ngx_flag_t                        replay;
+    ngx_msec_t                        min_token_age;
 
     ngx_http_tokenrefresh_format_t    format;
 } ngx_http_tokenrefresh_loc_conf_t;
@@ -272,6 +294,7 @@ typedef struct {
     unsigned                          waiting:1;
     unsigned                          leader:1;
     unsigned                          sent:1;
+    unsigned                          replayed:1;
 } ngx_http_tokenrefresh_ctx_t;
 
 
@@ -294,6 +317,9 @@ ngx_int_t ngx_http_tokenrefresh_store(ngx_http_tokenrefresh_refresh_t *rf,
 void ngx_http_tokenrefresh_fail(ngx_http_tokenrefresh_refresh_t *rf,
     ngx_uint_t outcome, ngx_uint_t status, ngx_log_t *log);
 ngx_uint_t ngx_http_tokenrefresh_changed(ngx_http_tokenrefresh_ctx_t *ctx);
+ngx_uint_t ngx_http_tokenrefresh_reject(ngx_http_tokenrefresh_ctx_t *ctx,
+    ngx_http_tokenrefresh_loc_conf_t *tlcf, ngx_log_t *log);
+void ngx_http_tokenrefresh_accepted(ngx_http_tokenrefresh_ctx_t *ctx);
 void ngx_http_tokenrefresh_account_wait(ngx_http_tokenrefresh_ctx_t *ctx,
     ngx_uint_t failed);
 
@@ -304,6 +330,9 @@ ngx_int_t ngx_http_tokenrefresh_start(ngx_http_request_t *r,
 ngx_http_tokenrefresh_refresh_t *ngx_http_tokenrefresh_get_refresh(
     ngx_http_request_t *r);
 ngx_int_t ngx_http_tokenrefresh_filter_init(ngx_conf_t *cf);
+
+/* ngx_http_tokenrefresh_replay.c */
+ngx_int_t ngx_http_tokenrefresh_replay_init(ngx_conf_t *cf);
 
 /* ngx_http_tokenrefresh_wait.c */
 ngx_int_t ngx_http_tokenrefresh_park(ngx_http_request_t *r,

@@ -163,7 +163,8 @@ ngx_http_tokenrefresh_acquire(ngx_http_tokenrefresh_ctx_t *ctx,
     res->node_id = node->id;
     res->seq = node->seq;
 
-    valid = (node->access && now < node->expires);
+    valid = (node->access && now < node->expires
+             && node->rejected != node->generation);
 
     if (node->refresh_len && tlcf->refresh_uri.len) {
         grant = NGX_HTTP_TOKENREFRESH_GRANT_REFRESH;
@@ -485,6 +486,111 @@ ngx_http_tokenrefresh_fail(ngx_http_tokenrefresh_refresh_t *rf,
                       ? "refused" : "failed",
                       ngx_http_tokenrefresh_grant_names[rf->grant]);
     }
+}
+
+
+/*
+ * The upstream rejected the token a request was sent with.  If a newer
+ * token is stored already, the request just goes again with it.  If the
+ * rejected token is the current one, it is marked so that nobody uses it
+ * again, and the next request to look for it starts the one refresh:
+ * unless the token is younger than tokenrefresh_min_token_age.  An
+ * upstream that rejects fresh tokens (wrong audience, wrong client) would
+ * otherwise have the module refresh for every request; instead, refreshes
+ * for that reason stop for a back-off interval, logged once.
+ */
+
+ngx_uint_t
+ngx_http_tokenrefresh_reject(ngx_http_tokenrefresh_ctx_t *ctx,
+    ngx_http_tokenrefresh_loc_conf_t *tlcf, ngx_log_t *log)
+{
+    int64_t                        age;
+    ngx_msec_t                     delay;
+    ngx_uint_t                     rc;
+    ngx_http_tokenrefresh_node_t  *node;
+    ngx_http_tokenrefresh_zone_t  *zone;
+
+    zone = ctx->zone;
+    node = ctx->node;
+    delay = 0;
+    age = 0;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    if (node->id != ctx->node_id) {
+        rc = NGX_HTTP_TOKENREFRESH_STALE;
+        goto done;
+    }
+
+    node->counters.replays++;
+
+    if (node->generation != ctx->generation) {
+        rc = NGX_HTTP_TOKENREFRESH_STALE;
+        goto done;
+    }
+
+    node->counters.rejections++;
+
+    age = ngx_http_tokenrefresh_now() - node->issued;
+
+    if (age >= (int64_t) tlcf->min_token_age
+        && (ngx_msec_int_t) (node->reject_until - ngx_current_msec) <= 0)
+    {
+        node->rejected = node->generation;
+        node->seq++;
+        rc = NGX_HTTP_TOKENREFRESH_RENEW;
+        goto done;
+    }
+
+    rc = NGX_HTTP_TOKENREFRESH_SUSPECT;
+
+    if ((ngx_msec_int_t) (node->reject_until - ngx_current_msec) <= 0) {
+        node->reject_fails++;
+        delay = ngx_http_tokenrefresh_backoff_delay(node->reject_fails,
+                                                    tlcf->backoff_min,
+                                                    tlcf->backoff_max);
+        node->reject_until = ngx_current_msec + delay;
+    }
+
+done:
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    if (delay) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "tokenrefresh: the upstream rejected a token of "
+                      "credential \"%V\" that is %L ms old, younger than "
+                      "tokenrefresh_min_token_age; no refresh for that for "
+                      "%M ms", &ctx->name, age, delay);
+    }
+
+    return rc;
+}
+
+
+/* the upstream took a token: rejections of fresh tokens are forgiven */
+
+void
+ngx_http_tokenrefresh_accepted(ngx_http_tokenrefresh_ctx_t *ctx)
+{
+    ngx_http_tokenrefresh_node_t  *node;
+    ngx_http_tokenrefresh_zone_t  *zone;
+
+    node = ctx->node;
+
+    if (node->reject_fails == 0) {
+        return;
+    }
+
+    zone = ctx->zone;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    if (node->id == ctx->node_id && node->generation == ctx->generation) {
+        node->reject_fails = 0;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
 }
 
 

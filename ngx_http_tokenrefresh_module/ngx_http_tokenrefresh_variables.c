@@ -99,7 +99,8 @@ static ngx_str_t  ngx_http_tokenrefresh_outcomes[] = {
     ngx_string("refreshed"),
     ngx_string("waited"),
     ngx_string("failed"),
-    ngx_string("denied")
+    ngx_string("denied"),
+    ngx_string("replayed")
 };
 
 

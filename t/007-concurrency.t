@@ -34,8 +34,15 @@ sub storm_check {
         @lines = grep { m{ /api/item/} } <$fh>;
         return @lines >= $Storm;
     }, 10);
-    my %pids = map { /^(\d+) / ? ($1 => 1) : () }
-               grep { / (waited|refreshed) / } @lines;
+    my %pids;
+    for (grep { / (waited|refreshed) / } @lines) {
+        $pids{$1}++ if /^(\d+) /;
+    }
+    my @lat = sort { $a <=> $b } map { $_->{elapsed} } @res;
+    note(sprintf "%s: %d clients, waited per worker: %s, latency "
+                 . "p50 %.3f s, max %.3f s", $label, $Storm,
+                 join('/', map { $pids{$_} } sort keys %pids),
+                 $lat[$#lat / 2], $lat[-1]);
     cmp_ok(scalar keys %pids, '>=', 2, "$label: requests waited in "
                                        . scalar(keys %pids) . " workers");
     my $led = grep { / refreshed / } @lines;

@@ -300,6 +300,7 @@ for my $f (qw(ok is isnt like unlike cmp_ok is_deeply diag note pass fail))
     no warnings 'redefine';
     *{"Test::Nginx::Util::$f"} = \&{"Test::More::$f"}
         unless defined &{"Test::Nginx::Util::$f"};
+    *{"main::$f"} = \&{"Test::More::$f"} unless defined &{"main::$f"};
 }
 
 add_block_preprocessor(sub {
