@@ -24,6 +24,7 @@ use Test::Nginx::Socket;
 use HTTP::Tiny;
 use JSON::PP;
 use IO::Socket::INET;
+use IO::Select;
 use IO::Poll qw(POLLIN POLLOUT POLLERR POLLHUP);
 use Errno qw(EINPROGRESS EAGAIN EWOULDBLOCK EINTR);
 use Socket qw(inet_aton pack_sockaddr_in);
@@ -110,6 +111,11 @@ sub stats {
 sub requests {
     my $res = $http->get("http://127.0.0.1:$idp_port/_mock/requests");
     return $json->decode($res->{content});
+}
+
+sub receiving {
+    my $res = $http->get("http://127.0.0.1:$idp_port/_mock/receiving");
+    return split /\n/, $res->{content};
 }
 
 sub calls {
@@ -257,33 +263,90 @@ sub storm {
 
     my @res;
     for my $c (@c) {
-        my ($head, $body) = split /\r\n\r\n/, $c->{in}, 2;
-        my ($status) = ($head // '') =~ m{^HTTP/1\.\d (\d+)};
-        my %h;
-        for (split /\r\n/, $head // '') {
-            $h{lc $1} = $2 if /^([^:]+):\s*(.*)$/;
-        }
-        $body //= '';
-        if (($h{'transfer-encoding'} // '') =~ /chunked/) {
-            my $d = '';
-            while ($body =~ s/^([0-9a-fA-F]+)\r\n//) {
-                my $len = hex $1;
-                last if $len == 0;
-                $d .= substr($body, 0, $len, '');
-                $body =~ s/^\r\n//;
-            }
-            $body = $d;
-        }
-        push @res, { status => $status // 0, headers => \%h, body => $body,
-                     elapsed => $c->{elapsed} // -1,
-                     timed_out => !$c->{done} };
+        my $r = parse_response($c->{in});
+        $r->{elapsed} = $c->{elapsed} // -1;
+        $r->{timed_out} = !$c->{done};
+        push @res, $r;
         close $c->{sock} unless $c->{done};
     }
 
     return @res;
 }
 
-for my $f (qw(mock control revoke stats requests calls storm wait_until
+sub parse_response {
+    my ($raw) = @_;
+    my ($head, $body) = split /\r\n\r\n/, $raw // '', 2;
+    my ($status) = ($head // '') =~ m{^HTTP/1\.\d (\d+)};
+    my %h;
+    for (split /\r\n/, $head // '') {
+        $h{lc $1} = $2 if /^([^:]+):\s*(.*)$/;
+    }
+    $body //= '';
+    if (($h{'transfer-encoding'} // '') =~ /chunked/) {
+        my $d = '';
+        while ($body =~ s/^([0-9a-fA-F]+)\r\n//) {
+            my $len = hex $1;
+            last if $len == 0;
+            $d .= substr($body, 0, $len, '');
+            $body =~ s/^\r\n//;
+        }
+        $body = $d;
+    }
+    return { status => $status // 0, headers => \%h, body => $body };
+}
+
+# fire(POST => '/api/a', body => '...'): sends a request and returns at
+# once; collect($handle) reads the answer, drop($handle) hangs up.
+sub fire {
+    my ($method, $uri, %o) = @_;
+    my $port = $Test::Nginx::Util::ServerPortForClient;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+                                  Timeout => 5)
+        or die "fire: connect: $!";
+    my $body = $o{body} // '';
+    my $out = "$method $uri HTTP/1.1\r\nHost: localhost\r\n"
+            . "Connection: close\r\n";
+    $out .= "$_: $o{headers}{$_}\r\n" for keys %{ $o{headers} // {} };
+    $out .= "Content-Length: " . length($body) . "\r\n"
+        if (length $body || $method eq 'POST')
+           && !grep { lc eq 'content-length' } keys %{ $o{headers} // {} };
+    $out .= "\r\n$body";
+    $s->autoflush(1);
+    print $s $out;
+    return { sock => $s, start => time };
+}
+
+sub collect {
+    my ($h, $timeout) = @_;
+    my $s = $h->{sock};
+    my $in = '';
+    my $deadline = time + ($timeout // 20);
+    my $sel = IO::Select->new($s);
+    while (time < $deadline) {
+        next unless $sel->can_read(0.5);
+        my $n = sysread($s, my $buf, 65536);
+        last unless $n;
+        $in .= $buf;
+    }
+    close $s;
+    my $r = parse_response($in);
+    $r->{elapsed} = time - $h->{start};
+    return $r;
+}
+
+sub drop {
+    my ($h) = @_;
+    close $h->{sock};
+}
+
+# the requests the mock API got for a path (both attempts of a replay)
+sub api_requests {
+    my ($path) = @_;
+    return grep { $_->{port} eq 'api' && $_->{path} eq $path }
+           @{ requests() };
+}
+
+for my $f (qw(fire collect drop api_requests receiving mock control revoke stats requests calls storm wait_until
               hit
               error_log_since error_log_size pids_in master_pid
               worker_pids))
@@ -294,6 +357,12 @@ for my $f (qw(mock control revoke stats requests calls storm wait_until
 }
 
 # "--- init" code runs in Test::Nginx::Util: give it Test::More's checks
+{
+    no strict 'refs';
+    *{"Test::Nginx::Util::sha256_hex"} = \&Digest::SHA::sha256_hex;
+    *{"main::sha256_hex"} = \&Digest::SHA::sha256_hex;
+}
+
 for my $f (qw(ok is isnt like unlike cmp_ok is_deeply diag note pass fail))
 {
     no strict 'refs';

@@ -74,6 +74,7 @@ sub reset_state {
         by_cred    => {},
         by_path    => {},
         reuse      => 0,      # a dead refresh token came back
+        receiving  => {},
         api        => { ok => 0, unauthorized => 0 },
         requests   => [],     # the last requests seen, both ports
         inflight   => 0,
@@ -226,7 +227,11 @@ sub process {
 
         } else {
             my $len = $h{'content-length'} // 0;
-            return if length($rest) < $len;
+            if (length($rest) < $len) {
+                # the head is here, the body is still arriving
+                $st{receiving}{(split /\?/, $target)[0]} = 1;
+                return;
+            }
             $body = substr($rest, 0, $len);
             $c->{in} = substr($rest, $len);
         }
@@ -261,7 +266,8 @@ sub record {
                 body => length($req->{body}) <= 4096 ? $req->{body} : undef,
                 body_len => length $req->{body},
                 body_sha => sha256_hex($req->{body}) };
-    shift @$r while @$r > 2000;
+    shift @$r while @$r > 5000;
+    $st{by_api_path}{$req->{path}}++ if $req->{port} eq 'api';
 }
 
 # send a complete answer, now or after a delay
@@ -530,30 +536,45 @@ sub api {
         ($token, $style) = ($h->{'x-api-token'}, 'x-api-token');
     }
 
-    my $e = defined $token ? $st{access}{$token} : undef;
-    my $why = !defined $token ? 'no token'
-            : !$e             ? 'unknown token'
-            : $e->{revoked}   ? 'revoked token'
-            : $e->{exp} <= time ? 'expired token'
-            : $cfg{api_reject} ? 'rejected'
-            : '';
+    # ?delay=ms holds this one answer; the token is judged when answering,
+    # so that a revocation meanwhile counts
+    my ($delay) = $req->{query} =~ /(?:^|&)delay=(\d+)/;
+    $delay //= $cfg{api_delay_ms};
 
-    if ($why) {
-        $st{api}{unauthorized}++;
-        return respond($c, 401,
-            { 'WWW-Authenticate' => qq{Bearer error="invalid_token"},
-              'Content-Type' => 'text/plain' },
-            "api: $why\n", $cfg{api_delay_ms});
+    my $answer = sub {
+        my $e = defined $token ? $st{access}{$token} : undef;
+        my $why = !defined $token ? 'no token'
+                : !$e             ? 'unknown token'
+                : $e->{revoked}   ? 'revoked token'
+                : $e->{exp} <= time ? 'expired token'
+                : $cfg{api_reject} ? 'rejected'
+                : '';
+
+        if ($why) {
+            $st{api}{unauthorized}++;
+            return respond($c, 401,
+                { 'WWW-Authenticate' => qq{Bearer error="invalid_token"},
+                  'Content-Type' => 'text/plain' },
+                "api: $why\n");
+        }
+
+        $st{api}{ok}++;
+
+        # /status/NNN answers NNN to an authorized request
+        my $status = $req->{path} =~ m{/status/(\d{3})} ? $1 : 200;
+
+        json_response($c, $status, {
+            ok => JSON::PP::true, cred => $e->{cred}, token_n => $e->{n},
+            style => $style, method => $req->{method}, path => $req->{path},
+            query => $req->{query}, body_sha => sha256_hex($req->{body}),
+            body_len => length $req->{body} });
+    };
+
+    if ($delay) {
+        push @timers, [ time + $delay / 1000, $answer ];
+    } else {
+        $answer->();
     }
-
-    $st{api}{ok}++;
-    json_response($c, 200, { ok => JSON::PP::true, cred => $e->{cred},
-                             token_n => $e->{n}, style => $style,
-                             method => $req->{method}, path => $req->{path},
-                             query => $req->{query},
-                             body_sha => sha256_hex($req->{body}),
-                             body_len => length $req->{body} },
-                  $cfg{api_delay_ms});
 }
 
 sub control {
@@ -583,6 +604,7 @@ sub control {
             calls => $st{calls}, by_grant => $st{by_grant},
             by_cred => $st{by_cred}, by_path => $st{by_path},
             reuse => $st{reuse}, api => $st{api},
+            api_by_path => $st{by_api_path} // {},
             issued => [ sort keys %{ $st{access} } ],
             refresh_issued => [ sort keys %{ $st{refresh} } ],
         });
@@ -594,6 +616,11 @@ sub control {
         $line .= " reuse=$st{reuse}" if $st{reuse};
         return respond($c, 200, { 'Content-Type' => 'text/plain' },
                        "$line\n");
+    }
+    if ($p eq '/_mock/receiving') {
+        # paths whose request head arrived before their whole body
+        return respond($c, 200, { 'Content-Type' => 'text/plain' },
+                       join('', map { "$_\n" } sort keys %{ $st{receiving} }));
     }
     if ($p eq '/_mock/echo') {
         # anything may call it; tests read what it saw from /_mock/requests
