@@ -470,3 +470,70 @@ revoke();
  qr/"path":"\/api\/three".*"token_n":3\b/]
 --- no_error_log
 [error]
+
+
+
+=== TEST 16: over HTTP/2, a POST goes again with its body
+--- config
+    listen 127.0.0.1:$TEST_NGINX_H2_PORT http2;
+
+    location /api/ {
+        tokenrefresh tokens billing;
+        tokenrefresh_login /_login;
+        tokenrefresh_refresh /_refresh;
+        tokenrefresh_min_token_age 0;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+--- init
+hit(GET => '/api/a');
+revoke();
+my $url = "http://127.0.0.1:$ENV{TEST_NGINX_H2_PORT}";
+my $curl = "curl -s --http2-prior-knowledge -w '\\n%{http_version} %{http_code}'";
+my @post = split /\n/, `$curl -d h2-body $url/api/h2post`;
+is($post[1], '2 200', 'a POST over HTTP/2: 200');
+like($post[0], qr/"body_sha":"@{[ sha256_hex('h2-body') ]}".*"method":"POST"/,
+     'with its body');
+my @get = split /\n/, `$curl $url/api/h2get`;
+is($get[1], '2 200', 'a GET over HTTP/2: 200');
+like($get[0], qr/"token_n":3\b/, 'with the new token');
+is(scalar(api_requests('/api/h2post')), 2, 'the POST went twice');
+--- request
+GET /calls
+--- response_body
+calls=2 client_credentials=1 refresh_token=1
+--- no_error_log
+[error]
+
+
+
+=== TEST 17: with an upstream keepalive pool, the rejected answer's connection is never reused half-read
+The API's 401 has a body; the module does not read it, so that
+connection is closed rather than cached.  Everything that follows on the
+pool works.
+--- config
+    location /api/ {
+        tokenrefresh tokens billing;
+        tokenrefresh_login /_login;
+        tokenrefresh_refresh /_refresh;
+        tokenrefresh_min_token_age 0;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+--- init
+for my $i (1 .. 3) {
+    is(hit(GET => "/api/warm/$i")->{status}, 200, "warm-up $i");
+}
+revoke();
+my @st = map { hit(GET => "/api/after/$_")->{status} } 1 .. 10;
+is("@st", join(' ', (200) x 10), 'all answered through the pool');
+is(scalar(api_requests('/api/after/1')), 2, 'the first went twice');
+is(scalar(api_requests('/api/after/2')), 1, 'the next ones once');
+--- request
+GET /calls
+--- response_body
+calls=2 client_credentials=1 refresh_token=1
+--- no_error_log
+[error]

@@ -37,6 +37,7 @@ my $base = $ENV{TEST_NGINX_MOCK_PORT} // 19850;
 
 $ENV{TEST_NGINX_IDP_PORT} //= $base;
 $ENV{TEST_NGINX_API_PORT} //= $base + 10;
+$ENV{TEST_NGINX_H2_PORT} //= $base + 20;    # for an h2c listener
 
 my $idp_port = $ENV{TEST_NGINX_IDP_PORT};
 my $api_port = $ENV{TEST_NGINX_API_PORT};
@@ -359,6 +360,11 @@ for my $f (qw(fire collect drop api_requests receiving mock control revoke stats
 # "--- init" code runs in Test::Nginx::Util: give it Test::More's checks
 {
     no strict 'refs';
+
+    # time() with sub-second resolution, as waits for expiry need
+    *{"Test::Nginx::Util::time"} = \&Time::HiRes::time;
+    *{"main::time"} = \&Time::HiRes::time;
+
     *{"Test::Nginx::Util::sha256_hex"} = \&Digest::SHA::sha256_hex;
     *{"main::sha256_hex"} = \&Digest::SHA::sha256_hex;
 }
