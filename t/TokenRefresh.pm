@@ -171,6 +171,15 @@ sub master_pid {
     return $pid;
 }
 
+# kill 0 also succeeds on a zombie: look at the process state instead
+sub alive {
+    my ($pid) = @_;
+    open my $fh, '<', "/proc/$pid/stat" or return 0;
+    my $stat = <$fh>;
+    close $fh;
+    return $stat !~ /^\d+ \(.*\) [ZX] /;
+}
+
 sub worker_pids {
     my $master = master_pid() or return ();
     my @pids;
@@ -349,7 +358,7 @@ sub api_requests {
 
 for my $f (qw(fire collect drop api_requests receiving mock control revoke stats requests calls storm wait_until
               hit
-              error_log_since error_log_size pids_in master_pid
+              alive error_log_since error_log_size pids_in master_pid
               worker_pids))
 {
     no strict 'refs';
