@@ -38,6 +38,8 @@ static char *ngx_http_tokenrefresh_uri(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_tokenrefresh_backoff(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_tokenrefresh_failure_status(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_tokenrefresh_rejected_status(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_tokenrefresh_json(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -121,6 +123,13 @@ static ngx_command_t  ngx_http_tokenrefresh_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_tokenrefresh_loc_conf_t, deny_status),
       &ngx_http_tokenrefresh_status_bounds },
+
+    { ngx_string("tokenrefresh_failure_status"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_tokenrefresh_failure_status,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
 
     { ngx_string("tokenrefresh_rejected_status"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
@@ -275,7 +284,13 @@ ngx_http_tokenrefresh_handler(ngx_http_request_t *r)
                       "credential \"%V\" after %M ms",
                       &ctx->name, ctx->waited);
 
-        return NGX_HTTP_GATEWAY_TIME_OUT;
+        /* the token is still on its way: come back soon */
+
+        if (ngx_http_tokenrefresh_retry_after(r, 1000) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return tlcf->timeout_status;
     }
 
     rc = ngx_http_tokenrefresh_acquire(ctx, tlcf, &res);
@@ -586,6 +601,8 @@ ngx_http_tokenrefresh_create_loc_conf(ngx_conf_t *cf)
     conf->backoff_min = NGX_CONF_UNSET_MSEC;
     conf->backoff_max = NGX_CONF_UNSET_MSEC;
     conf->deny_status = NGX_CONF_UNSET_UINT;
+    conf->failure_status = NGX_CONF_UNSET_UINT;
+    conf->timeout_status = NGX_CONF_UNSET_UINT;
     conf->rejected = NGX_CONF_UNSET_PTR;
     conf->replay = NGX_CONF_UNSET;
     conf->min_token_age = NGX_CONF_UNSET_MSEC;
@@ -638,6 +655,11 @@ ngx_http_tokenrefresh_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_msec_value(conf->backoff_max, prev->backoff_max, 60000);
     ngx_conf_merge_uint_value(conf->deny_status, prev->deny_status,
                               NGX_HTTP_FORBIDDEN);
+
+    ngx_conf_merge_uint_value(conf->failure_status, prev->failure_status,
+                              NGX_HTTP_BAD_GATEWAY);
+    ngx_conf_merge_uint_value(conf->timeout_status, prev->timeout_status,
+                              NGX_HTTP_GATEWAY_TIME_OUT);
 
     /* NULL: 401 only */
     ngx_conf_merge_ptr_value(conf->rejected, prev->rejected, NULL);
@@ -951,6 +973,62 @@ ngx_http_tokenrefresh_backoff(ngx_conf_t *cf, ngx_command_t *cmd,
 
     tlcf->backoff_min = min;
     tlcf->backoff_max = max;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_tokenrefresh_failure_status(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_tokenrefresh_loc_conf_t *tlcf = conf;
+
+    ngx_int_t   n;
+    ngx_str_t  *value, s;
+
+    if (tlcf->failure_status != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    n = ngx_atoi(value[1].data, value[1].len);
+
+    if (n < 400 || n > 599) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid status \"%V\", a status from 400 to "
+                           "599 is expected", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    tlcf->failure_status = n;
+    tlcf->timeout_status = n;
+
+    if (cf->args->nelts == 2) {
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strncmp(value[2].data, "timeout=", 8) != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\", \"timeout=\" "
+                           "expected", &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    s.data = value[2].data + 8;
+    s.len = value[2].len - 8;
+
+    n = ngx_atoi(s.data, s.len);
+
+    if (n < 400 || n > 599) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid status \"%V\", a status from 400 to "
+                           "599 is expected", &s);
+        return NGX_CONF_ERROR;
+    }
+
+    tlcf->timeout_status = n;
 
     return NGX_CONF_OK;
 }

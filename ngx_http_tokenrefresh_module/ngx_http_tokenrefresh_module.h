@@ -21,7 +21,10 @@
 #define NGX_HTTP_TOKENREFRESH_POLL           5
 
 /* a lease outlives the refresh deadline by this much, in ms */
-#define NGX_HTTP_TOKENREFRESH_LEASE_MARGIN   5000
+#define NGX_HTTP_TOKENREFRESH_LEASE_MARGIN   2000
+
+/* the longest Retry-After of a token endpoint that is honoured, in ms */
+#define NGX_HTTP_TOKENREFRESH_MAX_RETRY      3600000
 
 #define NGX_HTTP_TOKENREFRESH_MAX_DEPTH      32
 
@@ -125,6 +128,7 @@ typedef struct {
     ngx_uint_t                        fails;
     ngx_msec_t                        retry_at;
     ngx_uint_t                        fail_status;
+    ngx_uint_t                        failed;      /* a login was refused */
     ngx_uint_t                        last_outcome;
     ngx_uint_t                        last_grant;
     ngx_msec_t                        last_duration;
@@ -212,6 +216,8 @@ typedef struct {
     ngx_msec_t                        backoff_min;
     ngx_msec_t                        backoff_max;
     ngx_uint_t                        deny_status;
+    ngx_uint_t                        failure_status;
+    ngx_uint_t                        timeout_status;
     ngx_array_t                      *rejected;
     ngx_flag_t                        replay;
     ngx_msec_t                        min_token_age;
@@ -259,6 +265,7 @@ typedef struct {
     ngx_http_tokenrefresh_format_t    format;
     ngx_buf_t                        *body;
     ngx_uint_t                        status;
+    ngx_msec_t                        retry_after;
     ngx_msec_t                        start;
     ngx_event_t                       deadline;
     ngx_http_post_subrequest_t        ps;
@@ -315,7 +322,7 @@ ngx_int_t ngx_http_tokenrefresh_acquire(ngx_http_tokenrefresh_ctx_t *ctx,
 ngx_int_t ngx_http_tokenrefresh_store(ngx_http_tokenrefresh_refresh_t *rf,
     ngx_http_tokenrefresh_token_t *tok, ngx_log_t *log);
 void ngx_http_tokenrefresh_fail(ngx_http_tokenrefresh_refresh_t *rf,
-    ngx_uint_t outcome, ngx_uint_t status, ngx_log_t *log);
+    ngx_uint_t outcome, ngx_str_t *reason, ngx_log_t *log);
 ngx_uint_t ngx_http_tokenrefresh_changed(ngx_http_tokenrefresh_ctx_t *ctx);
 ngx_uint_t ngx_http_tokenrefresh_reject(ngx_http_tokenrefresh_ctx_t *ctx,
     ngx_http_tokenrefresh_loc_conf_t *tlcf, ngx_log_t *log);

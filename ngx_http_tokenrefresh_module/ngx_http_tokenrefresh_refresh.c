@@ -21,8 +21,10 @@ static ngx_int_t ngx_http_tokenrefresh_init_subrequest(ngx_http_request_t *r,
     ngx_http_request_t *sr);
 static ngx_int_t ngx_http_tokenrefresh_done(ngx_http_request_t *sr,
     void *data, ngx_int_t rc);
-static ngx_uint_t ngx_http_tokenrefresh_outcome(ngx_http_request_t *sr,
-    ngx_http_tokenrefresh_refresh_t *rf, ngx_int_t rc, ngx_uint_t *status);
+static ngx_uint_t ngx_http_tokenrefresh_outcome(
+    ngx_http_tokenrefresh_refresh_t *rf, ngx_int_t rc, ngx_str_t *reason);
+static void ngx_http_tokenrefresh_retry_after(ngx_http_request_t *sr,
+    ngx_http_tokenrefresh_refresh_t *rf);
 static ngx_http_tokenrefresh_format_t *ngx_http_tokenrefresh_resolve_format(
     ngx_http_request_t *sr, ngx_http_tokenrefresh_refresh_t *rf);
 static void ngx_http_tokenrefresh_deadline(ngx_event_t *ev);
@@ -43,7 +45,7 @@ ngx_http_tokenrefresh_start(ngx_http_request_t *r,
     ngx_http_tokenrefresh_ctx_t *ctx, ngx_http_tokenrefresh_acquire_t *res,
     ngx_http_tokenrefresh_loc_conf_t *tlcf)
 {
-    ngx_str_t                        *uri, *args;
+    ngx_str_t                        *uri, *args, reason;
     ngx_event_t                      *ev;
     ngx_pool_cleanup_t               *cln;
     ngx_http_request_t               *sr;
@@ -120,13 +122,15 @@ failed_rf:
 
     rf->done = 1;
 
-    ngx_http_tokenrefresh_fail(rf, NGX_HTTP_TOKENREFRESH_ABORTED, 0,
+    ngx_str_set(&reason, "the subrequest could not be created");
+
+    ngx_http_tokenrefresh_fail(rf, NGX_HTTP_TOKENREFRESH_ABORTED, &reason,
                                r->connection->log);
     ngx_http_tokenrefresh_wake_local();
 
 failed:
 
-    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+    ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
                   "tokenrefresh: could not start a %s subrequest for "
                   "credential \"%V\"",
                   ngx_http_tokenrefresh_grant_names[res->grant], &ctx->name);
@@ -220,11 +224,13 @@ ngx_http_tokenrefresh_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
 {
     ngx_http_tokenrefresh_refresh_t *rf = data;
 
-    u_char                            fp[NGX_HTTP_TOKENREFRESH_FP_LEN];
-    ngx_log_t                        *log;
-    ngx_uint_t                        outcome, status;
-    const char                       *err;
-    ngx_http_tokenrefresh_token_t     tok;
+    u_char                          fp[NGX_HTTP_TOKENREFRESH_FP_LEN];
+    u_char                          buf[NGX_MAX_ERROR_STR];
+    ngx_log_t                      *log;
+    ngx_str_t                       reason;
+    ngx_uint_t                      outcome;
+    const char                     *err;
+    ngx_http_tokenrefresh_token_t   tok;
 
     if (rf->done) {
         /* a late call: the outcome was settled already (error page,
@@ -240,10 +246,13 @@ ngx_http_tokenrefresh_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
 
     log = sr->connection->log;
 
-    outcome = ngx_http_tokenrefresh_outcome(sr, rf, rc, &status);
+    reason.data = buf;
+    reason.len = 0;
+
+    outcome = ngx_http_tokenrefresh_outcome(rf, rc, &reason);
 
     if (outcome != NGX_HTTP_TOKENREFRESH_OK) {
-        ngx_http_tokenrefresh_fail(rf, outcome, status, log);
+        ngx_http_tokenrefresh_fail(rf, outcome, &reason, log);
         goto done;
     }
 
@@ -253,15 +262,12 @@ ngx_http_tokenrefresh_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
                                    rf->zone->max_token_size,
                                    ngx_http_tokenrefresh_now(), &tok);
     if (err) {
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "tokenrefresh: %s of credential \"%V\" failed: "
-                      "invalid token response: %s, the last good token "
-                      "is kept",
-                      ngx_http_tokenrefresh_grant_names[rf->grant],
-                      &rf->name, err);
+        reason.len = ngx_snprintf(buf, sizeof(buf),
+                                  "invalid token response: %s", err)
+                     - buf;
 
-        ngx_http_tokenrefresh_fail(rf, NGX_HTTP_TOKENREFRESH_BAD,
-                                   NGX_HTTP_BAD_GATEWAY, log);
+        ngx_http_tokenrefresh_fail(rf, NGX_HTTP_TOKENREFRESH_BAD, &reason,
+                                   log);
         goto done;
     }
 
@@ -293,71 +299,56 @@ done:
 }
 
 
+/* judges the answer; the reason goes into one log line, never its bytes */
+
 static ngx_uint_t
-ngx_http_tokenrefresh_outcome(ngx_http_request_t *sr,
-    ngx_http_tokenrefresh_refresh_t *rf, ngx_int_t rc, ngx_uint_t *status)
+ngx_http_tokenrefresh_outcome(ngx_http_tokenrefresh_refresh_t *rf,
+    ngx_int_t rc, ngx_str_t *reason)
 {
-    ngx_log_t   *log;
-    ngx_uint_t   level;
-    const char  *what;
+    u_char  *p, *last;
 
-    log = sr->connection->log;
-    what = ngx_http_tokenrefresh_grant_names[rf->grant];
-
-    *status = NGX_HTTP_BAD_GATEWAY;
+    p = reason->data;
+    last = p + NGX_MAX_ERROR_STR;
 
     if (rf->status == 0) {
 
-        /* no response at all: the upstream module says why */
+        /* no answer at all: the upstream module logged why */
 
         if (rc == NGX_HTTP_GATEWAY_TIME_OUT) {
-            *status = NGX_HTTP_GATEWAY_TIME_OUT;
+            p = ngx_slprintf(p, last, "the token endpoint timed out");
+            reason->len = p - reason->data;
+            return NGX_HTTP_TOKENREFRESH_TIMEDOUT;
         }
 
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "tokenrefresh: %s of credential \"%V\" failed: "
-                      "no response from the token endpoint (%i)",
-                      what, &rf->name, rc);
-
-        return (rc == NGX_HTTP_GATEWAY_TIME_OUT)
-               ? NGX_HTTP_TOKENREFRESH_TIMEDOUT : NGX_HTTP_TOKENREFRESH_BAD;
+        p = ngx_slprintf(p, last, "no answer from the token endpoint (%i)",
+                         rc);
+        reason->len = p - reason->data;
+        return NGX_HTTP_TOKENREFRESH_BAD;
     }
 
     if (rf->status == NGX_HTTP_BAD_REQUEST
         || rf->status == NGX_HTTP_UNAUTHORIZED)
     {
-        level = (rf->grant == NGX_HTTP_TOKENREFRESH_GRANT_REFRESH)
-                ? NGX_LOG_WARN : NGX_LOG_ERR;
-
-        ngx_log_error(level, log, 0,
-                      "tokenrefresh: %s of credential \"%V\" refused by "
-                      "the token endpoint with status %ui%s",
-                      what, &rf->name, rf->status,
-                      rf->grant == NGX_HTTP_TOKENREFRESH_GRANT_REFRESH
-                      ? ", the refresh token is dropped" : "");
-
+        p = ngx_slprintf(p, last, "the token endpoint answered %ui",
+                         rf->status);
+        reason->len = p - reason->data;
         return NGX_HTTP_TOKENREFRESH_REFUSED;
     }
 
     if (rf->status < 200 || rf->status > 299) {
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "tokenrefresh: %s of credential \"%V\" failed: "
-                      "the token endpoint answered with status %ui",
-                      what, &rf->name, rf->status);
-
+        p = ngx_slprintf(p, last, "the token endpoint answered %ui",
+                         rf->status);
+        reason->len = p - reason->data;
         return NGX_HTTP_TOKENREFRESH_BAD;
     }
 
     if (!rf->complete || rf->body == NULL || rc == NGX_ERROR
         || rc >= NGX_HTTP_SPECIAL_RESPONSE)
     {
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "tokenrefresh: %s of credential \"%V\" failed: "
-                      "%s response from the token endpoint",
-                      what, &rf->name,
-                      rf->too_big ? "oversized"
-                      : rf->body ? "incomplete" : "empty");
-
+        p = ngx_slprintf(p, last, "%s answer from the token endpoint",
+                         rf->too_big ? "an oversized"
+                         : rf->body ? "an incomplete" : "an empty");
+        reason->len = p - reason->data;
         return NGX_HTTP_TOKENREFRESH_BAD;
     }
 
@@ -427,6 +418,8 @@ ngx_http_tokenrefresh_resolve_format(ngx_http_request_t *sr,
 static void
 ngx_http_tokenrefresh_deadline(ngx_event_t *ev)
 {
+    u_char                            buf[NGX_MAX_ERROR_STR];
+    ngx_str_t                         reason;
     ngx_connection_t                 *c;
     ngx_http_request_t               *sr;
     ngx_http_upstream_t              *u;
@@ -445,14 +438,14 @@ ngx_http_tokenrefresh_deadline(ngx_event_t *ev)
     sr = rf->request;
     c = sr->connection;
 
-    ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                  "tokenrefresh: %s of credential \"%V\" failed: no answer "
-                  "from the token endpoint within %M ms",
-                  ngx_http_tokenrefresh_grant_names[rf->grant], &rf->name,
-                  rf->lcf->refresh_timeout);
+    reason.data = buf;
+    reason.len = ngx_snprintf(buf, sizeof(buf), "no answer from the token "
+                              "endpoint within %M ms",
+                              rf->lcf->refresh_timeout)
+                 - buf;
 
-    ngx_http_tokenrefresh_fail(rf, NGX_HTTP_TOKENREFRESH_TIMEDOUT,
-                               NGX_HTTP_GATEWAY_TIME_OUT, c->log);
+    ngx_http_tokenrefresh_fail(rf, NGX_HTTP_TOKENREFRESH_TIMEDOUT, &reason,
+                               c->log);
     ngx_http_tokenrefresh_wake_local();
 
     /*
@@ -475,6 +468,9 @@ ngx_http_tokenrefresh_refresh_cleanup(void *data)
 {
     ngx_http_tokenrefresh_refresh_t *rf = data;
 
+    static ngx_str_t  reason = ngx_string("the request that drove it was "
+                                          "finalized");
+
     if (rf->deadline.timer_set) {
         ngx_del_timer(&rf->deadline);
     }
@@ -487,7 +483,7 @@ ngx_http_tokenrefresh_refresh_cleanup(void *data)
 
     rf->done = 1;
 
-    ngx_http_tokenrefresh_fail(rf, NGX_HTTP_TOKENREFRESH_ABORTED, 0,
+    ngx_http_tokenrefresh_fail(rf, NGX_HTTP_TOKENREFRESH_ABORTED, &reason,
                                ngx_cycle->log);
     ngx_http_tokenrefresh_wake_local();
 }
@@ -513,6 +509,8 @@ ngx_http_tokenrefresh_header_filter(ngx_http_request_t *r)
 
     rf->status = r->headers_out.status;
 
+    ngx_http_tokenrefresh_retry_after(r, rf);
+
     fmt = ngx_http_tokenrefresh_resolve_format(r, rf);
 
     if (r->headers_out.content_length_n > (off_t) fmt->max_response_size) {
@@ -531,6 +529,64 @@ ngx_http_tokenrefresh_header_filter(ngx_http_request_t *r)
     r->header_sent = 1;
 
     return NGX_OK;
+}
+
+
+/* a provider that says when to come back is taken at its word */
+
+static void
+ngx_http_tokenrefresh_retry_after(ngx_http_request_t *sr,
+    ngx_http_tokenrefresh_refresh_t *rf)
+{
+    time_t            t;
+    ngx_int_t         n;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &sr->headers_out.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash == 0
+            || h[i].key.len != sizeof("Retry-After") - 1
+            || ngx_strncasecmp(h[i].key.data, (u_char *) "Retry-After",
+                               sizeof("Retry-After") - 1)
+               != 0)
+        {
+            continue;
+        }
+
+        /* delay-seconds or an HTTP-date (RFC 9110, section 10.2.3) */
+
+        n = ngx_atoi(h[i].value.data, h[i].value.len);
+
+        if (n == NGX_ERROR) {
+            t = ngx_parse_http_time(h[i].value.data, h[i].value.len);
+
+            if (t == NGX_ERROR || t <= ngx_time()) {
+                return;
+            }
+
+            n = t - ngx_time();
+        }
+
+        rf->retry_after = (n > NGX_HTTP_TOKENREFRESH_MAX_RETRY / 1000)
+                          ? NGX_HTTP_TOKENREFRESH_MAX_RETRY
+                          : (ngx_msec_t) n * 1000;
+        return;
+    }
 }
 
 

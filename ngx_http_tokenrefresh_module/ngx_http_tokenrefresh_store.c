@@ -306,6 +306,9 @@ ngx_http_tokenrefresh_store(ngx_http_tokenrefresh_refresh_t *rf,
     ngx_http_tokenrefresh_node_t  *node;
     ngx_http_tokenrefresh_zone_t  *zone;
 
+    static ngx_str_t  full = ngx_string("the zone is full, the new token "
+                                        "is dropped");
+
     zone = rf->zone;
     refresh = NULL;
 
@@ -366,6 +369,7 @@ ngx_http_tokenrefresh_store(ngx_http_tokenrefresh_refresh_t *rf,
     node->fails = 0;
     node->retry_at = 0;
     node->fail_status = 0;
+    node->failed = 0;
     node->warned = 0;
 
     node->counters.fetches[rf->grant][NGX_HTTP_TOKENREFRESH_OK]++;
@@ -390,30 +394,35 @@ nomem:
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
-    ngx_log_error(NGX_LOG_ERR, log, 0,
-                  "tokenrefresh: zone \"%V\" is full, the new token of "
-                  "credential \"%V\" is dropped",
-                  &zone->shm_zone->shm.name, &rf->name);
-
-    ngx_http_tokenrefresh_fail(rf, NGX_HTTP_TOKENREFRESH_BAD,
-                               NGX_HTTP_SERVICE_UNAVAILABLE, log);
+    ngx_http_tokenrefresh_fail(rf, NGX_HTTP_TOKENREFRESH_BAD, &full, log);
 
     return NGX_ERROR;
 }
 
 
+/*
+ * A refresh or login that did not produce a token: release the lease,
+ * decide what happens next, and say so in one log line.
+ */
+
 void
 ngx_http_tokenrefresh_fail(ngx_http_tokenrefresh_refresh_t *rf,
-    ngx_uint_t outcome, ngx_uint_t status, ngx_log_t *log)
+    ngx_uint_t outcome, ngx_str_t *reason, ngx_log_t *log)
 {
+    int64_t                            now;
     ngx_msec_t                         delay;
+    ngx_uint_t                         valid, relogin, level, status;
+    const char                        *what;
     ngx_http_tokenrefresh_node_t      *node;
     ngx_http_tokenrefresh_zone_t      *zone;
     ngx_http_tokenrefresh_loc_conf_t  *tlcf;
 
     zone = rf->zone;
     tlcf = rf->lcf;
+    what = ngx_http_tokenrefresh_grant_names[rf->grant];
+    now = ngx_http_tokenrefresh_now();
     delay = 0;
+    relogin = 0;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
@@ -421,6 +430,11 @@ ngx_http_tokenrefresh_fail(ngx_http_tokenrefresh_refresh_t *rf,
 
     if (node == NULL) {
         ngx_shmtx_unlock(&zone->shpool->mutex);
+
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "tokenrefresh: %s of credential \"%V\" failed: %V; "
+                      "the credential was evicted meanwhile",
+                      what, &rf->name, reason);
         return;
     }
 
@@ -435,29 +449,34 @@ ngx_http_tokenrefresh_fail(ngx_http_tokenrefresh_refresh_t *rf,
 
     if (outcome == NGX_HTTP_TOKENREFRESH_REFUSED
         && rf->grant == NGX_HTTP_TOKENREFRESH_GRANT_REFRESH
-        && tlcf->login_uri.len)
+        && node->refresh)
     {
-        /*
-         * the refresh token was refused: drop it, so that the next
-         * attempt, right away, is a login
-         */
+        /* a refused refresh token is never sent again */
 
-        if (node->refresh) {
-            ngx_slab_free_locked(zone->shpool, node->refresh);
-            node->refresh = NULL;
-            node->refresh_len = 0;
-        }
+        ngx_slab_free_locked(zone->shpool, node->refresh);
+        node->refresh = NULL;
+        node->refresh_len = 0;
 
-    } else if (outcome != NGX_HTTP_TOKENREFRESH_ABORTED) {
+        /* the next attempt, right away, is a login */
+        relogin = (tlcf->login_uri.len != 0);
+    }
+
+    if (outcome != NGX_HTTP_TOKENREFRESH_ABORTED && !relogin) {
         node->fails++;
 
         if (outcome == NGX_HTTP_TOKENREFRESH_REFUSED) {
+            /* the provider said no to our credentials: the longest wait */
             delay = tlcf->backoff_max;
+            node->failed = 1;
 
         } else {
             delay = ngx_http_tokenrefresh_backoff_delay(node->fails,
                                                         tlcf->backoff_min,
                                                         tlcf->backoff_max);
+        }
+
+        if (rf->retry_after > delay) {
+            delay = ngx_min(rf->retry_after, NGX_HTTP_TOKENREFRESH_MAX_RETRY);
         }
 
         node->retry_at = ngx_current_msec + delay;
@@ -466,8 +485,13 @@ ngx_http_tokenrefresh_fail(ngx_http_tokenrefresh_refresh_t *rf,
             node->retry_at = 1;
         }
 
-        node->fail_status = status;
+        node->fail_status = (outcome == NGX_HTTP_TOKENREFRESH_TIMEDOUT)
+                            ? tlcf->timeout_status : tlcf->failure_status;
     }
+
+    valid = (node->access && now < node->expires
+             && node->rejected != node->generation);
+    status = node->fail_status;
 
     if (node->lease_pid == ngx_pid && node->lease_seq == rf->lease_seq) {
         node->lease_pid = 0;
@@ -477,15 +501,39 @@ ngx_http_tokenrefresh_fail(ngx_http_tokenrefresh_refresh_t *rf,
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
-    if (delay) {
-        ngx_log_error(NGX_LOG_WARN, log, 0,
-                      "tokenrefresh: credential \"%V\" backs off for %M ms "
-                      "after a %s %s",
-                      &rf->name, delay,
-                      outcome == NGX_HTTP_TOKENREFRESH_REFUSED
-                      ? "refused" : "failed",
-                      ngx_http_tokenrefresh_grant_names[rf->grant]);
+    if (outcome == NGX_HTTP_TOKENREFRESH_ABORTED) {
+        ngx_log_error(NGX_LOG_INFO, log, 0,
+                      "tokenrefresh: %s of credential \"%V\" abandoned: %V; "
+                      "the next request takes over", what, &rf->name, reason);
+        return;
     }
+
+    if (relogin) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "tokenrefresh: refresh of credential \"%V\" refused: "
+                      "%V; the refresh token is dropped, logging in",
+                      &rf->name, reason);
+        return;
+    }
+
+    level = valid ? NGX_LOG_WARN : NGX_LOG_ERR;
+
+    if (valid) {
+        ngx_log_error(level, log, 0,
+                      "tokenrefresh: %s of credential \"%V\" %s: %V; the "
+                      "current token stays in use, next attempt in %M ms",
+                      what, &rf->name,
+                      outcome == NGX_HTTP_TOKENREFRESH_REFUSED
+                      ? "refused" : "failed", reason, delay);
+        return;
+    }
+
+    ngx_log_error(level, log, 0,
+                  "tokenrefresh: %s of credential \"%V\" %s: %V; requests "
+                  "fail with %ui, next attempt in %M ms",
+                  what, &rf->name,
+                  outcome == NGX_HTTP_TOKENREFRESH_REFUSED
+                  ? "refused" : "failed", reason, status, delay);
 }
 
 

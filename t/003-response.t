@@ -222,7 +222,7 @@ mock(fault => 'badbytes');
 GET /api/a
 --- error_code: 502
 --- error_log
-login of credential "billing" failed: invalid token response: token contains bytes not allowed in a header (only 0x21-0x7E are), the last good token is kept
+login of credential "billing" failed: invalid token response: token contains bytes not allowed in a header (only 0x21-0x7E are); requests fail with 502
 --- no_error_log
 X-Injected
 at-bad
@@ -285,7 +285,7 @@ GET /api/a
 --- error_code: 502
 --- error_log eval
 [qr/token response of \d+ bytes for credential "billing" exceeds tokenrefresh_max_response_size 65536/,
- qr/login of credential "billing" failed: oversized response/]
+ qr/login of credential "billing" failed: an oversized answer from the token endpoint/]
 
 
 
@@ -317,7 +317,7 @@ GET /calls
 --- response_body
 calls=1 client_credentials=1
 --- error_log
-login of credential "billing" failed: the token endpoint answered with status 500
+login of credential "billing" failed: the token endpoint answered 500; requests fail with 502
 
 
 
