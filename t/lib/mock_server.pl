@@ -106,7 +106,13 @@ $poll->mask($api => POLLIN);
 my %conn;        # fileno -> connection state
 my @timers;      # [ due, code ]
 
+# the mock belongs to the process that started it: when that process is
+# gone (a test file that died), so is the mock
+my $parent = getppid();
+
 while (1) {
+    exit 0 if getppid() != $parent;
+
     my $timeout = 1;
     if (@timers) {
         @timers = sort { $a->[0] <=> $b->[0] } @timers;
