@@ -4,6 +4,10 @@
 #   make test         run the Test::Nginx suite
 #   make demo         start nginx, a mock identity provider and API, and
 #                     walk through a short scenario
+#   make test-asan    the suite against an AddressSanitizer nginx built from
+#                     Debian's nginx source, with the module compiled in
+#   make test-valgrind  the suite under valgrind (slow; not in CI)
+#   make fuzz         run the libFuzzer target for FUZZ_SECONDS (600)
 #   make install      install the module where Debian's nginx looks for it
 #   make clean
 #
@@ -19,7 +23,10 @@ MODULES_CONF  ?= /usr/share/nginx/modules-available
 MODULES_ON    ?= /etc/nginx/modules-enabled
 CONF_NAME      = mod-http-tokenrefresh.conf
 
-.PHONY: all setup test demo install uninstall clean
+FUZZ_SECONDS ?= 600
+
+.PHONY: all setup test test-asan test-valgrind fuzz demo install uninstall \
+        clean
 
 all: $(SO)
 
@@ -31,6 +38,17 @@ $(SO): $(SOURCES) | setup
 
 test: $(SO)
 	scripts/test.sh $(T)
+
+test-asan: setup
+	scripts/asan.sh $(T)
+
+test-valgrind: $(SO)
+	@scripts/setup.sh --check valgrind || scripts/setup.sh valgrind
+	scripts/valgrind.sh $(T)
+
+fuzz: setup
+	@scripts/setup.sh --check fuzz || scripts/setup.sh fuzz
+	scripts/fuzz.sh $(FUZZ_SECONDS)
 
 demo: $(SO)
 	scripts/demo.sh

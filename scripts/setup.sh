@@ -8,13 +8,29 @@
 # from it, and install that single package from there.  The system is not
 # upgraded.
 #
-# Usage: scripts/setup.sh [--check]   (--check: exit 1 if something is
-#                                       missing, install nothing)
+# Usage: scripts/setup.sh [--check] [extra...]
+#   --check   exit 1 if something is missing, install nothing
+#   extra     also what one more target needs: fuzz (clang), valgrind,
+#             bench (wrk, gnuplot)
 
 set -eu
 
+# build, test, and the AddressSanitizer nginx built from Debian's source
 PKGS="nginx-core nginx-dev libyajl-dev libssl-dev perl make gcc curl \
-      libio-socket-ip-perl libjson-pp-perl openssl"
+      libio-socket-ip-perl libjson-pp-perl openssl dpkg-dev \
+      libpcre2-dev zlib1g-dev"
+
+check=no
+
+for arg in "$@"; do
+    case "$arg" in
+        --check)  check=yes ;;
+        fuzz)     PKGS="$PKGS clang libclang-rt-14-dev" ;;
+        valgrind) PKGS="$PKGS valgrind" ;;
+        bench)    PKGS="$PKGS wrk gnuplot-nox" ;;
+        *)        echo "setup: unknown argument \"$arg\"" >&2; exit 2 ;;
+    esac
+done
 
 missing=""
 
@@ -29,7 +45,7 @@ done
 have_tn=yes
 perl -MTest::Nginx::Socket -e1 2>/dev/null || have_tn=no
 
-if [ "${1:-}" = "--check" ]; then
+if [ "$check" = yes ]; then
     if [ -n "$missing" ] || [ "$have_tn" = no ]; then
         exit 1
     fi
