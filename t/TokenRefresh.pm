@@ -53,7 +53,7 @@ sub start_mock {
 
     if ($mock_pid == 0) {
         exec $^X, "$dir/lib/mock_server.pl", '--idp-port', $idp_port,
-             '--api-port', $api_port;
+             '--api-port', $api_port, '--corpus', "$dir/../fuzz/corpus";
         die "exec: $!";
     }
 
@@ -283,6 +283,11 @@ sub storm {
     return @res;
 }
 
+# the fuzz corpus, for t/015-corpus.t
+sub corpus_files {
+    return sort map { (split m{/})[-1] } glob "$dir/../fuzz/corpus/*";
+}
+
 sub parse_response {
     my ($raw) = @_;
     my ($head, $body) = split /\r\n\r\n/, $raw // '', 2;
@@ -356,7 +361,7 @@ sub api_requests {
            @{ requests() };
 }
 
-for my $f (qw(fire collect drop api_requests receiving mock control revoke stats requests calls storm wait_until
+for my $f (qw(corpus_files fire collect drop api_requests receiving mock control revoke stats requests calls storm wait_until
               hit
               alive error_log_since error_log_size pids_in master_pid
               worker_pids))

@@ -32,11 +32,12 @@ use MIME::Base64 qw(encode_base64url);
 use JSON::PP;
 use Getopt::Long;
 
-my ($idp_port, $api_port, $pidfile) = (19850, 19860, undef);
+my ($idp_port, $api_port, $pidfile, $corpus) = (19850, 19860, undef, undef);
 my $host = '127.0.0.1';
 
 GetOptions('idp-port=i' => \$idp_port, 'api-port=i' => \$api_port,
-           'pidfile=s' => \$pidfile, 'host=s' => \$host)
+           'pidfile=s' => \$pidfile, 'host=s' => \$host,
+           'corpus=s' => \$corpus)
     or die "usage: $0 --idp-port N --api-port N [--pidfile F]\n";
 
 $SIG{PIPE} = 'IGNORE';
@@ -622,6 +623,17 @@ sub control {
         $line .= " reuse=$st{reuse}" if $st{reuse};
         return respond($c, 200, { 'Content-Type' => 'text/plain' },
                        "$line\n");
+    }
+    if ($p =~ m{^/_mock/corpus/([\w.-]+)$} && defined $corpus) {
+        # a token response from the fuzz corpus, as it is
+        my $name = $1;
+        open my $fh, '<:raw', "$corpus/$name"
+            or return json_response($c, 404, { error => "no $name" });
+        my $body = do { local $/; <$fh> } // '';
+        close $fh;
+        count_call($p, 'corpus', $name);
+        return respond($c, 200, { 'Content-Type' => 'application/json' },
+                       $body);
     }
     if ($p eq '/_mock/receiving') {
         # paths whose request head arrived before their whole body
