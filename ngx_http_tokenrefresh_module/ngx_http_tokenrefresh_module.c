@@ -152,6 +152,13 @@ static ngx_command_t  ngx_http_tokenrefresh_commands[] = {
       offsetof(ngx_http_tokenrefresh_loc_conf_t, min_token_age),
       NULL },
 
+    { ngx_string("tokenrefresh_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_ANY,
+      ngx_http_tokenrefresh_status,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("tokenrefresh_json_access_token"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_tokenrefresh_json,
@@ -323,27 +330,31 @@ ngx_http_tokenrefresh_handler(ngx_http_request_t *r)
 
     case NGX_HTTP_TOKENREFRESH_FETCH:
 
+        ngx_http_tokenrefresh_wait_begin(ctx, tlcf);
+
         if (ngx_http_tokenrefresh_start(r, ctx, &res, tlcf) != NGX_OK) {
+            ngx_http_tokenrefresh_account_wait(ctx, 1);
             ctx->outcome = NGX_HTTP_TOKENREFRESH_R_FAILED;
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
         ctx->leader = 1;
 
-        return ngx_http_tokenrefresh_park(r, ctx, tlcf);
+        return ngx_http_tokenrefresh_park(r, ctx);
 
     case NGX_HTTP_TOKENREFRESH_WAIT:
+        ngx_http_tokenrefresh_wait_begin(ctx, tlcf);
         ctx->leader = 0;
-        return ngx_http_tokenrefresh_park(r, ctx, tlcf);
+        return ngx_http_tokenrefresh_park(r, ctx);
 
     case NGX_HTTP_TOKENREFRESH_NOMEM:
         ctx->outcome = NGX_HTTP_TOKENREFRESH_R_FAILED;
         return NGX_HTTP_SERVICE_UNAVAILABLE;
 
-    default: /* NGX_HTTP_TOKENREFRESH_FAIL */
+    default: /* NGX_HTTP_TOKENREFRESH_FAIL, counted by the store */
 
         if (ctx->waiting) {
-            ngx_http_tokenrefresh_account_wait(ctx, 1);
+            ngx_http_tokenrefresh_account_wait(ctx, 0);
         }
 
         ctx->outcome = NGX_HTTP_TOKENREFRESH_R_FAILED;
@@ -524,6 +535,12 @@ ngx_http_tokenrefresh_cleanup(void *data)
     ngx_http_tokenrefresh_ctx_t  *ctx = data;
 
     ngx_http_tokenrefresh_unpark(ctx);
+
+    /* a client that went away while waiting */
+
+    if (ctx->waiting) {
+        ngx_http_tokenrefresh_account_wait(ctx, 0);
+    }
 }
 
 
@@ -606,6 +623,8 @@ ngx_http_tokenrefresh_create_loc_conf(ngx_conf_t *cf)
     conf->rejected = NGX_CONF_UNSET_PTR;
     conf->replay = NGX_CONF_UNSET;
     conf->min_token_age = NGX_CONF_UNSET_MSEC;
+
+    conf->status = NGX_CONF_UNSET_UINT;
 
     conf->format.access = NGX_CONF_UNSET_PTR;
     conf->format.refresh = NGX_CONF_UNSET_PTR;

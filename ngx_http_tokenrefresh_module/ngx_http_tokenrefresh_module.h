@@ -137,6 +137,9 @@ typedef struct {
     /* no eviction while a request may still be waiting for this entry */
     ngx_msec_t                        wait_until;
 
+    /* requests waiting now, in all workers (for the status page) */
+    ngx_uint_t                        waiting;
+
     /* "no way to get a token" was logged; reset when a token is stored */
     ngx_uint_t                        warned;
 
@@ -223,6 +226,10 @@ typedef struct {
     ngx_msec_t                        min_token_age;
 
     ngx_http_tokenrefresh_format_t    format;
+
+    /* the status page */
+    ngx_uint_t                        status;
+    ngx_flag_t                        status_write;
 } ngx_http_tokenrefresh_loc_conf_t;
 
 
@@ -240,6 +247,40 @@ typedef struct {
     ngx_uint_t                        status;
     ngx_msec_t                        retry_after;
 } ngx_http_tokenrefresh_acquire_t;
+
+
+/* a copy of a credential's state, for the status page */
+typedef struct {
+    ngx_str_t                         name;
+    ngx_str_t                         token;
+    ngx_uint_t                        has_refresh;
+    int64_t                           issued;
+    int64_t                           expires;
+    ngx_uint_t                        generation;
+    ngx_uint_t                        rejected;
+    ngx_pid_t                         lease_pid;
+    ngx_msec_t                        lease_left;
+    ngx_uint_t                        lease_grant;
+    ngx_uint_t                        fails;
+    ngx_uint_t                        failed;
+    ngx_msec_t                        retry_in;
+    ngx_uint_t                        last_outcome;
+    ngx_uint_t                        last_grant;
+    ngx_msec_t                        last_duration;
+    time_t                            last_time;
+    ngx_uint_t                        waiting;
+    ngx_http_tokenrefresh_counters_t  counters;
+} ngx_http_tokenrefresh_info_t;
+
+
+typedef struct {
+    size_t                            size;
+    size_t                            used;
+    ngx_uint_t                        count;
+    ngx_uint_t                        evictions;
+    ngx_uint_t                        nomem;
+    ngx_array_t                      *credentials;
+} ngx_http_tokenrefresh_zone_info_t;
 
 
 /* a token response, parsed and validated */
@@ -327,6 +368,10 @@ ngx_uint_t ngx_http_tokenrefresh_changed(ngx_http_tokenrefresh_ctx_t *ctx);
 ngx_uint_t ngx_http_tokenrefresh_reject(ngx_http_tokenrefresh_ctx_t *ctx,
     ngx_http_tokenrefresh_loc_conf_t *tlcf, ngx_log_t *log);
 void ngx_http_tokenrefresh_accepted(ngx_http_tokenrefresh_ctx_t *ctx);
+ngx_int_t ngx_http_tokenrefresh_snapshot(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_pool_t *pool, ngx_http_tokenrefresh_zone_info_t *zi);
+ngx_int_t ngx_http_tokenrefresh_control(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_str_t *name, ngx_uint_t forget);
 void ngx_http_tokenrefresh_account_wait(ngx_http_tokenrefresh_ctx_t *ctx,
     ngx_uint_t failed);
 
@@ -342,8 +387,10 @@ ngx_int_t ngx_http_tokenrefresh_filter_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_tokenrefresh_replay_init(ngx_conf_t *cf);
 
 /* ngx_http_tokenrefresh_wait.c */
+void ngx_http_tokenrefresh_wait_begin(ngx_http_tokenrefresh_ctx_t *ctx,
+    ngx_http_tokenrefresh_loc_conf_t *tlcf);
 ngx_int_t ngx_http_tokenrefresh_park(ngx_http_request_t *r,
-    ngx_http_tokenrefresh_ctx_t *ctx, ngx_http_tokenrefresh_loc_conf_t *tlcf);
+    ngx_http_tokenrefresh_ctx_t *ctx);
 void ngx_http_tokenrefresh_unpark(ngx_http_tokenrefresh_ctx_t *ctx);
 void ngx_http_tokenrefresh_wake_local(void);
 ngx_int_t ngx_http_tokenrefresh_init_wait(ngx_cycle_t *cycle);
@@ -361,6 +408,10 @@ const char *ngx_http_tokenrefresh_check_token(ngx_str_t *token,
 #define NGX_HTTP_TOKENREFRESH_FP_LEN  12
 void ngx_http_tokenrefresh_fingerprint(u_char *dst, u_char *data,
     size_t len);
+
+/* ngx_http_tokenrefresh_status.c */
+char *ngx_http_tokenrefresh_status(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 /* ngx_http_tokenrefresh_variables.c */
 ngx_int_t ngx_http_tokenrefresh_add_variables(ngx_conf_t *cf);

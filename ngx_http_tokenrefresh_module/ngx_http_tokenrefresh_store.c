@@ -27,6 +27,8 @@ static void *ngx_http_tokenrefresh_alloc(ngx_http_tokenrefresh_zone_t *zone,
 static ngx_uint_t ngx_http_tokenrefresh_evict(
     ngx_http_tokenrefresh_zone_t *zone, ngx_http_tokenrefresh_node_t *keep,
     ngx_log_t *log);
+static void ngx_http_tokenrefresh_delete(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_http_tokenrefresh_node_t *tn);
 static ngx_uint_t ngx_http_tokenrefresh_lease_free(
     ngx_http_tokenrefresh_node_t *node, ngx_log_t *log);
 static void ngx_http_tokenrefresh_take_lease(
@@ -219,6 +221,10 @@ ngx_http_tokenrefresh_acquire(ngx_http_tokenrefresh_ctx_t *ctx,
 
         res->action = NGX_HTTP_TOKENREFRESH_WAIT;
 
+        if (!ctx->waiting) {
+            node->waiting++;
+        }
+
         ngx_shmtx_unlock(&zone->shpool->mutex);
         return NGX_OK;
     }
@@ -257,6 +263,10 @@ ngx_http_tokenrefresh_acquire(ngx_http_tokenrefresh_ctx_t *ctx,
 
     ngx_http_tokenrefresh_take_lease(node, grant, tlcf);
     res->action = NGX_HTTP_TOKENREFRESH_FETCH;
+
+    if (!ctx->waiting) {
+        node->waiting++;
+    }
 
 lease:
 
@@ -642,6 +652,155 @@ ngx_http_tokenrefresh_accepted(ngx_http_tokenrefresh_ctx_t *ctx)
 }
 
 
+/*
+ * A copy of every credential, taken under the lock and reported without
+ * it.  The access token is copied for its fingerprint only.
+ */
+
+ngx_int_t
+ngx_http_tokenrefresh_snapshot(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_pool_t *pool, ngx_http_tokenrefresh_zone_info_t *zi)
+{
+    ngx_queue_t                   *q;
+    ngx_http_tokenrefresh_info_t  *ci;
+    ngx_http_tokenrefresh_node_t  *tn;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    zi->size = zone->shm_zone->shm.size;
+    zi->used = zi->size - zone->shpool->pfree * ngx_pagesize;
+    zi->count = zone->sh->count;
+    zi->evictions = zone->sh->evictions;
+    zi->nomem = zone->sh->nomem;
+
+    zi->credentials = ngx_array_create(pool, zi->count ? zi->count : 1,
+                                       sizeof(ngx_http_tokenrefresh_info_t));
+    if (zi->credentials == NULL) {
+        goto failed;
+    }
+
+    for (q = ngx_queue_head(&zone->sh->lru);
+         q != ngx_queue_sentinel(&zone->sh->lru);
+         q = ngx_queue_next(q))
+    {
+        tn = ngx_queue_data(q, ngx_http_tokenrefresh_node_t, lru);
+
+        ci = ngx_array_push(zi->credentials);
+        if (ci == NULL) {
+            goto failed;
+        }
+
+        ngx_memzero(ci, sizeof(ngx_http_tokenrefresh_info_t));
+
+        if (ngx_http_tokenrefresh_copy(pool, &ci->name, tn->name,
+                                       tn->len)
+            != NGX_OK)
+        {
+            goto failed;
+        }
+
+        if (tn->access
+            && ngx_http_tokenrefresh_copy(pool, &ci->token, tn->access,
+                                          tn->access_len)
+               != NGX_OK)
+        {
+            goto failed;
+        }
+
+        ci->has_refresh = (tn->refresh != NULL);
+        ci->issued = tn->issued;
+        ci->expires = tn->expires;
+        ci->generation = tn->generation;
+        ci->rejected = (tn->rejected && tn->rejected == tn->generation);
+
+        if (tn->lease_pid
+            && (ngx_msec_int_t) (tn->lease_deadline - ngx_current_msec) > 0)
+        {
+            ci->lease_pid = tn->lease_pid;
+            ci->lease_left = tn->lease_deadline - ngx_current_msec;
+            ci->lease_grant = tn->lease_grant;
+        }
+
+        ci->fails = tn->fails;
+        ci->failed = tn->failed;
+
+        if (tn->retry_at
+            && (ngx_msec_int_t) (tn->retry_at - ngx_current_msec) > 0)
+        {
+            ci->retry_in = tn->retry_at - ngx_current_msec;
+        }
+
+        ci->last_outcome = tn->last_outcome;
+        ci->last_grant = tn->last_grant;
+        ci->last_duration = tn->last_duration;
+        ci->last_time = tn->last_time;
+        ci->waiting = tn->waiting;
+        ci->counters = tn->counters;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return NGX_OK;
+
+failed:
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return NGX_ERROR;
+}
+
+
+/*
+ * Operator controls.  "refresh" drops the current token and any back-off,
+ * so that the next request that needs the credential fetches a new token;
+ * "forget" removes the credential with its refresh token, so that the next
+ * request logs in.  A credential being refreshed cannot be forgotten.
+ */
+
+ngx_int_t
+ngx_http_tokenrefresh_control(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_str_t *name, ngx_uint_t forget)
+{
+    ngx_http_tokenrefresh_node_t  *tn;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    tn = ngx_http_tokenrefresh_lookup(zone, name,
+                                      ngx_crc32_short(name->data, name->len));
+
+    if (tn == NULL) {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return NGX_DECLINED;
+    }
+
+    if (!forget) {
+        tn->rejected = tn->generation;
+        tn->fails = 0;
+        tn->failed = 0;
+        tn->retry_at = 0;
+        tn->reject_fails = 0;
+        tn->reject_until = 0;
+        tn->seq++;
+
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return NGX_OK;
+    }
+
+    if (tn->lease_pid
+        && (ngx_msec_int_t) (tn->lease_deadline - ngx_current_msec) > 0)
+    {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return NGX_BUSY;
+    }
+
+    ngx_http_tokenrefresh_delete(zone, tn);
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return NGX_OK;
+}
+
+
 /* read without the lock: a stale read only delays a wake-up by one tick */
 
 ngx_uint_t
@@ -682,6 +841,10 @@ ngx_http_tokenrefresh_account_wait(ngx_http_tokenrefresh_ctx_t *ctx,
     ngx_shmtx_lock(&zone->shpool->mutex);
 
     if (node && node->id == ctx->node_id) {
+        if (node->waiting) {
+            node->waiting--;
+        }
+
         node->counters.waits++;
         node->counters.wait_msec += ctx->waited;
 
@@ -873,30 +1036,39 @@ ngx_http_tokenrefresh_evict(ngx_http_tokenrefresh_zone_t *zone,
                       "credential \"%*s\"",
                       &zone->shm_zone->shm.name, (size_t) tn->len, tn->name);
 
-        ngx_queue_remove(&tn->lru);
-        ngx_rbtree_delete(&zone->sh->rbtree, &tn->node);
+        ngx_http_tokenrefresh_delete(zone, tn);
 
-        if (tn->access) {
-            ngx_slab_free_locked(zone->shpool, tn->access);
-        }
-
-        if (tn->refresh) {
-            ngx_slab_free_locked(zone->shpool, tn->refresh);
-        }
-
-        /* a stale pointer to this node must not match it any more */
-        tn->id = 0;
-        tn->seq++;
-
-        ngx_slab_free_locked(zone->shpool, tn);
-
-        zone->sh->count--;
         zone->sh->evictions++;
 
         return 1;
     }
 
     return 0;
+}
+
+
+static void
+ngx_http_tokenrefresh_delete(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_http_tokenrefresh_node_t *tn)
+{
+    ngx_queue_remove(&tn->lru);
+    ngx_rbtree_delete(&zone->sh->rbtree, &tn->node);
+
+    if (tn->access) {
+        ngx_slab_free_locked(zone->shpool, tn->access);
+    }
+
+    if (tn->refresh) {
+        ngx_slab_free_locked(zone->shpool, tn->refresh);
+    }
+
+    /* a stale pointer to this node must not match it any more */
+    tn->id = 0;
+    tn->seq++;
+
+    ngx_slab_free_locked(zone->shpool, tn);
+
+    zone->sh->count--;
 }
 
 

@@ -51,18 +51,26 @@ ngx_http_tokenrefresh_init_wait(ngx_cycle_t *cycle)
 }
 
 
-ngx_int_t
-ngx_http_tokenrefresh_park(ngx_http_request_t *r,
-    ngx_http_tokenrefresh_ctx_t *ctx, ngx_http_tokenrefresh_loc_conf_t *tlcf)
-{
-    ngx_msec_t    timer;
-    ngx_event_t  *ev;
+/* the wait limit counts from the first time a request had to wait */
 
+void
+ngx_http_tokenrefresh_wait_begin(ngx_http_tokenrefresh_ctx_t *ctx,
+    ngx_http_tokenrefresh_loc_conf_t *tlcf)
+{
     if (!ctx->waiting) {
         ctx->waiting = 1;
         ctx->wait_start = ngx_current_msec;
         ctx->wait_deadline = ngx_current_msec + tlcf->wait_timeout;
     }
+}
+
+
+ngx_int_t
+ngx_http_tokenrefresh_park(ngx_http_request_t *r,
+    ngx_http_tokenrefresh_ctx_t *ctx)
+{
+    ngx_msec_t    timer;
+    ngx_event_t  *ev;
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "tokenrefresh: request parked for credential \"%V\", "

@@ -41,7 +41,7 @@ kill 'QUIT', $master;
 ok(wait_until(sub { !alive($master) }, 10), 'nginx exited');
 my $took = time - $t0;
 note(sprintf "nginx exited %.2f s after QUIT", $took);
-cmp_ok($took, '<', 3.5, 'within the wait limit and a margin');
+cmp_ok($took, '<', scaled(3.5), 'within the wait limit and a margin');
 my @st = map { collect($_, 5)->{status} } @h;
 is("@st", '504 504 504 504 504', 'every waiting client got 504');
 

@@ -76,6 +76,12 @@ sub stop_mock {
     undef $mock_pid;
 }
 
+# A time bound in a test, stretched under valgrind (TEST_TIME_SCALE).
+sub scaled {
+    my ($seconds) = @_;
+    return $seconds * ($ENV{TEST_TIME_SCALE} || 1);
+}
+
 # Polls a condition every few milliseconds; returns its value, or false
 # after the timeout.  For conditions that take real time to come true
 # (a token expiring, a process exiting), never as a replacement for one.
@@ -361,7 +367,7 @@ sub api_requests {
            @{ requests() };
 }
 
-for my $f (qw(corpus_files fire collect drop api_requests receiving mock control revoke stats requests calls storm wait_until
+for my $f (qw(scaled corpus_files fire collect drop api_requests receiving mock control revoke stats requests calls storm wait_until
               hit
               alive error_log_since error_log_size pids_in master_pid
               worker_pids))

@@ -1,0 +1,39 @@
+#!/bin/bash
+# The Test::Nginx suite under valgrind's memcheck: Debian's nginx with the
+# module loaded.  Storms are smaller and time bounds stretched (valgrind
+# is slow); suppressions cover nginx's own start-up allocations only
+# (t/valgrind.suppress).  Fails on any error valgrind reports.
+#
+# Usage: scripts/valgrind.sh [test files]
+
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+out=$top/build/valgrind
+
+rm -rf "$out"
+mkdir -p "$out"
+
+export TEST_NGINX_USE_VALGRIND="--tool=memcheck --leak-check=full \
+--show-leak-kinds=definite --errors-for-leak-kinds=definite \
+--num-callers=40 --suppressions=$top/t/valgrind.suppress \
+--log-file=$out/vg.%p"
+export TEST_NGINX_SLEEP=${TEST_NGINX_SLEEP:-1}
+export TEST_NGINX_TIMEOUT=${TEST_NGINX_TIMEOUT:-30}
+export TEST_TIME_SCALE=${TEST_TIME_SCALE:-10}
+export TEST_STORM_CLIENTS=${TEST_STORM_CLIENTS:-40}
+
+status=0
+"$top/scripts/test.sh" "$@" || status=$?
+
+bad=$(grep -l "ERROR SUMMARY: [1-9]" "$out"/vg.* 2>/dev/null || true)
+
+if [ -n "$bad" ]; then
+    echo "valgrind reported errors:" >&2
+    # shellcheck disable=SC2086
+    cat $bad >&2
+    exit 1
+fi
+
+echo "valgrind: no error in $(ls "$out" | wc -l) processes"
+exit $status
