@@ -17,7 +17,7 @@ package t::TokenRefresh;
 #   - appends to every block's server config a location that shows the
 #     provider's call counts, one line, e.g. "calls=1 client_credentials=1":
 #
-#       location = /calls { tokenrefresh off; proxy_pass http://idp/_mock/calls; }
+#       location = /calls { tokenrefresh off; proxy_pass http://<idp>/_mock/calls; }
 
 use Test::Nginx::Socket;
 
@@ -38,6 +38,7 @@ my $base = $ENV{TEST_NGINX_MOCK_PORT} // 19850;
 $ENV{TEST_NGINX_IDP_PORT} //= $base;
 $ENV{TEST_NGINX_API_PORT} //= $base + 10;
 $ENV{TEST_NGINX_H2_PORT} //= $base + 20;    # for an h2c listener
+$ENV{TEST_NGINX_DOC_PORT} //= $base + 30;   # for the servers of the docs
 
 my $idp_port = $ENV{TEST_NGINX_IDP_PORT};
 my $api_port = $ENV{TEST_NGINX_API_PORT};
@@ -135,7 +136,7 @@ sub calls {
 # { status, content, headers, elapsed }
 sub hit {
     my ($method, $uri, %o) = @_;
-    my $port = $Test::Nginx::Util::ServerPortForClient;
+    my $port = $o{port} // $Test::Nginx::Util::ServerPortForClient;
     my $t0 = time;
     my $res = $http->request($method, "http://127.0.0.1:$port$uri",
                              { headers => $o{headers} // {},
@@ -411,7 +412,10 @@ _EOC_
         unless $block->no_default_http_config;
 
     $block->set_value('config', ($block->config // '') . <<'_EOC_');
-location = /calls { tokenrefresh off; proxy_pass http://idp/_mock/calls; }
+location = /calls {
+    tokenrefresh off;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_IDP_PORT/_mock/calls;
+}
 _EOC_
 
     $block->set_value('init', 'control("reset"); ' . ($block->init // ''));

@@ -447,10 +447,17 @@ sub idp {
 
     my $delay = $cfg{delay_ms};
 
+    # the guide's examples use these paths
+    $p = '/token' if $p eq '/oauth/token';
+    $p = '/nested' if $p eq '/auth/session';
+
+    # and a single backend for a custom login API and its API
+    return api($c, $req) if $p =~ m{^/v1/};
+
     if ($p eq '/token') {
         my $f = form($req->{body});
         my $grant = $f->{grant_type} // 'none';
-        my $cred = $f->{client_id} // $f->{username} // '-';
+        my $cred = $f->{username} // $f->{client_id} // '-';
         my $rcred;
         if ($grant eq 'refresh_token') {
             $rcred = $st{refresh}{$f->{refresh_token} // ''}{cred};
