@@ -23,6 +23,11 @@ export TEST_NGINX_TIMEOUT=${TEST_NGINX_TIMEOUT:-30}
 export TEST_TIME_SCALE=${TEST_TIME_SCALE:-10}
 export TEST_STORM_CLIENTS=${TEST_STORM_CLIENTS:-40}
 
+# ports and a server root of its own: it may run beside the normal suite
+export TEST_NGINX_SERVER_PORT=${TEST_NGINX_SERVER_PORT:-2984}
+export TEST_NGINX_MOCK_PORT=${TEST_NGINX_MOCK_PORT:-29850}
+export TEST_NGINX_SERVROOT=${TEST_NGINX_SERVROOT:-$top/t/servroot-valgrind}
+
 status=0
 "$top/scripts/test.sh" "$@" || status=$?
 
