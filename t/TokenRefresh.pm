@@ -20,6 +20,10 @@ package t::TokenRefresh;
 #       location = /calls { tokenrefresh off; proxy_pass http://<idp>/_mock/calls; }
 
 use Test::Nginx::Socket;
+use Cwd qw(abs_path);
+use File::Basename qw(dirname);
+use lib dirname(abs_path(__FILE__)) . '/lib';
+use TokenRefresh::Client ();
 
 use HTTP::Tiny;
 use JSON::PP;
@@ -30,8 +34,6 @@ use Errno qw(EINPROGRESS EAGAIN EWOULDBLOCK EINTR);
 use Socket qw(inet_aton pack_sockaddr_in);
 use Time::HiRes qw(time sleep);
 use Digest::SHA qw(sha256_hex);
-use Cwd qw(abs_path);
-use File::Basename qw(dirname);
 
 my $base = $ENV{TEST_NGINX_MOCK_PORT} // 19850;
 
@@ -200,125 +202,21 @@ sub worker_pids {
     return sort @pids;
 }
 
-# Opens all connections first, then sends every request at (nearly) the
-# same moment, then reads every answer.  Each request is a hash with
-# method, uri, optional body and headers.  Returns, in order, hashes with
-# status, headers (lower-case names), body and the time it took.
-sub storm {
-    my (%o) = @_;
-    my $reqs = $o{requests};
-    my $port = $o{port} // $ENV{TEST_NGINX_SERVER_PORT}
-               // $Test::Nginx::Util::ServerPortForClient;
-    my $timeout = $o{timeout} // 30;
-    my $addr = pack_sockaddr_in($port, inet_aton('127.0.0.1'));
-    my $poll = IO::Poll->new;
-    my @c;
-
-    for my $i (0 .. $#$reqs) {
-        socket(my $s, Socket::PF_INET(), Socket::SOCK_STREAM(), 0)
-            or die "socket: $!";
-        $s->blocking(0);
-        connect($s, $addr) or $! == EINPROGRESS or die "connect: $!";
-        my $r = $reqs->[$i];
-        my $body = $r->{body} // '';
-        my $out = "$r->{method} $r->{uri} HTTP/1.1\r\nHost: localhost\r\n"
-                . "Connection: close\r\n";
-        $out .= "$_: $r->{headers}{$_}\r\n" for keys %{ $r->{headers} // {} };
-        $out .= "Content-Length: " . length($body) . "\r\n"
-            if length $body || $r->{method} eq 'POST';
-        $out .= "\r\n$body";
-        push @c, { sock => $s, out => $out, in => '', i => $i };
-        $poll->mask($s => POLLOUT);
-    }
-
-    # wait until every connection is established
-    my $deadline = time + $timeout;
-    my %pending = map { $_ => 1 } 0 .. $#c;
-    while (%pending && time < $deadline) {
-        $poll->poll(0.5);
-        for my $k (keys %pending) {
-            delete $pending{$k} if $poll->events($c[$k]{sock}) & POLLOUT;
-        }
-    }
-    die "storm: " . scalar(keys %pending) . " connections not established"
-        if %pending;
-
-    # now send them all
-    my $t0 = time;
-    for my $c (@c) {
-        $c->{start} = time;
-        my $w = syswrite($c->{sock}, $c->{out});
-        substr($c->{out}, 0, $w // 0, '');
-        $poll->mask($c->{sock} => length $c->{out} ? POLLOUT : POLLIN);
-    }
-
-    my $open = @c;
-    while ($open && time < $deadline) {
-        $poll->poll(0.5);
-        for my $c (@c) {
-            next if $c->{done};
-            my $ev = $poll->events($c->{sock}) or next;
-            if (($ev & POLLOUT) && length $c->{out}) {
-                my $w = syswrite($c->{sock}, $c->{out});
-                substr($c->{out}, 0, $w // 0, '');
-                $poll->mask($c->{sock} => POLLIN) unless length $c->{out};
-                next;
-            }
-            my $n = sysread($c->{sock}, my $buf, 65536);
-            next if !defined $n && ($! == EAGAIN || $! == EINTR);
-            if ($n) {
-                $c->{in} .= $buf;
-                next;
-            }
-            $c->{done} = 1;
-            $c->{elapsed} = time - $c->{start};
-            $poll->remove($c->{sock});
-            close $c->{sock};
-            $open--;
-        }
-    }
-
-    my @res;
-    for my $c (@c) {
-        my $r = parse_response($c->{in});
-        $r->{elapsed} = $c->{elapsed} // -1;
-        $r->{timed_out} = !$c->{done};
-        push @res, $r;
-        close $c->{sock} unless $c->{done};
-    }
-
-    return @res;
-}
-
+# fire(POST => '/api/a', body => '...'): sends a request and returns at
+# once; collect($handle) reads the answer, drop($handle) hangs up.
 # the fuzz corpus, for t/015-corpus.t
 sub corpus_files {
     return sort map { (split m{/})[-1] } glob "$dir/../fuzz/corpus/*";
 }
 
-sub parse_response {
-    my ($raw) = @_;
-    my ($head, $body) = split /\r\n\r\n/, $raw // '', 2;
-    my ($status) = ($head // '') =~ m{^HTTP/1\.\d (\d+)};
-    my %h;
-    for (split /\r\n/, $head // '') {
-        $h{lc $1} = $2 if /^([^:]+):\s*(.*)$/;
-    }
-    $body //= '';
-    if (($h{'transfer-encoding'} // '') =~ /chunked/) {
-        my $d = '';
-        while ($body =~ s/^([0-9a-fA-F]+)\r\n//) {
-            my $len = hex $1;
-            last if $len == 0;
-            $d .= substr($body, 0, $len, '');
-            $body =~ s/^\r\n//;
-        }
-        $body = $d;
-    }
-    return { status => $status // 0, headers => \%h, body => $body };
+sub storm {
+    my (%o) = @_;
+    $o{port} //= $Test::Nginx::Util::ServerPortForClient;
+    return TokenRefresh::Client::storm(%o);
 }
 
-# fire(POST => '/api/a', body => '...'): sends a request and returns at
-# once; collect($handle) reads the answer, drop($handle) hangs up.
+sub parse_response { return TokenRefresh::Client::parse_response(@_); }
+
 sub fire {
     my ($method, $uri, %o) = @_;
     my $port = $Test::Nginx::Util::ServerPortForClient;
