@@ -31,7 +31,8 @@ export TEST_NGINX_SERVROOT=${TEST_NGINX_SERVROOT:-$top/t/servroot-valgrind}
 status=0
 "$top/scripts/test.sh" "$@" || status=$?
 
-bad=$(grep -l "ERROR SUMMARY: [1-9]" "$out"/vg.* 2>/dev/null || true)
+# with -q, valgrind writes nothing unless it has something to report
+bad=$(grep -l "^==[0-9]*==" "$out"/vg.* 2>/dev/null || true)
 
 if [ -n "$bad" ]; then
     echo "valgrind reported errors:" >&2

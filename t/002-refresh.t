@@ -37,7 +37,7 @@ The provider's tokens live one second; no refresh ahead.
 mock(lifetime => 1);
 my $r = hit(GET => '/api/a');
 die "first request: $r->{status}" unless $r->{status} == 200;
-my $expires = time + 1;
+my $expires = time + scaled(1);
 wait_until(sub { time > $expires + 0.05 }, 3);
 --- request eval
 ["GET /api/b", "GET /api/c", "GET /calls"]
@@ -80,7 +80,7 @@ mock(lifetime => 4);
 my $t0 = time;
 my $r = hit(GET => '/api/a');
 like($r->{content}, qr/"token_n":1\b/, 'logged in');
-wait_until(sub { time > $t0 + 2.2 }, 4);
+wait_until(sub { time > $t0 + scaled(2.2) }, 4);
 mock(delay_ms => 1500);
 $r = hit(GET => '/api/b');
 like($r->{content}, qr/"token_n":1\b/, 'answered with the current token');
@@ -123,7 +123,7 @@ mock(lifetime => 1, refresh_rt => 0);
 for my $i (1 .. 3) {
     my $r = hit(GET => '/api/a');
     die "request $i: $r->{status}" unless $r->{status} == 200;
-    my $expires = time + 1;
+    my $expires = time + scaled(1);
     wait_until(sub { time > $expires + 0.05 }, 3);
 }
 my @rt = map { $_->{body} =~ /refresh_token=([^&]+)/ ? $1 : () }
@@ -167,7 +167,7 @@ my $r = hit(GET => '/api/a');
 die "first request: $r->{status}" unless $r->{status} == 200;
 mock(fault => 'invalid_grant', fault_grant => 'refresh_token',
      fault_count => 1);
-my $expires = time + 1;
+my $expires = time + scaled(1);
 wait_until(sub { time > $expires + 0.05 }, 3);
 --- request eval
 ["GET /api/b", "GET /calls"]
@@ -216,12 +216,12 @@ request fails with 502 and the log says why, once.
 mock(lifetime => 1);
 my $r = hit(GET => '/login/a');
 die "first request: $r->{status}" unless $r->{status} == 200;
-my $expires = time + 1;
+my $expires = time + scaled(1);
 wait_until(sub { time > $expires + 0.05 }, 3);
 $r = hit(GET => '/api/b');
 like($r->{content}, qr/"token_n":3\b/, 'refreshed without a login location');
 mock(fault => 'invalid_grant', fault_grant => 'refresh_token');
-$expires = time + 1;
+$expires = time + scaled(1);
 wait_until(sub { time > $expires + 0.05 }, 3);
 --- request eval
 ["GET /api/c", "GET /api/d", "GET /calls"]

@@ -44,7 +44,7 @@ tokens live 1 s: the second request, after expiry, refreshes.
 mock(lifetime => 1);
 my $r = hit(GET => '/api/a');
 like($r->{content}, qr/"token_n":1\b/, 'logged in');
-my $expires = time + 1;
+my $expires = time + scaled(1);
 wait_until(sub { time > $expires + 0.05 }, 3);
 --- request eval
 ["GET /api/b", "GET /calls"]
@@ -112,7 +112,7 @@ expiry; the default lifetime (5 minutes) would never refresh here.
 mock(lifetime => 2, jwt => 1, expires => 'none');
 my $r = hit(GET => '/api/a');
 like($r->{content}, qr/"token_n":1\b/, 'logged in');
-my $expires = time + 2;
+my $expires = time + scaled(2);
 wait_until(sub { time > $expires + 0.05 }, 4);
 --- request eval
 ["GET /api/b", "GET /calls"]
@@ -143,7 +143,7 @@ wait_until(sub { time > $expires + 0.05 }, 4);
 mock(lifetime => 60, expires => 'none');
 my $r = hit(GET => '/api/a');
 like($r->{content}, qr/"token_n":1\b/, 'logged in');
-my $expires = time + 1;
+my $expires = time + scaled(1);
 wait_until(sub { time > $expires + 0.05 }, 3);
 --- request eval
 ["GET /api/b", "GET /calls"]

@@ -119,7 +119,7 @@ calls=1 client_credentials=1
 --- init
 mock(lifetime => 1);
 my $r = hit(GET => '/api/a');
-my $expires = time + 1;
+my $expires = time + scaled(1);
 wait_until(sub { time > $expires + 0.05 }, 3);
 $r = hit(GET => '/api/b');
 like($r->{content}, qr/"token_n":3\b/, 'refreshed');

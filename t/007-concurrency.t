@@ -118,7 +118,7 @@ calls=1 client_credentials=1
 mock(lifetime => 1);
 my $r = hit(GET => '/api/first');
 like($r->{content}, qr/"token_n":1\b/, 'logged in');
-my $expires = time + 1;
+my $expires = time + scaled(1);
 mock(lifetime => 3600, delay_ms => 300);
 wait_until(sub { time > $expires + 0.05 }, 3);
 main::storm_check('expired token', 3);

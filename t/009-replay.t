@@ -247,10 +247,10 @@ refreshes back off (0.5 s, 1 s, 2 s ...), logged once per back-off.
 --- init
 hit(GET => '/api/a');
 my $t0 = time;
-wait_until(sub { time > $t0 + 1.1 }, 3);    # the first token is not fresh
+wait_until(sub { time > $t0 + scaled(1.1) }, 3);    # the first token is not fresh
 mock(api_reject => 1);
 my $n = 0;
-my $end = time + 6;
+my $end = time + scaled(6);
 my $bad = 0;
 while (time < $end) {
     my $r = hit(GET => "/api/steady/$n");

@@ -53,7 +53,7 @@ my $Storm = $main::Storm;
 my $r = hit(GET => '/api/first');
 like($r->{content}, qr/"token_n":1\b/, 'logged in');
 my $t0 = time;
-wait_until(sub { time > $t0 + 0.3 }, 2);    # older than the minimum age
+wait_until(sub { time > $t0 + scaled(0.3) }, 2);    # older than the minimum age
 revoke();
 # the API takes 100 ms: every request reaches it before the first 401
 # comes back, so nearly all of them are replayed

@@ -118,9 +118,9 @@ my $t0 = time;
 my $r = hit(GET => '/api/first');
 like($r->{content}, qr/"token_n":1\b/, 'logged in');
 mock(fault => 'status:500');
-wait_until(sub { time > $t0 + 2.1 }, 5);
+wait_until(sub { time > $t0 + scaled(2.1) }, 5);
 my ($ok, $n) = (0, 0);
-while (time < $t0 + 3.8) {
+while (time < $t0 + scaled(3.8)) {
     my $r = hit(GET => "/api/ahead/$n");
     $ok++ if $r->{status} == 200 && $r->{content} =~ /"token_n":1\b/;
     $n++;
@@ -129,7 +129,7 @@ is($ok, $n, "$n requests in the window: all served with the old token");
 my $tries = main::attempts('billing') - 1;
 cmp_ok($tries, '>=', 1, "$tries refresh attempts");
 cmp_ok($tries, '<=', 4, 'at most one per back-off interval');
-wait_until(sub { time > $t0 + 4.05 }, 2);
+wait_until(sub { time > $t0 + scaled(4.05) }, 2);
 $r = hit(GET => '/api/expired');
 is($r->{status}, 502, 'expired, provider down: 502');
 like($r->{headers}{'retry-after'}, qr/^\d+$/, 'with Retry-After');
@@ -161,7 +161,7 @@ per worker.
 --- init
 mock(fault => 'status:500');
 my ($bursts, $fast) = (0, 0);
-my $end = time + 3;
+my $end = time + scaled(3);
 while (time < $end) {
     my @res = storm(requests => [ map { { method => 'GET',
                                           uri => "/api/$bursts/$_" } }
@@ -199,7 +199,7 @@ my $t0 = time;
 my $r = hit(GET => '/api/a');
 is($r->{status}, 502, 'the login failed');
 my $n = 0;
-while (time < $t0 + 2) {
+while (time < $t0 + scaled(2)) {
     $r = hit(GET => "/api/b/$n");
     $n++;
 }
@@ -228,14 +228,14 @@ qr/login of credential "billing" failed: the token endpoint answered 503; reques
 --- init
 mock(lifetime => 1);
 my $r = hit(GET => '/api/first');
-my $expires = time + 1;
+my $expires = time + scaled(1);
 mock(fault => 'invalid_grant');     # every grant: 400 invalid_grant
 wait_until(sub { time > $expires + 0.05 }, 3);
 $r = hit(GET => '/api/a');
 is($r->{status}, 502, 'refresh refused, then login refused: 502');
 my $t1 = time;
 my $n = 0;
-while (time < $t1 + 2) {
+while (time < $t1 + scaled(2)) {
     hit(GET => "/api/b/$n");
     $n++;
 }

@@ -163,7 +163,7 @@ is(main::status_json()->{zones}{tokens}{credentials}{refused}{state}, 'failed',
 mock(fault => '', lifetime => 1);
 hit(GET => '/api/x?c=short');
 my $t0 = time;
-wait_until(sub { time > $t0 + 1.05 }, 3);
+wait_until(sub { time > $t0 + scaled(1.05) }, 3);
 is(main::status_json()->{zones}{tokens}{credentials}{short}{state}, 'expired',
    'expired');
 --- request

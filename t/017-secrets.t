@@ -50,10 +50,10 @@ __DATA__
 mock(lifetime => 2);
 hit(GET => "/api/$_?c=billing") for 1 .. 3;          # a login
 my $t0 = time;
-wait_until(sub { time > $t0 + 1.1 }, 3);
+wait_until(sub { time > $t0 + scaled(1.1) }, 3);
 hit(GET => '/api/ahead?c=billing');                    # a refresh ahead
 wait_until(sub { calls() =~ /refresh_token=1/ }, 5);
-wait_until(sub { time > $t0 + 4.2 }, 6);
+wait_until(sub { time > $t0 + scaled(4.2) }, 6);
 hit(GET => '/api/expired?c=billing');                  # after expiry
 mock(lifetime => 3600);
 hit(GET => '/api/x?c=other');

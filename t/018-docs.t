@@ -79,7 +79,7 @@ like($r->{content}, qr/"cred":"orders".*"token_n":1\b/, 'logged in');
 like(main::doc(GET => '/api/orders/2')->{content}, qr/"token_n":1\b/,
      'reused');
 my $t0 = time;
-wait_until(sub { time > $t0 + 1.05 }, 3);
+wait_until(sub { time > $t0 + scaled(1.05) }, 3);
 like(main::doc(GET => '/api/orders/3')->{content}, qr/"token_n":3\b/,
      'refreshed after expiry');
 --- request
@@ -98,7 +98,7 @@ mock(lifetime => 1);
 my $r = main::doc(GET => '/api/a');
 like($r->{content}, qr/"cred":"orders-service"/, 'logged in');
 my $t0 = time;
-wait_until(sub { time > $t0 + 1.05 }, 3);
+wait_until(sub { time > $t0 + scaled(1.05) }, 3);
 like(main::doc(GET => '/api/b')->{content}, qr/"token_n":3\b/,
      'refreshed after expiry');
 --- request
@@ -165,7 +165,7 @@ mock(lifetime => 1);
 like(main::doc(GET => '/api/a')->{content}, qr/"cred":"kiosk-42"/,
      'logged in with the password grant');
 my $t0 = time;
-wait_until(sub { time > $t0 + 1.05 }, 3);
+wait_until(sub { time > $t0 + scaled(1.05) }, 3);
 like(main::doc(GET => '/api/b')->{content}, qr/"token_n":3\b/, 'refreshed');
 --- request
 GET /calls
@@ -189,7 +189,7 @@ like($r->{content}, qr/"cred":"it\@globex.example"/, 'globex: its own');
 is(main::doc(GET => '/v1/orders', headers => { Tenant => 'evil' })->{status},
    403, 'an unknown tenant: 403');
 is(main::doc(GET => '/v1/orders')->{status}, 403, 'no tenant: 403');
-wait_until(sub { time > int($t0) + 3.05 }, 5);
+wait_until(sub { time > int($t0) + scaled(2) + 1.05 }, 5);
 like(main::doc(GET => '/v1/x', headers => { Tenant => 'acme' })->{content},
      qr/"cred":"ops\@acme.example".*"token_n":5\b/,
      'after expiry: the custom refresh');
@@ -209,7 +209,7 @@ mock(lifetime => 1);
 like(main::doc(GET => '/api/feed')->{content}, qr/"cred":"partner-feed"/,
      'logged in');
 my $t0 = time;
-wait_until(sub { time > $t0 + 1.05 }, 3);
+wait_until(sub { time > $t0 + scaled(1.05) }, 3);
 like(main::doc(GET => '/api/feed')->{content}, qr/"token_n":3\b/,
      'refreshed at the absolute expiry');
 --- request

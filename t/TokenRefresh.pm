@@ -79,6 +79,15 @@ sub stop_mock {
     undef $mock_pid;
 }
 
+sub scale_durations {
+    my ($directive) = @_;
+    $directive =~ s{(\s)(\d+)(ms|s|m|h)?}{
+        my $ms = $2 * { ms => 1, s => 1000, m => 60000, h => 3600000 }->{$3 // 's'};
+        $1 . int(scaled($ms)) . 'ms'
+    }ge;
+    return $directive;
+}
+
 # A time bound in a test, stretched under valgrind (TEST_TIME_SCALE).
 sub scaled {
     my ($seconds) = @_;
@@ -90,7 +99,7 @@ sub scaled {
 # (a token expiring, a process exiting), never as a replacement for one.
 sub wait_until {
     my ($cond, $timeout) = @_;
-    my $deadline = time + ($timeout // 10);
+    my $deadline = time + scaled($timeout // 10);
     while (1) {
         my $v = $cond->();
         return $v if $v;
@@ -107,8 +116,15 @@ sub control {
     return $json->decode($res->{content});
 }
 
-# mock(delay_ms => 300, lifetime => 2, ...): change the mock's behaviour
-sub mock { return control('config', { @_ }); }
+# mock(delay_ms => 300, lifetime => 2, ...): change the mock's behaviour;
+# times scale with TEST_TIME_SCALE, as the tests' own waits do
+sub mock {
+    my (%cfg) = @_;
+    for my $k (qw(lifetime delay_ms api_delay_ms retry_after)) {
+        $cfg{$k} = scaled($cfg{$k}) if defined $cfg{$k} && length $cfg{$k};
+    }
+    return control('config', \%cfg);
+}
 
 # revoke(cred => 'x'): the API rejects the tokens issued so far
 sub revoke { return control('revoke', { @_ }); }
@@ -317,6 +333,18 @@ location = /calls {
 _EOC_
 
     $block->set_value('init', 'control("reset"); ' . ($block->init // ''));
+
+    # under valgrind (TEST_TIME_SCALE) the module's own times stretch too
+    if (($ENV{TEST_TIME_SCALE} || 1) != 1) {
+        for my $section (qw(config http_config)) {
+            my $text = $block->$section // next;
+            $text =~ s{(tokenrefresh_(?:refresh_timeout|wait_timeout|backoff|
+                         min_token_age|default_lifetime|ahead)
+                        (?:\s+\d+(?:ms|s|m|h)?)+)}
+                      {scale_durations($1)}gex;
+            $block->set_value($section, $text);
+        }
+    }
 });
 
 # error_log checks see the log of all the requests of a block
