@@ -20,7 +20,7 @@ export TEST_NGINX_USE_VALGRIND="--tool=memcheck --leak-check=full \
 --log-file=$out/vg.%p"
 export TEST_NGINX_SLEEP=${TEST_NGINX_SLEEP:-1}
 export TEST_NGINX_TIMEOUT=${TEST_NGINX_TIMEOUT:-30}
-export TEST_TIME_SCALE=${TEST_TIME_SCALE:-10}
+export TEST_TIME_SCALE=${TEST_TIME_SCALE:-5}
 export TEST_STORM_CLIENTS=${TEST_STORM_CLIENTS:-40}
 
 # ports and a server root of its own: it may run beside the normal suite

@@ -282,6 +282,12 @@ sub api_requests {
            @{ requests() };
 }
 
+{
+    # "--- ... eval" sections are evaluated in Test::Base::Filter
+    no strict 'refs';
+    *{"Test::Base::Filter::scaled"} = \&scaled;
+}
+
 for my $f (qw(scaled corpus_files fire collect drop api_requests receiving mock control revoke stats requests calls storm wait_until
               hit
               alive error_log_since error_log_size pids_in master_pid
