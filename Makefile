@@ -8,6 +8,7 @@
 #                     Debian's nginx source, with the module compiled in
 #   make test-valgrind  the suite under valgrind (slow; not in CI)
 #   make fuzz         run the libFuzzer target for FUZZ_SECONDS (600)
+#   make bench        the benchmarks of docs/benchmarks.md (about 8 minutes)
 #   make install      install the module where Debian's nginx looks for it
 #   make clean
 #
@@ -25,8 +26,8 @@ CONF_NAME      = mod-http-tokenrefresh.conf
 
 FUZZ_SECONDS ?= 600
 
-.PHONY: all setup test test-asan test-valgrind fuzz demo install uninstall \
-        clean
+.PHONY: all setup test test-asan test-valgrind fuzz bench demo install \
+        uninstall clean
 
 all: $(SO)
 
@@ -49,6 +50,10 @@ test-valgrind: $(SO)
 fuzz: setup
 	@scripts/setup.sh --check fuzz || scripts/setup.sh fuzz
 	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+bench: $(SO)
+	@scripts/setup.sh --check bench || scripts/setup.sh bench
+	ulimit -n "$$(ulimit -Hn)"; perl bench/bench.pl
 
 demo: $(SO)
 	scripts/demo.sh

@@ -274,8 +274,8 @@ typedef struct {
 
 
 typedef struct {
-    size_t                            size;
-    size_t                            used;
+    ngx_uint_t                        size;
+    ngx_uint_t                        used;
     ngx_uint_t                        count;
     ngx_uint_t                        evictions;
     ngx_uint_t                        nomem;

@@ -89,6 +89,35 @@ static const char  *ngx_http_tokenrefresh_outcome_names[] = {
 #define ngx_http_tokenrefresh_counter(field)                                  \
     offsetof(ngx_http_tokenrefresh_info_t, counters.field)
 
+#define ngx_http_tokenrefresh_zone_field(field)                               \
+    offsetof(ngx_http_tokenrefresh_zone_info_t, field)
+
+static ngx_http_tokenrefresh_metric_t  ngx_http_tokenrefresh_zone_metrics[] = {
+
+    { "tokenrefresh_zone_size_bytes", "gauge",
+      "Size of the shared memory zone.",
+      ngx_http_tokenrefresh_zone_field(size), 0 },
+
+    { "tokenrefresh_zone_used_bytes", "gauge",
+      "Memory of the zone in use.",
+      ngx_http_tokenrefresh_zone_field(used), 0 },
+
+    { "tokenrefresh_zone_credentials", "gauge",
+      "Credentials in the zone.",
+      ngx_http_tokenrefresh_zone_field(count), 0 },
+
+    { "tokenrefresh_zone_evictions_total", "counter",
+      "Idle credentials evicted from a full zone.",
+      ngx_http_tokenrefresh_zone_field(evictions), 0 },
+
+    { "tokenrefresh_zone_full_total", "counter",
+      "Times the zone had no room left.",
+      ngx_http_tokenrefresh_zone_field(nomem), 0 },
+
+    { NULL, NULL, NULL, 0, 0 }
+};
+
+
 static ngx_http_tokenrefresh_metric_t  ngx_http_tokenrefresh_metrics[] = {
 
     { "tokenrefresh_requests_total", "counter",
@@ -792,79 +821,21 @@ ngx_http_tokenrefresh_prometheus(ngx_http_request_t *r, ngx_array_t *zones,
         }                                                                     \
     }
 
-    ngx_http_tokenrefresh_family("tokenrefresh_zone_size_bytes", "gauge",
-                                 "Size of the shared memory zone.");
+    for (m = ngx_http_tokenrefresh_zone_metrics; m->name; m++) {
 
-    for (i = 0; i < zones->nelts; i++) {
-        zname = ngx_http_tokenrefresh_label(r->pool, &zr[i].name);
-        if (zname == NULL
-            || ngx_http_tokenrefresh_text(&t,
-                   "tokenrefresh_zone_size_bytes{zone=\"%V\"} %uz\n",
-                   zname, zr[i].info.size)
-               != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-    }
+        ngx_http_tokenrefresh_family(m->name, m->type, m->help);
 
-    ngx_http_tokenrefresh_family("tokenrefresh_zone_used_bytes", "gauge",
-                                 "Memory of the zone in use.");
+        for (i = 0; i < zones->nelts; i++) {
+            zname = ngx_http_tokenrefresh_label(r->pool, &zr[i].name);
+            value = (ngx_uint_t *) ((u_char *) &zr[i].info + m->offset);
 
-    for (i = 0; i < zones->nelts; i++) {
-        zname = ngx_http_tokenrefresh_label(r->pool, &zr[i].name);
-        if (zname == NULL
-            || ngx_http_tokenrefresh_text(&t,
-                   "tokenrefresh_zone_used_bytes{zone=\"%V\"} %uz\n",
-                   zname, zr[i].info.used)
-               != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-    }
-
-    ngx_http_tokenrefresh_family("tokenrefresh_zone_credentials", "gauge",
-                                 "Credentials in the zone.");
-
-    for (i = 0; i < zones->nelts; i++) {
-        zname = ngx_http_tokenrefresh_label(r->pool, &zr[i].name);
-        if (zname == NULL
-            || ngx_http_tokenrefresh_text(&t,
-                   "tokenrefresh_zone_credentials{zone=\"%V\"} %ui\n",
-                   zname, zr[i].info.count)
-               != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-    }
-
-    ngx_http_tokenrefresh_family("tokenrefresh_zone_evictions_total",
-                                 "counter",
-                                 "Idle credentials evicted from a full zone.");
-
-    for (i = 0; i < zones->nelts; i++) {
-        zname = ngx_http_tokenrefresh_label(r->pool, &zr[i].name);
-        if (zname == NULL
-            || ngx_http_tokenrefresh_text(&t,
-                   "tokenrefresh_zone_evictions_total{zone=\"%V\"} %ui\n",
-                   zname, zr[i].info.evictions)
-               != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-    }
-
-    ngx_http_tokenrefresh_family("tokenrefresh_zone_full_total", "counter",
-                                 "Times the zone had no room left.");
-
-    for (i = 0; i < zones->nelts; i++) {
-        zname = ngx_http_tokenrefresh_label(r->pool, &zr[i].name);
-        if (zname == NULL
-            || ngx_http_tokenrefresh_text(&t,
-                   "tokenrefresh_zone_full_total{zone=\"%V\"} %ui\n",
-                   zname, zr[i].info.nomem)
-               != NGX_OK)
-        {
-            return NGX_ERROR;
+            if (zname == NULL
+                || ngx_http_tokenrefresh_text(&t, "%s{zone=\"%V\"} %ui\n",
+                                              m->name, zname, *value)
+                   != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
         }
     }
 

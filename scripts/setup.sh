@@ -11,7 +11,7 @@
 # Usage: scripts/setup.sh [--check] [extra...]
 #   --check   exit 1 if something is missing, install nothing
 #   extra     also what one more target needs: fuzz (clang), valgrind,
-#             bench (wrk, gnuplot)
+#             bench (wrk, gnuplot, Debian's lua module for a comparison)
 
 set -eu
 
@@ -27,7 +27,8 @@ for arg in "$@"; do
         --check)  check=yes ;;
         fuzz)     PKGS="$PKGS clang libclang-rt-14-dev" ;;
         valgrind) PKGS="$PKGS valgrind" ;;
-        bench)    PKGS="$PKGS wrk gnuplot-nox" ;;
+        bench)    PKGS="$PKGS wrk gnuplot-nox libnginx-mod-http-lua \
+                        libnginx-mod-http-ndk" ;;
         *)        echo "setup: unknown argument \"$arg\"" >&2; exit 2 ;;
     esac
 done

@@ -28,6 +28,10 @@ export TEST_NGINX_SERVER_PORT=${TEST_NGINX_SERVER_PORT:-2984}
 export TEST_NGINX_MOCK_PORT=${TEST_NGINX_MOCK_PORT:-29850}
 export TEST_NGINX_SERVROOT=${TEST_NGINX_SERVROOT:-$top/t/servroot-valgrind}
 
+# a copy of the module, so that a rebuild meanwhile cannot pull it away
+cp "$top/build/ngx_http_tokenrefresh_module.so" "$out/module.so"
+export TEST_NGINX_LOAD_MODULES=$out/module.so
+
 status=0
 "$top/scripts/test.sh" "$@" || status=$?
 

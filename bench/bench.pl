@@ -1,0 +1,572 @@
+#!/usr/bin/perl
+# Benchmarks for ngx_http_tokenrefresh_module, each measured side by side
+# with its baseline in the same run, in interleaved rounds, reported as
+# medians of per-round ratios with their spread.  See docs/benchmarks.md.
+#
+#   1. steady state: wrk through a proxied location with the module, with a
+#      hard-coded Authorization header (the ceiling), and with an
+#      OpenResty-style Lua attach step (if Debian's lua module is there);
+#   2. storm: 1000 concurrent requests meet a revoked token, against the
+#      same burst with a valid token; provider calls, successes, latency;
+#      and how soon a waiting request in another worker resumes once the
+#      token is stored;
+#   3. scaling: 1, 100 and 10,000 credentials, 1 KB and 8 KB tokens;
+#      memory per credential.
+#
+# Usage: bench/bench.pl [--rounds N] [--seconds S] [--out DIR]
+
+use strict;
+use warnings;
+
+use FindBin qw($Bin);
+use lib "$Bin/../t/lib";
+use TokenRefresh::Client qw(storm);
+use Getopt::Long;
+use HTTP::Tiny;
+use JSON::PP;
+use POSIX qw(strftime);
+use Time::HiRes qw(time sleep);
+use IO::Socket::INET;
+
+my $top = "$Bin/..";
+my ($rounds, $seconds, $out) = (7, 5, "$top/build/bench");
+GetOptions('rounds=i' => \$rounds, 'seconds=f' => \$seconds,
+           'out=s' => \$out) or die "usage\n";
+
+my $so = "$top/build/ngx_http_tokenrefresh_module.so";
+my $nginx = $ENV{NGINX} // '/usr/sbin/nginx';
+my $lua = -f '/usr/lib/nginx/modules/ngx_http_lua_module.so'
+          && -f '/usr/lib/nginx/modules/ndk_http_module.so';
+
+my %port = (front => 18180, up => 18181, idp => 18850, api => 18860);
+my $http = HTTP::Tiny->new(timeout => 30);
+my $json = JSON::PP->new->canonical->pretty;
+
+system("rm -rf $out && mkdir -p $out/front/logs $out/up/logs") == 0
+    or die "mkdir $out";
+
+my @pids;
+$SIG{INT} = $SIG{TERM} = sub { cleanup(); exit 1 };
+END { cleanup() }
+
+sub cleanup {
+    for my $p ("$out/front/logs/nginx.pid", "$out/up/logs/nginx.pid") {
+        next unless -f $p;
+        open my $fh, '<', $p or next;
+        my $pid = <$fh>;
+        kill 'QUIT', $pid if $pid;
+        unlink $p;
+    }
+    kill 'TERM', @pids if @pids;
+    @pids = ();
+}
+
+# a hard-coded header the size of the module's: "Bearer at-1-<24 hex>"
+my $hard = 'Bearer at-1-' . ('0123456789abcdef' x 2) =~ s/^(.{24}).*/$1/r;
+
+sub median {
+    my @v = sort { $a <=> $b } @_;
+    return undef unless @v;
+    return @v % 2 ? $v[$#v / 2] : ($v[@v / 2 - 1] + $v[@v / 2]) / 2;
+}
+
+sub pct {
+    my ($p, @v) = @_;
+    @v = sort { $a <=> $b } @v;
+    return $v[int($p / 100 * $#v + 0.5)];
+}
+
+sub say { print @_, "\n"; }
+
+sub mock {
+    my ($path, $data) = @_;
+    my $r = $http->request('POST', "http://127.0.0.1:$port{idp}/_mock/$path",
+                           { content => encode_json($data // {}) });
+    die "mock $path: $r->{status}" unless $r->{success};
+}
+
+sub calls {
+    my $r = $http->get("http://127.0.0.1:$port{idp}/_mock/calls");
+    chomp(my $c = $r->{content});
+    return $c;
+}
+
+sub write_file {
+    my ($file, $text) = @_;
+    open my $fh, '>', $file or die "$file: $!";
+    print $fh $text;
+    close $fh;
+}
+
+# the upstream: a separate nginx answering at once
+write_file("$out/up/nginx.conf", <<"EOF");
+worker_processes 1;
+error_log $out/up/logs/error.log warn;
+pid $out/up/logs/nginx.pid;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    server {
+        listen 127.0.0.1:$port{up} reuseport backlog=4096;
+        keepalive_requests 100000;
+        location / { return 200 "ok\\n"; }
+    }
+}
+EOF
+
+my $lua_load = $lua ? "load_module modules/ndk_http_module.so;\n"
+                      . "load_module modules/ngx_http_lua_module.so;\n" : '';
+my $lua_http = $lua ? <<"EOF" : '';
+    lua_shared_dict luatokens 1m;
+    init_by_lua_block {
+        ngx.shared.luatokens:set("bench", "$hard")
+    }
+EOF
+my $lua_loc = $lua ? <<'EOF' : '';
+        # the same attach step in Lua: a shared dict read per request
+        location /lua/ {
+            set_by_lua_block $lua_auth {
+                return ngx.shared.luatokens:get("bench")
+            }
+            proxy_set_header Authorization $lua_auth;
+            proxy_pass http://up;
+        }
+EOF
+
+write_file("$out/front/nginx.conf", <<"EOF");
+load_module $so;
+$lua_load
+worker_processes 2;
+worker_rlimit_nofile 20000;
+error_log $out/front/logs/error.log warn;
+pid $out/front/logs/nginx.pid;
+events { worker_connections 8192; }
+
+http {
+    access_log off;
+    client_body_temp_path $out/front/body;
+    proxy_temp_path $out/front/proxy;
+
+    tokenrefresh_zone tokens:64m;
+$lua_http
+    log_format wake '\$pid \$msec \$request_time \$tokenrefresh_wait_time '
+                    '\$tokenrefresh_outcome \$status';
+
+    upstream up  { server 127.0.0.1:$port{up}; keepalive 64; }
+    upstream idp { server 127.0.0.1:$port{idp}; }
+    upstream api { server 127.0.0.1:$port{api}; keepalive 64; }
+
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+
+    server {
+        listen 127.0.0.1:$port{front} reuseport backlog=4096;
+        keepalive_requests 100000;
+
+        # the ceiling: a fixed header, no logic
+        location /hard/ {
+            proxy_set_header Authorization "$hard";
+            proxy_pass http://up;
+        }
+
+        # the same with 1 KB and 8 KB tokens
+        location /hardk/ {
+            proxy_set_header Authorization "${hard}@{[ 'a' x 1000 ]}";
+            proxy_pass http://up;
+        }
+
+        location /harde/ {
+            proxy_set_header Authorization "${hard}@{[ 'a' x 8000 ]}";
+            proxy_pass http://up;
+        }
+
+        location /module/ {
+            tokenrefresh tokens bench;
+            tokenrefresh_login /_login;
+            proxy_set_header Authorization \$tokenrefresh_authorization;
+            proxy_pass http://up;
+        }
+$lua_loc
+        # many credentials: c=<name> selects one
+        location /many/ {
+            tokenrefresh tokens \$arg_c;
+            tokenrefresh_login /_login;
+            proxy_set_header Authorization \$tokenrefresh_authorization;
+            proxy_pass http://up;
+        }
+
+        # storms go to the mock API, which checks the tokens
+        location /storm/ {
+            access_log $out/front/logs/wake.log wake;
+            tokenrefresh tokens \$arg_c;
+            tokenrefresh_login /_login;
+            tokenrefresh_refresh /_refresh;
+            tokenrefresh_min_token_age 0;
+            tokenrefresh_wait_timeout 30s;
+            proxy_set_header Authorization \$tokenrefresh_authorization;
+            proxy_pass http://api;
+        }
+
+        location = /_login {
+            internal;
+            proxy_http_version 1.0;
+            proxy_set_body "grant_type=client_credentials&client_id=\$tokenrefresh_credential";
+            proxy_pass http://idp/token;
+        }
+
+        location = /_refresh {
+            internal;
+            proxy_http_version 1.0;
+            proxy_set_body "grant_type=refresh_token&refresh_token=\$tokenrefresh_refresh_token_form";
+            proxy_pass http://idp/token;
+        }
+
+        location = /status {
+            tokenrefresh_status;
+        }
+    }
+}
+EOF
+
+# start everything
+{
+    my $pid = fork // die "fork";
+    if ($pid == 0) {
+        exec $^X, "$top/t/lib/mock_server.pl", '--idp-port', $port{idp},
+             '--api-port', $port{api};
+    }
+    push @pids, $pid;
+}
+
+for my $p ($port{idp}, $port{api}) {
+    my $t0 = time;
+    until (IO::Socket::INET->new(PeerAddr => "127.0.0.1:$p")) {
+        die "the mock did not start" if time - $t0 > 10;
+        sleep 0.05;
+    }
+}
+
+for my $n ('up', 'front') {
+    system($nginx, '-p', "$out/$n", '-c', "$out/$n/nginx.conf") == 0
+        or die "nginx ($n) did not start: see $out/$n/logs/error.log";
+}
+
+my %result = (date => strftime('%Y-%m-%d %H:%M:%S UTC', gmtime),
+              rounds => $rounds, seconds => $seconds,
+              machine => machine(), lua => $lua ? 1 : 0);
+
+sub machine {
+    my $cpu = `grep -m1 'model name' /proc/cpuinfo` =~ s/.*:\s*//r;
+    chomp $cpu;
+    my $n = `nproc`;
+    chomp $n;
+    my $v = `$nginx -v 2>&1` =~ s/.*nginx\///r;
+    chomp $v;
+    return "$n x $cpu, nginx $v, " . `uname -sr` =~ s/\n//r;
+}
+
+# wrk: requests per second and latency percentiles (ms)
+sub wrk {
+    my ($url, $script, $secs) = @_;
+    $secs //= $seconds;
+    my $cmd = "wrk -t1 -c32 -d${secs}s --latency"
+            . ($script ? " -s $script" : '') . " '$url' 2>&1";
+    my $o = `$cmd`;
+    my ($rps) = $o =~ /Requests\/sec:\s+([\d.]+)/ or die "wrk: $o";
+    my %lat;
+    while ($o =~ /^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s)/mg) {
+        $lat{$1} = $2 * { us => 0.001, ms => 1, s => 1000 }->{$3};
+    }
+    my ($non2xx) = $o =~ /Non-2xx or 3xx responses: (\d+)/;
+    die "wrk: $non2xx non-2xx answers from $url\n" if $non2xx;
+    return { rps => $rps, p50 => $lat{50}, p99 => $lat{99} };
+}
+
+sub get {
+    my ($path) = @_;
+    my $r = $http->get("http://127.0.0.1:$port{front}$path");
+    die "GET $path: $r->{status}" unless $r->{status} == 200;
+    return $r;
+}
+
+# --- 1. steady state -------------------------------------------------------
+
+say "== steady state: $rounds rounds of $seconds s each, interleaved";
+
+get('/module/warm');                  # the login, before measuring
+for my $v ('hard', 'module', $lua ? 'lua' : ()) {
+    wrk("http://127.0.0.1:$port{front}/$v/warm", undef, 1);
+}
+
+my @variants = ('hard', 'module', $lua ? 'lua' : ());
+my (%rps, %p50, %p99, @ratio, @ratio_lua);
+
+for my $round (1 .. $rounds) {
+    # rotate the order, so that no variant always runs first
+    my @order = @variants[map { ($_ + $round) % @variants } 0 .. $#variants];
+    my %r;
+    for my $v (@order) {
+        $r{$v} = wrk("http://127.0.0.1:$port{front}/$v/x");
+        push @{ $rps{$v} }, $r{$v}{rps};
+        push @{ $p50{$v} }, $r{$v}{p50};
+        push @{ $p99{$v} }, $r{$v}{p99};
+    }
+    push @ratio, $r{module}{rps} / $r{hard}{rps};
+    push @ratio_lua, $r{lua}{rps} / $r{hard}{rps} if $lua;
+    printf "  round %d: hard %.0f rps, module %.0f rps (%.3f)%s\n", $round,
+           $r{hard}{rps}, $r{module}{rps}, $ratio[-1],
+           $lua ? sprintf(", lua %.0f rps (%.3f)", $r{lua}{rps},
+                          $ratio_lua[-1]) : '';
+}
+
+$result{steady} = {
+    map({ $_ => { rps => median(@{ $rps{$_} }), p50 => median(@{ $p50{$_} }),
+                  p99 => median(@{ $p99{$_} }) } } @variants),
+    ratio => { median => median(@ratio), min => (sort @ratio)[0],
+               max => (sort @ratio)[-1], all => \@ratio },
+    $lua ? (ratio_lua => { median => median(@ratio_lua),
+                           min => (sort @ratio_lua)[0],
+                           max => (sort @ratio_lua)[-1] }) : (),
+};
+
+printf "  module / hard-coded header: median %.3f (%.3f .. %.3f)\n",
+       median(@ratio), (sort @ratio)[0], (sort @ratio)[-1];
+printf "  lua / hard-coded header:    median %.3f (%.3f .. %.3f)\n",
+       median(@ratio_lua), (sort @ratio_lua)[0], (sort @ratio_lua)[-1]
+    if $lua;
+
+# --- 2. storm ----------------------------------------------------------------
+
+my $burst = $ENV{BENCH_BURST} // 1000;
+my $provider_ms = 100;
+
+say "== storm: $burst concurrent requests, $rounds rounds, provider "
+    . "$provider_ms ms";
+
+mock('reset', { delay_ms => 0 });
+
+# the provider's own latency, as a client sees it
+my @plat;
+for (1 .. 10) {
+    mock('config', { delay_ms => $provider_ms });
+    my $t0 = time;
+    $http->request('POST', "http://127.0.0.1:$port{idp}/token",
+                   { content => 'grant_type=client_credentials&client_id=x' });
+    push @plat, (time - $t0) * 1000;
+}
+my $provider = median(@plat);
+
+my (@valid, @revoked, @calls, @ok, @wake);
+
+sub burst {
+    my ($cred) = @_;
+    my @res = storm(port => $port{front}, timeout => 60,
+                    requests => [ map { { method => 'GET',
+                                          uri => "/storm/$_?c=$cred" } }
+                                  1 .. $burst ]);
+    my @lat = map { $_->{elapsed} * 1000 } @res;
+    my $ok = grep { $_->{status} == 200 } @res;
+    return { ok => $ok, p50 => pct(50, @lat), p99 => pct(99, @lat),
+             max => pct(100, @lat) };
+}
+
+for my $round (1 .. $rounds) {
+    my $cred = "storm$round";
+
+    mock('config', { delay_ms => 0 });
+    get("/storm/first?c=$cred");                   # logs in
+    my $v = burst($cred);                          # a valid token
+    mock('revoke', { cred => $cred });
+    mock('config', { delay_ms => $provider_ms });
+    my $before = calls();
+    my $r = burst($cred);                          # a revoked token
+    my $after = calls();
+
+    my ($b) = $before =~ /refresh_token=(\d+)/;
+    my ($a) = $after =~ /refresh_token=(\d+)/;
+    my ($bc) = $before =~ /calls=(\d+)/;
+    my ($ac) = $after =~ /calls=(\d+)/;
+    push @calls, $ac - $bc;
+    push @ok, $r->{ok};
+    push @valid, $v;
+    push @revoked, $r;
+
+    printf "  round %d: valid p99 %.0f ms; revoked: %d token calls, %d/%d "
+           . "ok, p50 %.0f p99 %.0f max %.0f ms\n", $round, $v->{p99},
+           $ac - $bc, $r->{ok}, $burst, $r->{p50}, $r->{p99}, $r->{max};
+}
+
+# how soon a waiting request in another worker resumes once the token is
+# stored: the request that fetched it resumes at once in its own worker
+say "== wake-up latency in the other worker: $rounds rounds";
+
+for my $round (1 .. $rounds) {
+    my $cred = "wake$round";
+    my $log = "$out/front/logs/wake.log";
+    truncate $log, 0 if -f $log;
+    mock('config', { delay_ms => $provider_ms });
+    my @res = storm(port => $port{front}, timeout => 60,
+                    requests => [ map { { method => 'GET',
+                                          uri => "/storm/w$_?c=$cred" } }
+                                  1 .. 200 ]);
+    my @lines;
+    my $t0 = time;
+    while (time - $t0 < 10) {
+        open my $fh, '<', $log or next;
+        @lines = <$fh>;
+        close $fh;
+        last if @lines >= 200;
+        sleep 0.01;
+    }
+    my ($leader_pid, $leader_resume);
+    my @rows;
+    for (@lines) {
+        my ($pid, $msec, $rt, $wait, $outcome) = split;
+        my $resume = $msec - $rt + $wait;
+        push @rows, [ $pid, $resume, $outcome ];
+        ($leader_pid, $leader_resume) = ($pid, $resume)
+            if $outcome eq 'refreshed';
+    }
+    next unless defined $leader_pid;
+    for (@rows) {
+        next if $_->[0] eq $leader_pid || $_->[2] ne 'waited';
+        push @wake, ($_->[1] - $leader_resume) * 1000;
+    }
+}
+
+my @vp99 = map { $_->{p99} } @valid;
+my @vmax = map { $_->{max} } @valid;
+my @rp99 = map { $_->{p99} } @revoked;
+my $bound = median(@vp99) + $provider + median(@vmax);
+
+$result{storm} = {
+    burst => $burst, provider_ms => $provider,
+    token_calls => \@calls, ok => \@ok,
+    valid => { p50 => median(map { $_->{p50} } @valid),
+               p99 => median(@vp99), max => median(@vmax) },
+    revoked => { p50 => median(map { $_->{p50} } @revoked),
+                 p99 => median(@rp99),
+                 max => median(map { $_->{max} } @revoked) },
+    p99_bound => $bound,
+    wake_ms => { n => scalar @wake, p50 => pct(50, @wake),
+                 p99 => pct(99, @wake), max => pct(100, @wake) },
+};
+
+printf "  token-endpoint calls per storm: %s; successes: %s\n",
+       join(' ', @calls), join(' ', @ok);
+printf "  p99: revoked %.0f ms, valid %.0f ms; bound: valid p99 + provider "
+       . "%.0f ms + one more burst (valid max %.0f ms) = %.0f ms\n",
+       median(@rp99), median(@vp99), $provider, median(@vmax), $bound;
+printf "  resumed in the other worker after the token was stored: %d "
+       . "requests, p50 %.0f ms, p99 %.0f ms, max %.0f ms\n",
+       scalar @wake, pct(50, @wake) // -1, pct(99, @wake) // -1,
+       pct(100, @wake) // -1;
+
+# --- 3. scaling --------------------------------------------------------------
+
+say "== scaling: credentials and token sizes, $rounds rounds";
+
+mock('config', { delay_ms => 0 });
+
+sub login_many {
+    my ($prefix, $n) = @_;
+    for (my $i = 1; $i <= $n; $i += 500) {
+        my $last = $i + 499 > $n ? $n : $i + 499;
+        my @res = storm(port => $port{front}, timeout => 60,
+                        requests => [ map { { method => 'GET',
+                                              uri => "/many/x?c=$prefix$_" } }
+                                      $i .. $last ]);
+        my $bad = grep { $_->{status} != 200 } @res;
+        die "login_many: $bad failures" if $bad;
+    }
+}
+
+sub zone_used {
+    my $s = decode_json(get('/status')->{content});
+    return $s->{zones}{tokens}{used};
+}
+
+my $used0 = zone_used();
+my %scale;
+
+for my $case ([ 'creds-1', 'c', 1, 0 ], [ 'creds-100', 'h', 100, 0 ],
+              [ 'creds-10000', 't', 10000, 0 ], [ 'token-1k', 'k', 1, 1000 ],
+              [ 'token-8k', 'e', 1, 8000 ])
+{
+    my ($name, $prefix, $n, $pad) = @$case;
+    mock('config', { token_pad => $pad });
+    my $u0 = zone_used();
+    login_many($prefix, $n);
+    my $per = (zone_used() - $u0) / $n;
+    mock('config', { token_pad => 0 });
+
+    my $script = "$out/$name.lua";
+    write_file($script, <<"EOF");
+math.randomseed(os.time())
+request = function()
+    return wrk.format("GET", "/many/x?c=$prefix" .. math.random($n))
+end
+EOF
+
+    # the baseline: a fixed header of the same size
+    my $hard_path = { 0 => '/hard/x', 1000 => '/hardk/x',
+                      8000 => '/harde/x' }->{$pad};
+    my $base = "$out/$name-base.lua";
+    write_file($base, <<"EOF");
+request = function()
+    return wrk.format("GET", "$hard_path")
+end
+EOF
+
+    my (@r, @m, @b);
+    for my $round (1 .. $rounds) {
+        my ($x, $y);
+        if ($round % 2) {
+            $x = wrk("http://127.0.0.1:$port{front}/", $script);
+            $y = wrk("http://127.0.0.1:$port{front}/", $base);
+        } else {
+            $y = wrk("http://127.0.0.1:$port{front}/", $base);
+            $x = wrk("http://127.0.0.1:$port{front}/", $script);
+        }
+        push @m, $x->{rps};
+        push @b, $y->{rps};
+        push @r, $x->{rps} / $y->{rps};
+    }
+    $scale{$name} = { credentials => $n, token_bytes => 30 + $pad,
+                      rps => median(@m), baseline_rps => median(@b),
+                      ratio => median(@r), min => (sort @r)[0],
+                      max => (sort @r)[-1], bytes_per_credential => $per };
+    printf "  %-12s module %.0f rps, baseline %.0f rps, ratio %.3f "
+           . "(%.3f .. %.3f), %.0f bytes per credential\n", $name,
+           median(@m), median(@b), median(@r), (sort @r)[0], (sort @r)[-1],
+           $per;
+}
+
+$result{scaling} = \%scale;
+
+write_file("$out/results.json", $json->encode(\%result));
+
+# a chart: throughput of each variant, and the scaling ratios
+write_file("$out/steady.dat", join '', map {
+    sprintf "%s %.0f\n", $_, $result{steady}{$_}{rps}
+} @variants);
+write_file("$out/scaling.dat", join '', map {
+    sprintf "%s %.3f\n", $_, $scale{$_}{ratio}
+} qw(creds-1 creds-100 creds-10000 token-1k token-8k));
+write_file("$out/chart.gp", <<"EOF");
+set terminal pngcairo size 900,420 font ",10"
+set output "$out/benchmarks.png"
+set multiplot layout 1,2 title "ngx_http_tokenrefresh_module, $result{date}"
+set style fill solid 0.6
+set boxwidth 0.6
+set yrange [0:*]
+set title "steady state, median of $rounds rounds (req/s)"
+plot "$out/steady.dat" using 0:2:xtic(1) with boxes notitle
+set yrange [0.9:1.05]
+set title "module / hard-coded header (median ratio)"
+plot "$out/scaling.dat" using 0:2:xtic(1) with boxes notitle, 0.98 notitle dt 2
+unset multiplot
+EOF
+system("gnuplot $out/chart.gp") == 0 or warn "gnuplot failed\n";
+
+say "== results in $out/results.json, chart in $out/benchmarks.png";
