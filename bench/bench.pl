@@ -29,9 +29,9 @@ use Time::HiRes qw(time sleep);
 use IO::Socket::INET;
 
 my $top = "$Bin/..";
-my ($rounds, $seconds, $out) = (7, 5, "$top/build/bench");
+my ($rounds, $seconds, $out, $only) = (7, 5, "$top/build/bench", '');
 GetOptions('rounds=i' => \$rounds, 'seconds=f' => \$seconds,
-           'out=s' => \$out) or die "usage\n";
+           'out=s' => \$out, 'only=s' => \$only) or die "usage\n";
 
 my $so = "$top/build/ngx_http_tokenrefresh_module.so";
 my $nginx = $ENV{NGINX} // '/usr/sbin/nginx';
@@ -99,8 +99,18 @@ sub write_file {
 }
 
 # the upstream: a separate nginx answering at once
+# On a small machine the three compete for CPUs, and throughput mostly
+# measures the scheduler.  The nginx under test gets CPU 0 to itself and
+# is the bottleneck; the upstream and wrk share the other CPU.
+my $ncpu = `nproc` + 0;
+my $pin = $ncpu >= 2;
+my $front_affinity = $pin ? "worker_cpu_affinity 01 01;" : '';
+my $up_affinity = $pin ? "worker_cpu_affinity 10;" : '';
+my $wrk_cpus = $pin ? 'taskset -c 1-' . ($ncpu - 1) . ' ' : '';
+
 write_file("$out/up/nginx.conf", <<"EOF");
 worker_processes 1;
+$up_affinity
 error_log $out/up/logs/error.log warn;
 pid $out/up/logs/nginx.pid;
 events { worker_connections 4096; }
@@ -114,8 +124,8 @@ http {
 }
 EOF
 
-my $lua_load = $lua ? "load_module modules/ndk_http_module.so;\n"
-                      . "load_module modules/ngx_http_lua_module.so;\n" : '';
+my $lua_load = $lua ? "load_module /usr/lib/nginx/modules/ndk_http_module.so;\n"
+                      . "load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;\n" : "";
 my $lua_http = $lua ? <<"EOF" : '';
     lua_shared_dict luatokens 1m;
     init_by_lua_block {
@@ -137,6 +147,7 @@ write_file("$out/front/nginx.conf", <<"EOF");
 load_module $so;
 $lua_load
 worker_processes 2;
+$front_affinity
 worker_rlimit_nofile 20000;
 error_log $out/front/logs/error.log warn;
 pid $out/front/logs/nginx.pid;
@@ -149,6 +160,8 @@ http {
 
     tokenrefresh_zone tokens:64m;
 $lua_http
+    map "" \$kb { default "@{[ 'a' x 1000 ]}"; }
+
     log_format wake '\$pid \$msec \$request_time \$tokenrefresh_wait_time '
                     '\$tokenrefresh_outcome \$status';
 
@@ -164,23 +177,30 @@ $lua_http
         keepalive_requests 100000;
 
         # the ceiling: a fixed header, no logic
-        location /hard/ {
+        location /fix/ {
             proxy_set_header Authorization "$hard";
             proxy_pass http://up;
         }
 
-        # the same with 1 KB and 8 KB tokens
-        location /hardk/ {
-            proxy_set_header Authorization "${hard}@{[ 'a' x 1000 ]}";
+        # the baselines of the scaling runs: the same URIs as /many/, fixed
+        # headers of 30 bytes, 1 KB and 8 KB (a parameter of the
+        # configuration is at most 4 KB: 1 KB pieces from a map)
+        location /fix0/ {
+            proxy_set_header Authorization "$hard";
             proxy_pass http://up;
         }
 
-        location /harde/ {
-            proxy_set_header Authorization "${hard}@{[ 'a' x 8000 ]}";
+        location /fixk/ {
+            proxy_set_header Authorization "${hard}\$kb";
             proxy_pass http://up;
         }
 
-        location /module/ {
+        location /fixe/ {
+            proxy_set_header Authorization "${hard}\$kb\$kb\$kb\$kb\$kb\$kb\$kb\$kb";
+            proxy_pass http://up;
+        }
+
+        location /mod/ {
             tokenrefresh tokens bench;
             tokenrefresh_login /_login;
             proxy_set_header Authorization \$tokenrefresh_authorization;
@@ -269,7 +289,7 @@ sub machine {
 sub wrk {
     my ($url, $script, $secs) = @_;
     $secs //= $seconds;
-    my $cmd = "wrk -t1 -c32 -d${secs}s --latency"
+    my $cmd = "${wrk_cpus}wrk -t1 -c32 -d${secs}s --latency"
             . ($script ? " -s $script" : '') . " '$url' 2>&1";
     my $o = `$cmd`;
     my ($rps) = $o =~ /Requests\/sec:\s+([\d.]+)/ or die "wrk: $o";
@@ -291,14 +311,17 @@ sub get {
 
 # --- 1. steady state -------------------------------------------------------
 
+goto STORM if $only && $only ne 'steady';
+
 say "== steady state: $rounds rounds of $seconds s each, interleaved";
 
-get('/module/warm');                  # the login, before measuring
-for my $v ('hard', 'module', $lua ? 'lua' : ()) {
+get('/mod/warm');                     # the login, before measuring
+for my $v ('fix', 'mod', $lua ? 'lua' : ()) {
     wrk("http://127.0.0.1:$port{front}/$v/warm", undef, 1);
 }
 
-my @variants = ('hard', 'module', $lua ? 'lua' : ());
+# paths of the same length: the request line costs the same
+my @variants = ('fix', 'mod', $lua ? 'lua' : ());
 my (%rps, %p50, %p99, @ratio, @ratio_lua);
 
 for my $round (1 .. $rounds) {
@@ -311,10 +334,10 @@ for my $round (1 .. $rounds) {
         push @{ $p50{$v} }, $r{$v}{p50};
         push @{ $p99{$v} }, $r{$v}{p99};
     }
-    push @ratio, $r{module}{rps} / $r{hard}{rps};
-    push @ratio_lua, $r{lua}{rps} / $r{hard}{rps} if $lua;
-    printf "  round %d: hard %.0f rps, module %.0f rps (%.3f)%s\n", $round,
-           $r{hard}{rps}, $r{module}{rps}, $ratio[-1],
+    push @ratio, $r{mod}{rps} / $r{fix}{rps};
+    push @ratio_lua, $r{lua}{rps} / $r{fix}{rps} if $lua;
+    printf "  round %d: fixed %.0f rps, module %.0f rps (%.3f)%s\n", $round,
+           $r{fix}{rps}, $r{mod}{rps}, $ratio[-1],
            $lua ? sprintf(", lua %.0f rps (%.3f)", $r{lua}{rps},
                           $ratio_lua[-1]) : '';
 }
@@ -335,7 +358,70 @@ printf "  lua / hard-coded header:    median %.3f (%.3f .. %.3f)\n",
        median(@ratio_lua), (sort @ratio_lua)[0], (sort @ratio_lua)[-1]
     if $lua;
 
+# --- 1b. instructions per request ------------------------------------------
+#
+# Throughput on a small shared machine is noisy; instructions are not.  The
+# same configuration in one process under callgrind, the same requests to
+# each location, instructions counted per request.
+
+sub instructions {
+    my $port = $port{front} + 10;
+    my $dir = "$out/cg";
+    system("mkdir -p $dir/logs") == 0 or die;
+    my $conf = do { local (@ARGV, $/) = "$out/front/nginx.conf"; <> };
+    $conf =~ s/^worker_processes 2;/worker_processes 1;\nmaster_process off;\ndaemon off;/m;
+    $conf =~ s/^worker_cpu_affinity.*$//m;
+    $conf =~ s/listen 127\.0\.0\.1:$port{front}/listen 127.0.0.1:$port/;
+    $conf =~ s{$out/front/}{$dir/}g;
+    write_file("$dir/nginx.conf", $conf);
+
+    my $pid = fork // die "fork";
+    if ($pid == 0) {
+        open STDOUT, '>', "$dir/valgrind.log";
+        open STDERR, '>&', \*STDOUT;
+        exec 'valgrind', '--tool=callgrind', "--callgrind-out-file=$dir/cg.out",
+             $nginx, '-p', $dir, '-c', "$dir/nginx.conf";
+    }
+
+    my $t0 = time;
+    until (IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port")) {
+        die "nginx under callgrind did not start" if time - $t0 > 30;
+        sleep 0.1;
+    }
+
+    my %ir;
+    for my $v (@variants, @variants) {
+        system("wrk -t1 -c4 -d1s http://127.0.0.1:$port/$v/warm > /dev/null");
+        system("callgrind_control -z $pid > /dev/null 2>&1") == 0 or die;
+        my $o = `wrk -t1 -c4 -d3s http://127.0.0.1:$port/$v/x`;
+        my ($n) = $o =~ /(\d+) requests in/ or die "wrk: $o";
+        system("callgrind_control -d $pid > /dev/null 2>&1") == 0 or die;
+        my ($dump) = sort { -M $a <=> -M $b } glob "$dir/cg.out.*";
+        my $text = do { local (@ARGV, $/) = $dump; <> };
+        my ($total) = $text =~ /^summary: (\d+)/m or die "no summary in $dump";
+        unlink $dump;
+        push @{ $ir{$v} }, $total / $n;
+    }
+
+    kill 'TERM', $pid;
+    waitpid $pid, 0;
+
+    return { map { $_ => median(@{ $ir{$_} }) } @variants };
+}
+
+if (system('which valgrind > /dev/null 2>&1') == 0) {
+    my $ir = instructions();
+    $result{instructions} = $ir;
+    printf "  instructions per request: fixed %.0f, module %.0f (%+.1f%%)%s\n",
+           $ir->{fix}, $ir->{mod}, ($ir->{mod} / $ir->{fix} - 1) * 100,
+           $lua ? sprintf(", lua %.0f (%+.1f%%)", $ir->{lua},
+                          ($ir->{lua} / $ir->{fix} - 1) * 100) : '';
+}
+
 # --- 2. storm ----------------------------------------------------------------
+
+STORM:
+goto SCALING if $only && $only ne 'storm';
 
 my $burst = $ENV{BENCH_BURST} // 1000;
 my $provider_ms = 100;
@@ -464,6 +550,9 @@ printf "  resumed in the other worker after the token was stored: %d "
 
 # --- 3. scaling --------------------------------------------------------------
 
+SCALING:
+goto DONE if $only && $only ne 'scaling';
+
 say "== scaling: credentials and token sizes, $rounds rounds";
 
 mock('config', { delay_ms => 0 });
@@ -509,12 +598,12 @@ end
 EOF
 
     # the baseline: a fixed header of the same size
-    my $hard_path = { 0 => '/hard/x', 1000 => '/hardk/x',
-                      8000 => '/harde/x' }->{$pad};
+    my $fix = { 0 => '/fix0/', 1000 => '/fixk/', 8000 => '/fixe/' }->{$pad};
     my $base = "$out/$name-base.lua";
     write_file($base, <<"EOF");
+math.randomseed(os.time())
 request = function()
-    return wrk.format("GET", "$hard_path")
+    return wrk.format("GET", "${fix}x?c=$prefix" .. math.random($n))
 end
 EOF
 
@@ -544,6 +633,7 @@ EOF
 
 $result{scaling} = \%scale;
 
+DONE:
 write_file("$out/results.json", $json->encode(\%result));
 
 # a chart: throughput of each variant, and the scaling ratios

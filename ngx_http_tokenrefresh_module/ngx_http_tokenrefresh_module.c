@@ -330,6 +330,10 @@ ngx_http_tokenrefresh_handler(ngx_http_request_t *r)
 
     case NGX_HTTP_TOKENREFRESH_FETCH:
 
+        if (ngx_http_tokenrefresh_keep_ctx(r, ctx) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
         ngx_http_tokenrefresh_wait_begin(ctx, tlcf);
 
         if (ngx_http_tokenrefresh_start(r, ctx, &res, tlcf) != NGX_OK) {
@@ -343,6 +347,11 @@ ngx_http_tokenrefresh_handler(ngx_http_request_t *r)
         return ngx_http_tokenrefresh_park(r, ctx);
 
     case NGX_HTTP_TOKENREFRESH_WAIT:
+
+        if (ngx_http_tokenrefresh_keep_ctx(r, ctx) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
         ngx_http_tokenrefresh_wait_begin(ctx, tlcf);
         ctx->leader = 0;
         return ngx_http_tokenrefresh_park(r, ctx);
@@ -391,6 +400,13 @@ ngx_http_tokenrefresh_new_pass(ngx_http_request_t *r,
     ctx->token.len = 0;
     ctx->zone = tlcf->shm_zone->data;
 
+    if (tlcf->credential->lengths == NULL) {
+        /* a fixed name: no evaluation, the hash was computed once */
+        ctx->name = tlcf->credential->value;
+        ctx->hash = tlcf->credential_hash;
+        return NGX_OK;
+    }
+
     if (ngx_http_complex_value(r, tlcf->credential, &name) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -412,6 +428,7 @@ ngx_http_tokenrefresh_new_pass(ngx_http_request_t *r,
     }
 
     ctx->name = name;
+    ctx->hash = ngx_crc32_short(name.data, name.len);
 
     return NGX_OK;
 }
@@ -423,7 +440,9 @@ ngx_http_tokenrefresh_attach(ngx_http_tokenrefresh_ctx_t *ctx,
 {
     ngx_uint_t  waited;
 
-    ctx->token = res->token;
+    ctx->authorization = res->token;
+    ctx->token.data = res->token.data + NGX_HTTP_TOKENREFRESH_BEARER_LEN;
+    ctx->token.len = res->token.len - NGX_HTTP_TOKENREFRESH_BEARER_LEN;
     ctx->generation = res->generation;
     ctx->attached = 1;
 
@@ -504,7 +523,6 @@ ngx_http_tokenrefresh_find_ctx(ngx_http_request_t *r)
 ngx_http_tokenrefresh_ctx_t *
 ngx_http_tokenrefresh_get_ctx(ngx_http_request_t *r)
 {
-    ngx_pool_cleanup_t           *cln;
     ngx_http_tokenrefresh_ctx_t  *ctx;
 
     ctx = ngx_http_tokenrefresh_find_ctx(r);
@@ -512,20 +530,45 @@ ngx_http_tokenrefresh_get_ctx(ngx_http_request_t *r)
         return ctx;
     }
 
-    cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_http_tokenrefresh_ctx_t));
-    if (cln == NULL) {
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_tokenrefresh_ctx_t));
+    if (ctx == NULL) {
         return NULL;
     }
-
-    ctx = cln->data;
-    ngx_memzero(ctx, sizeof(ngx_http_tokenrefresh_ctx_t));
 
     ctx->request = r;
     ngx_queue_init(&ctx->queue);
 
-    cln->handler = ngx_http_tokenrefresh_cleanup;
-
     return ctx;
+}
+
+
+/*
+ * Most requests neither wait nor get replayed: only those that do need
+ * their context to survive the request's end (to be unparked) or an
+ * internal redirect (to be found again), and pay for a pool cleanup.
+ */
+
+ngx_int_t
+ngx_http_tokenrefresh_keep_ctx(ngx_http_request_t *r,
+    ngx_http_tokenrefresh_ctx_t *ctx)
+{
+    ngx_pool_cleanup_t  *cln;
+
+    if (ctx->kept) {
+        return NGX_OK;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_http_tokenrefresh_cleanup;
+    cln->data = ctx;
+
+    ctx->kept = 1;
+
+    return NGX_OK;
 }
 
 
@@ -648,6 +691,7 @@ ngx_http_tokenrefresh_merge_loc_conf(ngx_conf_t *cf, void *parent,
     if (conf->shm_zone == NGX_CONF_UNSET_PTR) {
         conf->shm_zone = prev->shm_zone;
         conf->credential = prev->credential;
+        conf->credential_hash = prev->credential_hash;
         conf->file = prev->file;
         conf->line = prev->line;
     }
@@ -906,6 +950,18 @@ ngx_http_tokenrefresh(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     tlcf->credential = ccv.complex_value;
+
+    if (tlcf->credential->lengths == NULL) {
+        if (value[2].len > NGX_HTTP_TOKENREFRESH_MAX_NAME) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "credential name \"%V\" is longer than %d "
+                               "bytes", &value[2],
+                               NGX_HTTP_TOKENREFRESH_MAX_NAME);
+            return NGX_CONF_ERROR;
+        }
+
+        tlcf->credential_hash = ngx_crc32_short(value[2].data, value[2].len);
+    }
 
     return NGX_CONF_OK;
 }

@@ -28,6 +28,9 @@
 
 #define NGX_HTTP_TOKENREFRESH_MAX_DEPTH      32
 
+#define NGX_HTTP_TOKENREFRESH_BEARER         "Bearer "
+#define NGX_HTTP_TOKENREFRESH_BEARER_LEN     (sizeof("Bearer ") - 1)
+
 
 /* how a token is obtained */
 #define NGX_HTTP_TOKENREFRESH_GRANT_NONE     0
@@ -207,6 +210,7 @@ typedef struct {
     /* where a token is used */
     ngx_shm_zone_t                   *shm_zone;
     ngx_http_complex_value_t         *credential;
+    uint32_t                          credential_hash;   /* a fixed name */
     u_char                           *file;
     ngx_uint_t                        line;
     ngx_str_t                         refresh_uri;
@@ -242,7 +246,7 @@ typedef struct {
     ngx_uint_t                        generation;
     ngx_uint_t                        lease_seq;
     ngx_uint_t                        grant;
-    ngx_str_t                         token;
+    ngx_str_t                         token;          /* "Bearer <token>" */
     ngx_str_t                         refresh_token;
     ngx_uint_t                        status;
     ngx_msec_t                        retry_after;
@@ -328,6 +332,8 @@ typedef struct {
     ngx_uint_t                        seq;
     ngx_uint_t                        generation;
     ngx_str_t                         token;
+    ngx_str_t                         authorization;
+    uint32_t                          hash;
 
     ngx_queue_t                       queue;
     ngx_event_t                       wait_event;
@@ -343,6 +349,7 @@ typedef struct {
     unsigned                          leader:1;
     unsigned                          sent:1;
     unsigned                          replayed:1;
+    unsigned                          kept:1;
 } ngx_http_tokenrefresh_ctx_t;
 
 
@@ -352,6 +359,8 @@ ngx_http_tokenrefresh_ctx_t *ngx_http_tokenrefresh_find_ctx(
     ngx_http_request_t *r);
 ngx_http_tokenrefresh_ctx_t *ngx_http_tokenrefresh_get_ctx(
     ngx_http_request_t *r);
+ngx_int_t ngx_http_tokenrefresh_keep_ctx(ngx_http_request_t *r,
+    ngx_http_tokenrefresh_ctx_t *ctx);
 int64_t ngx_http_tokenrefresh_now(void);
 
 /* ngx_http_tokenrefresh_store.c */

@@ -85,6 +85,12 @@ ngx_http_tokenrefresh_replay_filter(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
+    /* the context must be found again after the internal redirect */
+
+    if (ngx_http_tokenrefresh_keep_ctx(r, ctx) != NGX_OK) {
+        return ngx_http_next_header_filter(r);
+    }
+
     what = ngx_http_tokenrefresh_reject(ctx, tlcf, r->connection->log);
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,

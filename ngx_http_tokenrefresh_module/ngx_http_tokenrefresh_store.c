@@ -130,7 +130,7 @@ ngx_http_tokenrefresh_acquire(ngx_http_tokenrefresh_ctx_t *ctx,
     pool = ctx->request->pool;
 
     now = ngx_http_tokenrefresh_now();
-    hash = ngx_crc32_short(ctx->name.data, ctx->name.len);
+    hash = ctx->hash;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
@@ -152,7 +152,7 @@ ngx_http_tokenrefresh_acquire(ngx_http_tokenrefresh_ctx_t *ctx,
             return NGX_OK;
         }
 
-    } else {
+    } else if (ngx_queue_head(&zone->sh->lru) != &node->lru) {
         ngx_queue_remove(&node->lru);
         ngx_queue_insert_head(&zone->sh->lru, &node->lru);
     }
@@ -179,12 +179,18 @@ ngx_http_tokenrefresh_acquire(ngx_http_tokenrefresh_ctx_t *ctx,
     }
 
     if (valid) {
-        if (ngx_http_tokenrefresh_copy(pool, &res->token, node->access,
-                                       node->access_len)
-            != NGX_OK)
-        {
+
+        /* one copy serves both $tokenrefresh_authorization and the token */
+
+        res->token.len = NGX_HTTP_TOKENREFRESH_BEARER_LEN + node->access_len;
+        res->token.data = ngx_pnalloc(pool, res->token.len);
+        if (res->token.data == NULL) {
             goto failed;
         }
+
+        ngx_memcpy(ngx_cpymem(res->token.data, NGX_HTTP_TOKENREFRESH_BEARER,
+                              NGX_HTTP_TOKENREFRESH_BEARER_LEN),
+                   node->access, node->access_len);
 
         res->generation = node->generation;
         res->action = NGX_HTTP_TOKENREFRESH_USE;

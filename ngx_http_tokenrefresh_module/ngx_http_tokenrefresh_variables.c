@@ -140,8 +140,19 @@ ngx_http_tokenrefresh_token_variable(ngx_http_request_t *r,
             && (data & NGX_HTTP_TOKENREFRESH_VAR_ACCESS)
             && r->upstream && r->upstream->headers_in.status_n == 0)
         {
-            token = &ctx->token;
             ctx->sent = 1;
+
+            if (data & NGX_HTTP_TOKENREFRESH_VAR_BEARER) {
+                /* made when the token was attached */
+                v->data = ctx->authorization.data;
+                v->len = ctx->authorization.len;
+                v->valid = 1;
+                v->no_cacheable = 1;
+                v->not_found = 0;
+                return NGX_OK;
+            }
+
+            token = &ctx->token;
         }
 
     } else {

@@ -27,7 +27,7 @@ for arg in "$@"; do
         --check)  check=yes ;;
         fuzz)     PKGS="$PKGS clang libclang-rt-14-dev" ;;
         valgrind) PKGS="$PKGS valgrind" ;;
-        bench)    PKGS="$PKGS wrk gnuplot-nox libnginx-mod-http-lua \
+        bench)    PKGS="$PKGS wrk gnuplot-nox valgrind libnginx-mod-http-lua \
                         libnginx-mod-http-ndk" ;;
         *)        echo "setup: unknown argument \"$arg\"" >&2; exit 2 ;;
     esac
