@@ -344,7 +344,7 @@ ngx_http_tokenrefresh_handler(ngx_http_request_t *r)
 
         ctx->leader = 1;
 
-        return ngx_http_tokenrefresh_park(r, ctx);
+        goto park;
 
     case NGX_HTTP_TOKENREFRESH_WAIT:
 
@@ -354,7 +354,8 @@ ngx_http_tokenrefresh_handler(ngx_http_request_t *r)
 
         ngx_http_tokenrefresh_wait_begin(ctx, tlcf);
         ctx->leader = 0;
-        return ngx_http_tokenrefresh_park(r, ctx);
+
+        goto park;
 
     case NGX_HTTP_TOKENREFRESH_NOMEM:
         ctx->outcome = NGX_HTTP_TOKENREFRESH_R_FAILED;
@@ -377,6 +378,16 @@ ngx_http_tokenrefresh_handler(ngx_http_request_t *r)
 
         return res.status;
     }
+
+park:
+
+    rc = ngx_http_tokenrefresh_park(r, ctx);
+
+    if (rc != NGX_AGAIN) {
+        ngx_http_tokenrefresh_account_wait(ctx, 1);
+    }
+
+    return rc;
 }
 
 
@@ -536,7 +547,6 @@ ngx_http_tokenrefresh_get_ctx(ngx_http_request_t *r)
     }
 
     ctx->request = r;
-    ngx_queue_init(&ctx->queue);
 
     return ctx;
 }

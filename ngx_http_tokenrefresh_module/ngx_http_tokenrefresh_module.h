@@ -74,7 +74,7 @@
 
 
 typedef struct {
-    ngx_uint_t                        requests;
+    ngx_atomic_uint_t                 requests;   /* also added to unlocked */
     ngx_uint_t                        waits;
     ngx_uint_t                        wait_msec;
     ngx_uint_t                        wait_msec_max;
@@ -101,6 +101,17 @@ typedef struct {
     ngx_uint_t                        id;
     ngx_uint_t                        generation;
     ngx_atomic_uint_t                 seq;
+
+    /*
+     * Odd while the fields the lock-free read of a valid token looks at
+     * (id, access, access_len, issued, expires, generation, rejected) are
+     * being changed: see ngx_http_tokenrefresh_acquire_fast().
+     */
+    ngx_atomic_uint_t                 wseq;
+
+    /* second-chance LRU: used since it was last moved to the head? */
+    ngx_msec_t                        used;
+    ngx_msec_t                        moved;
 
     u_char                           *access;
     u_char                           *refresh;
@@ -211,6 +222,11 @@ typedef struct {
     ngx_shm_zone_t                   *shm_zone;
     ngx_http_complex_value_t         *credential;
     uint32_t                          credential_hash;   /* a fixed name */
+
+    /* this worker's pointer to the node of a fixed name */
+    ngx_http_tokenrefresh_node_t     *node;
+    ngx_uint_t                        node_id;
+
     u_char                           *file;
     ngx_uint_t                        line;
     ngx_str_t                         refresh_uri;
@@ -321,6 +337,9 @@ typedef struct {
 } ngx_http_tokenrefresh_refresh_t;
 
 
+typedef struct ngx_http_tokenrefresh_park_s  ngx_http_tokenrefresh_park_t;
+
+
 /* per client request; survives internal redirects */
 typedef struct {
     ngx_http_request_t               *request;
@@ -335,8 +354,7 @@ typedef struct {
     ngx_str_t                         authorization;
     uint32_t                          hash;
 
-    ngx_queue_t                       queue;
-    ngx_event_t                       wait_event;
+    ngx_http_tokenrefresh_park_t     *park;
     ngx_msec_t                        wait_start;
     ngx_msec_t                        wait_deadline;
     ngx_msec_t                        waited;
@@ -351,6 +369,14 @@ typedef struct {
     unsigned                          replayed:1;
     unsigned                          kept:1;
 } ngx_http_tokenrefresh_ctx_t;
+
+
+/* where a waiting request sits; allocated only for those that wait */
+struct ngx_http_tokenrefresh_park_s {
+    ngx_queue_t                       queue;
+    ngx_event_t                       event;
+    ngx_http_tokenrefresh_ctx_t      *ctx;
+};
 
 
 /* ngx_http_tokenrefresh_module.c */

@@ -14,6 +14,25 @@
 #include "ngx_http_tokenrefresh_module.h"
 
 
+/*
+ * Changes to what ngx_http_tokenrefresh_acquire_fast() reads are made
+ * under the mutex, between two increments of node->wseq: a reader that
+ * saw the same even value before and after its copy read a consistent
+ * token.  (A slab chunk freed meanwhile is still mapped memory.)
+ */
+
+#define ngx_http_tokenrefresh_write_begin(node)                               \
+    (node)->wseq++;                                                           \
+    ngx_memory_barrier()
+
+#define ngx_http_tokenrefresh_write_end(node)                                 \
+    ngx_memory_barrier();                                                     \
+    (node)->wseq++
+
+
+static ngx_int_t ngx_http_tokenrefresh_acquire_fast(
+    ngx_http_tokenrefresh_ctx_t *ctx, ngx_http_tokenrefresh_loc_conf_t *tlcf,
+    ngx_http_tokenrefresh_acquire_t *res);
 static void ngx_http_tokenrefresh_rbtree_insert_value(
     ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
     ngx_rbtree_node_t *sentinel);
@@ -123,6 +142,10 @@ ngx_http_tokenrefresh_acquire(ngx_http_tokenrefresh_ctx_t *ctx,
     ngx_http_tokenrefresh_node_t  *node;
     ngx_http_tokenrefresh_zone_t  *zone;
 
+    if (ngx_http_tokenrefresh_acquire_fast(ctx, tlcf, res) == NGX_OK) {
+        return NGX_OK;
+    }
+
     ngx_memzero(res, sizeof(ngx_http_tokenrefresh_acquire_t));
 
     zone = ctx->zone;
@@ -155,10 +178,20 @@ ngx_http_tokenrefresh_acquire(ngx_http_tokenrefresh_ctx_t *ctx,
     } else if (ngx_queue_head(&zone->sh->lru) != &node->lru) {
         ngx_queue_remove(&node->lru);
         ngx_queue_insert_head(&zone->sh->lru, &node->lru);
+        node->moved = ngx_current_msec;
     }
 
+    node->used = ngx_current_msec;
+
     if (!ctx->waiting) {
-        node->counters.requests++;
+        /* also added to without the lock, by the fast path */
+        (void) ngx_atomic_fetch_add(&node->counters.requests, 1);
+    }
+
+    if (tlcf->credential->lengths == NULL) {
+        /* a fixed name: the next requests may skip the lookup */
+        tlcf->node = node;
+        tlcf->node_id = node->id;
     }
 
     res->node = node;
@@ -359,12 +392,19 @@ ngx_http_tokenrefresh_store(ngx_http_tokenrefresh_refresh_t *rf,
 
     ngx_memcpy(access, tok->access_token.data, tok->access_token.len);
 
+    ngx_http_tokenrefresh_write_begin(node);
+
     if (node->access) {
         ngx_slab_free_locked(zone->shpool, node->access);
     }
 
     node->access = access;
     node->access_len = tok->access_token.len;
+    node->issued = tok->issued;
+    node->expires = tok->expires;
+    node->generation++;
+
+    ngx_http_tokenrefresh_write_end(node);
 
     /* a response without a new refresh token keeps the stored one */
 
@@ -379,9 +419,6 @@ ngx_http_tokenrefresh_store(ngx_http_tokenrefresh_refresh_t *rf,
         node->refresh_len = tok->refresh_token.len;
     }
 
-    node->issued = tok->issued;
-    node->expires = tok->expires;
-    node->generation++;
     node->fails = 0;
     node->retry_at = 0;
     node->fail_status = 0;
@@ -600,7 +637,10 @@ ngx_http_tokenrefresh_reject(ngx_http_tokenrefresh_ctx_t *ctx,
     if (age >= (int64_t) tlcf->min_token_age
         && (ngx_msec_int_t) (node->reject_until - ngx_current_msec) <= 0)
     {
+        ngx_http_tokenrefresh_write_begin(node);
         node->rejected = node->generation;
+        ngx_http_tokenrefresh_write_end(node);
+
         node->seq++;
         rc = NGX_HTTP_TOKENREFRESH_RENEW;
         goto done;
@@ -780,7 +820,10 @@ ngx_http_tokenrefresh_control(ngx_http_tokenrefresh_zone_t *zone,
     }
 
     if (!forget) {
+        ngx_http_tokenrefresh_write_begin(tn);
         tn->rejected = tn->generation;
+        ngx_http_tokenrefresh_write_end(tn);
+
         tn->fails = 0;
         tn->failed = 0;
         tn->retry_at = 0;
@@ -802,6 +845,90 @@ ngx_http_tokenrefresh_control(ngx_http_tokenrefresh_zone_t *zone,
     ngx_http_tokenrefresh_delete(zone, tn);
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The common case without the lock: a request with a fixed credential name
+ * whose node this worker knows, and a valid token outside the refresh-ahead
+ * window.  Anything else, or a write seen meanwhile, takes the locked path.
+ * It sets only what NGX_HTTP_TOKENREFRESH_USE needs.
+ */
+
+static ngx_int_t
+ngx_http_tokenrefresh_acquire_fast(ngx_http_tokenrefresh_ctx_t *ctx,
+    ngx_http_tokenrefresh_loc_conf_t *tlcf,
+    ngx_http_tokenrefresh_acquire_t *res)
+{
+    u_char                        *p, *access;
+    size_t                         len;
+    int64_t                        now, issued, expires, ahead;
+    ngx_uint_t                     id, generation;
+    ngx_atomic_uint_t              w;
+    ngx_http_tokenrefresh_node_t  *node;
+
+    node = tlcf->node;
+
+    if (node == NULL || ctx->waiting || tlcf->credential->lengths) {
+        return NGX_DECLINED;
+    }
+
+    id = tlcf->node_id;
+
+    w = node->wseq;
+    ngx_memory_barrier();
+
+    if ((w & 1) || node->id != id) {
+        return NGX_DECLINED;
+    }
+
+    access = node->access;
+    len = node->access_len;
+    issued = node->issued;
+    expires = node->expires;
+    generation = node->generation;
+
+    if (access == NULL || node->rejected == generation
+        || len > ctx->zone->max_token_size)
+    {
+        return NGX_DECLINED;
+    }
+
+    now = ngx_http_tokenrefresh_now();
+    ahead = ngx_min((int64_t) tlcf->ahead, (expires - issued) / 2);
+
+    if (now >= expires - ahead) {
+        return NGX_DECLINED;
+    }
+
+    p = ngx_pnalloc(ctx->request->pool, NGX_HTTP_TOKENREFRESH_BEARER_LEN + len);
+    if (p == NULL) {
+        return NGX_DECLINED;
+    }
+
+    res->token.data = p;
+    res->token.len = NGX_HTTP_TOKENREFRESH_BEARER_LEN + len;
+
+    p = ngx_cpymem(p, NGX_HTTP_TOKENREFRESH_BEARER,
+                   NGX_HTTP_TOKENREFRESH_BEARER_LEN);
+    ngx_memcpy(p, access, len);
+
+    ngx_memory_barrier();
+
+    if (node->wseq != w) {
+        return NGX_DECLINED;
+    }
+
+    (void) ngx_atomic_fetch_add(&node->counters.requests, 1);
+    node->used = ngx_current_msec;
+
+    res->action = NGX_HTTP_TOKENREFRESH_USE;
+    res->node = node;
+    res->node_id = id;
+    res->seq = node->seq;
+    res->generation = generation;
 
     return NGX_OK;
 }
@@ -973,6 +1100,8 @@ ngx_http_tokenrefresh_create(ngx_http_tokenrefresh_zone_t *zone,
 
     tn->node.key = hash;
     tn->id = ++zone->sh->next_id;
+    tn->moved = ngx_current_msec;
+    tn->used = tn->moved;
     tn->len = (u_short) name->len;
     ngx_memcpy(tn->name, name->data, name->len);
 
@@ -1014,16 +1143,34 @@ static ngx_uint_t
 ngx_http_tokenrefresh_evict(ngx_http_tokenrefresh_zone_t *zone,
     ngx_http_tokenrefresh_node_t *keep, ngx_log_t *log)
 {
-    ngx_queue_t                   *q;
+    ngx_uint_t                     n;
+    ngx_queue_t                   *q, *prev;
     ngx_http_tokenrefresh_node_t  *tn;
 
+    n = zone->sh->count;
+
     for (q = ngx_queue_last(&zone->sh->lru);
-         q != ngx_queue_sentinel(&zone->sh->lru);
-         q = ngx_queue_prev(q))
+         q != ngx_queue_sentinel(&zone->sh->lru) && n--;
+         q = prev)
     {
+        prev = ngx_queue_prev(q);
         tn = ngx_queue_data(q, ngx_http_tokenrefresh_node_t, lru);
 
         if (tn == keep) {
+            continue;
+        }
+
+        /*
+         * requests that find a valid token do not take the lock to move
+         * it in the queue, they only note the time: a credential used since
+         * it was last moved gets a second chance
+         */
+
+        if ((ngx_msec_int_t) (tn->used - tn->moved) > 0) {
+            ngx_queue_remove(q);
+            ngx_queue_insert_head(&zone->sh->lru, q);
+            tn->moved = ngx_current_msec;
+            tn->used = tn->moved;
             continue;
         }
 
@@ -1057,6 +1204,12 @@ static void
 ngx_http_tokenrefresh_delete(ngx_http_tokenrefresh_zone_t *zone,
     ngx_http_tokenrefresh_node_t *tn)
 {
+    /* a stale pointer to this node must not match it any more */
+
+    ngx_http_tokenrefresh_write_begin(tn);
+    tn->id = 0;
+    ngx_http_tokenrefresh_write_end(tn);
+
     ngx_queue_remove(&tn->lru);
     ngx_rbtree_delete(&zone->sh->rbtree, &tn->node);
 
@@ -1068,8 +1221,6 @@ ngx_http_tokenrefresh_delete(ngx_http_tokenrefresh_zone_t *zone,
         ngx_slab_free_locked(zone->shpool, tn->refresh);
     }
 
-    /* a stale pointer to this node must not match it any more */
-    tn->id = 0;
     tn->seq++;
 
     ngx_slab_free_locked(zone->shpool, tn);

@@ -69,24 +69,37 @@ ngx_int_t
 ngx_http_tokenrefresh_park(ngx_http_request_t *r,
     ngx_http_tokenrefresh_ctx_t *ctx)
 {
-    ngx_msec_t    timer;
-    ngx_event_t  *ev;
+    ngx_msec_t                     timer;
+    ngx_event_t                   *ev;
+    ngx_http_tokenrefresh_park_t  *pk;
+
+    pk = ctx->park;
+
+    if (pk == NULL) {
+        pk = ngx_pcalloc(r->pool, sizeof(ngx_http_tokenrefresh_park_t));
+        if (pk == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        pk->ctx = ctx;
+
+        ev = &pk->event;
+        ev->handler = ngx_http_tokenrefresh_wait_timeout;
+        ev->data = r->connection;
+        ev->log = r->connection->log;
+
+        ctx->park = pk;
+    }
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "tokenrefresh: request parked for credential \"%V\", "
                    "leader:%ui seq:%ui",
                    &ctx->name, (ngx_uint_t) ctx->leader, ctx->seq);
 
-    ngx_queue_insert_tail(&ngx_http_tokenrefresh_parked, &ctx->queue);
+    ngx_queue_insert_tail(&ngx_http_tokenrefresh_parked, &pk->queue);
     ctx->parked = 1;
 
-    ev = &ctx->wait_event;
-
-    if (ev->handler == NULL) {
-        ev->handler = ngx_http_tokenrefresh_wait_timeout;
-        ev->data = r->connection;
-        ev->log = r->connection->log;
-    }
+    ev = &pk->event;
 
     timer = ctx->wait_deadline - ngx_current_msec;
 
@@ -123,11 +136,11 @@ ngx_http_tokenrefresh_unpark(ngx_http_tokenrefresh_ctx_t *ctx)
         return;
     }
 
-    ngx_queue_remove(&ctx->queue);
+    ngx_queue_remove(&ctx->park->queue);
     ctx->parked = 0;
 
-    if (ctx->wait_event.timer_set) {
-        ngx_del_timer(&ctx->wait_event);
+    if (ctx->park->event.timer_set) {
+        ngx_del_timer(&ctx->park->event);
     }
 }
 
@@ -145,8 +158,8 @@ ngx_http_tokenrefresh_wake_local(void)
 static void
 ngx_http_tokenrefresh_poll(ngx_event_t *ev)
 {
-    ngx_queue_t                  *q, *next, ready;
-    ngx_http_tokenrefresh_ctx_t  *ctx;
+    ngx_queue_t                   *q, *next, ready;
+    ngx_http_tokenrefresh_park_t  *pk;
 
     ngx_queue_init(&ready);
 
@@ -155,9 +168,9 @@ ngx_http_tokenrefresh_poll(ngx_event_t *ev)
          q = next)
     {
         next = ngx_queue_next(q);
-        ctx = ngx_queue_data(q, ngx_http_tokenrefresh_ctx_t, queue);
+        pk = ngx_queue_data(q, ngx_http_tokenrefresh_park_t, queue);
 
-        if (ngx_http_tokenrefresh_changed(ctx)) {
+        if (ngx_http_tokenrefresh_changed(pk->ctx)) {
             ngx_queue_remove(q);
             ngx_queue_insert_tail(&ready, q);
         }
@@ -171,9 +184,9 @@ ngx_http_tokenrefresh_poll(ngx_event_t *ev)
 
     while (!ngx_queue_empty(&ready)) {
         q = ngx_queue_head(&ready);
-        ctx = ngx_queue_data(q, ngx_http_tokenrefresh_ctx_t, queue);
+        pk = ngx_queue_data(q, ngx_http_tokenrefresh_park_t, queue);
 
-        ngx_http_tokenrefresh_resume(ctx);
+        ngx_http_tokenrefresh_resume(pk->ctx);
     }
 
     if (!ngx_queue_empty(&ngx_http_tokenrefresh_parked)) {
@@ -188,13 +201,12 @@ ngx_http_tokenrefresh_poll(ngx_event_t *ev)
 static void
 ngx_http_tokenrefresh_wait_timeout(ngx_event_t *ev)
 {
-    ngx_http_tokenrefresh_ctx_t  *ctx;
+    ngx_http_tokenrefresh_park_t  *pk;
 
-    ctx = (ngx_http_tokenrefresh_ctx_t *)
-              ((u_char *) ev - offsetof(ngx_http_tokenrefresh_ctx_t,
-                                        wait_event));
+    pk = (ngx_http_tokenrefresh_park_t *)
+             ((u_char *) ev - offsetof(ngx_http_tokenrefresh_park_t, event));
 
-    ngx_http_tokenrefresh_resume(ctx);
+    ngx_http_tokenrefresh_resume(pk->ctx);
 }
 
 
