@@ -208,24 +208,7 @@ ngx_http_tokenrefresh_parse_response(ngx_pool_t *pool, u_char *data,
         return err;
     }
 
-    v = &js.values[NGX_HTTP_TOKENREFRESH_F_ACCESS];
-
-    if (v->type == NGX_HTTP_TOKENREFRESH_V_NONE
-        || v->type == NGX_HTTP_TOKENREFRESH_V_NULL)
-    {
-        return "no access token";
-    }
-
-    if (v->type != NGX_HTTP_TOKENREFRESH_V_STRING) {
-        return "the access token is not a string";
-    }
-
-    err = ngx_http_tokenrefresh_check_token(&v->value, max_token_size);
-    if (err) {
-        return err;
-    }
-
-    tok->access_token = v->value;
+    /* first the refresh token: a valid one is kept whatever follows */
 
     v = &js.values[NGX_HTTP_TOKENREFRESH_F_REFRESH];
 
@@ -245,6 +228,25 @@ ngx_http_tokenrefresh_parse_response(ngx_pool_t *pool, u_char *data,
     {
         return "the refresh token is not a string";
     }
+
+    v = &js.values[NGX_HTTP_TOKENREFRESH_F_ACCESS];
+
+    if (v->type == NGX_HTTP_TOKENREFRESH_V_NONE
+        || v->type == NGX_HTTP_TOKENREFRESH_V_NULL)
+    {
+        return "no access token";
+    }
+
+    if (v->type != NGX_HTTP_TOKENREFRESH_V_STRING) {
+        return "the access token is not a string";
+    }
+
+    err = ngx_http_tokenrefresh_check_token(&v->value, max_token_size);
+    if (err) {
+        return err;
+    }
+
+    tok->access_token = v->value;
 
     tok->issued = now;
 

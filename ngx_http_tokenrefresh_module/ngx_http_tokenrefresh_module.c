@@ -32,6 +32,10 @@ static char *ngx_http_tokenrefresh_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
 static char *ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_tokenrefresh_seed_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_tokenrefresh_client_assertion(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_tokenrefresh(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_tokenrefresh_uri(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -62,9 +66,23 @@ static ngx_conf_num_bounds_t  ngx_http_tokenrefresh_status_bounds = {
 static ngx_command_t  ngx_http_tokenrefresh_commands[] = {
 
     { ngx_string("tokenrefresh_zone"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_tokenrefresh_zone,
       0,
+      0,
+      NULL },
+
+    { ngx_string("tokenrefresh_seed"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE3,
+      ngx_http_tokenrefresh_seed_directive,
+      0,
+      0,
+      NULL },
+
+    { ngx_string("tokenrefresh_client_assertion"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_2MORE,
+      ngx_http_tokenrefresh_client_assertion,
+      NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
 
@@ -678,6 +696,7 @@ ngx_http_tokenrefresh_create_loc_conf(ngx_conf_t *cf)
     conf->min_token_age = NGX_CONF_UNSET_MSEC;
 
     conf->status = NGX_CONF_UNSET_UINT;
+    conf->assertion = NGX_CONF_UNSET_PTR;
 
     conf->format.access = NGX_CONF_UNSET_PTR;
     conf->format.refresh = NGX_CONF_UNSET_PTR;
@@ -734,6 +753,8 @@ ngx_http_tokenrefresh_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_uint_value(conf->timeout_status, prev->timeout_status,
                               NGX_HTTP_GATEWAY_TIME_OUT);
 
+    ngx_conf_merge_ptr_value(conf->assertion, prev->assertion, NULL);
+
     /* NULL: 401 only */
     ngx_conf_merge_ptr_value(conf->rejected, prev->rejected, NULL);
     ngx_conf_merge_value(conf->replay, prev->replay, 1);
@@ -784,10 +805,11 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     u_char                        *p;
     size_t                         size, max_token;
-    ngx_str_t                     *value, name, s;
+    ngx_str_t                     *value, name, s, state, key;
     ngx_uint_t                     i;
-    ngx_shm_zone_t                *shm_zone;
-    ngx_http_tokenrefresh_zone_t  *zone;
+    ngx_list_part_t               *part;
+    ngx_shm_zone_t                *shm_zone, *shm;
+    ngx_http_tokenrefresh_zone_t  *zone, *other;
 
     value = cf->args->elts;
 
@@ -827,8 +849,22 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     max_token = 16 * 1024;
+    ngx_str_null(&state);
+    ngx_str_null(&key);
 
     for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "state=", 6) == 0) {
+            state.data = value[i].data + 6;
+            state.len = value[i].len - 6;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "key=", 4) == 0) {
+            key.data = value[i].data + 4;
+            key.len = value[i].len - 4;
+            continue;
+        }
 
         if (ngx_strncmp(value[i].data, "max_token_size=", 15) == 0) {
 
@@ -867,6 +903,53 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     zone->max_token_size = max_token;
 
+    if ((state.len == 0) != (key.len == 0)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"state=\" and \"key=\" go together: the state "
+                           "file holds secrets and is always encrypted");
+        return NGX_CONF_ERROR;
+    }
+
+    if (state.len
+        && ngx_http_tokenrefresh_state_conf(cf, zone, &state, &key)
+           != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    /* two zones writing one file would overwrite each other's tokens */
+
+    part = &cf->cycle->shared_memory.part;
+    shm = part->elts;
+
+    for (i = 0; zone->state; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            shm = part->elts;
+            i = 0;
+        }
+
+        other = shm[i].data;
+
+        if (shm[i].tag == &ngx_http_tokenrefresh_module
+            && other && other->state
+            && other->state->path.len == zone->state->path.len
+            && ngx_strcmp(other->state->path.data, zone->state->path.data)
+               == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "zone \"%V\" already uses the state file "
+                               "\"%V\"", &shm[i].shm.name,
+                               &zone->state->path);
+            return NGX_CONF_ERROR;
+        }
+    }
+
     shm_zone = ngx_shared_memory_add(cf, &name, size,
                                      &ngx_http_tokenrefresh_module);
     if (shm_zone == NULL) {
@@ -883,6 +966,204 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     shm_zone->init = ngx_http_tokenrefresh_init_zone;
     shm_zone->data = zone;
+
+    return NGX_CONF_OK;
+}
+
+
+/* tokenrefresh_seed zone credential file */
+
+static char *
+ngx_http_tokenrefresh_seed_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_str_t                     *value;
+    const char                    *err;
+    ngx_shm_zone_t                *shm_zone;
+    ngx_http_tokenrefresh_seed_t  *seed;
+    ngx_http_tokenrefresh_zone_t  *zone;
+
+    value = cf->args->elts;
+
+    shm_zone = ngx_shared_memory_add(cf, &value[1], 0,
+                                     &ngx_http_tokenrefresh_module);
+    if (shm_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    zone = shm_zone->data;
+
+    if (zone == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "zone \"%V\" must be declared with "
+                           "\"tokenrefresh_zone\" before its seeds",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (value[2].len == 0 || value[2].len > NGX_HTTP_TOKENREFRESH_MAX_NAME) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid credential name \"%V\"", &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (zone->seeds == NULL) {
+        zone->seeds = ngx_array_create(cf->pool, 2,
+                                       sizeof(ngx_http_tokenrefresh_seed_t));
+        if (zone->seeds == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    seed = ngx_array_push(zone->seeds);
+    if (seed == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    seed->name = value[2];
+    seed->file = value[3];
+
+    if (ngx_http_tokenrefresh_read_secret(cf, &seed->file, &seed->token)
+        != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    err = ngx_http_tokenrefresh_check_token(&seed->token,
+                                            zone->max_token_size);
+    if (err) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" does not hold a refresh token: %s",
+                           &seed->file, err);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * tokenrefresh_client_assertion alg=RS256|ES256|HS256
+ *     key=file | secret=file  client_id=id  audience=url
+ *     [kid=id] [lifetime=time]
+ */
+
+static char *
+ngx_http_tokenrefresh_client_assertion(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_tokenrefresh_loc_conf_t *tlcf = conf;
+
+    ngx_str_t                          *value, key, secret, s;
+    ngx_uint_t                          i;
+    ngx_http_tokenrefresh_assertion_t  *a;
+
+    if (tlcf->assertion != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    a = ngx_pcalloc(cf->pool, sizeof(ngx_http_tokenrefresh_assertion_t));
+    if (a == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    a->alg = NGX_CONF_UNSET_UINT;
+    a->lifetime = 60000;
+    ngx_str_null(&key);
+    ngx_str_null(&secret);
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strcmp(value[i].data, "alg=RS256") == 0) {
+            a->alg = NGX_HTTP_TOKENREFRESH_RS256;
+
+        } else if (ngx_strcmp(value[i].data, "alg=ES256") == 0) {
+            a->alg = NGX_HTTP_TOKENREFRESH_ES256;
+
+        } else if (ngx_strcmp(value[i].data, "alg=HS256") == 0) {
+            a->alg = NGX_HTTP_TOKENREFRESH_HS256;
+
+        } else if (ngx_strncmp(value[i].data, "key=", 4) == 0) {
+            key.data = value[i].data + 4;
+            key.len = value[i].len - 4;
+
+        } else if (ngx_strncmp(value[i].data, "secret=", 7) == 0) {
+            secret.data = value[i].data + 7;
+            secret.len = value[i].len - 7;
+
+        } else if (ngx_strncmp(value[i].data, "client_id=", 10) == 0) {
+            a->client_id.data = value[i].data + 10;
+            a->client_id.len = value[i].len - 10;
+
+        } else if (ngx_strncmp(value[i].data, "audience=", 9) == 0) {
+            a->audience.data = value[i].data + 9;
+            a->audience.len = value[i].len - 9;
+
+        } else if (ngx_strncmp(value[i].data, "kid=", 4) == 0) {
+            a->kid.data = value[i].data + 4;
+            a->kid.len = value[i].len - 4;
+
+        } else if (ngx_strncmp(value[i].data, "lifetime=", 9) == 0) {
+            s.data = value[i].data + 9;
+            s.len = value[i].len - 9;
+
+            a->lifetime = ngx_parse_time(&s, 0);
+
+            if (a->lifetime == (ngx_msec_t) NGX_ERROR
+                || a->lifetime < 1000 || a->lifetime > 3600000)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid lifetime \"%V\", from 1s to 1h "
+                                   "is expected", &s);
+                return NGX_CONF_ERROR;
+            }
+
+        } else {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (a->alg == NGX_CONF_UNSET_UINT || a->client_id.len == 0
+        || a->audience.len == 0)
+    {
+        return "needs alg=, client_id= and audience=";
+    }
+
+    if (a->alg == NGX_HTTP_TOKENREFRESH_HS256) {
+        if (secret.len == 0 || key.len) {
+            return "with alg=HS256 needs secret=file, not key=";
+        }
+
+        if (ngx_http_tokenrefresh_read_secret(cf, &secret, &a->secret)
+            != NGX_CONF_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+
+        if (a->secret.len < 32) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "the HS256 secret \"%V\" is shorter than 32 "
+                               "bytes (RFC 7518, section 3.2)", &secret);
+            return NGX_CONF_ERROR;
+        }
+
+    } else {
+        if (key.len == 0 || secret.len) {
+            return "with alg=RS256 or alg=ES256 needs key=file, not secret=";
+        }
+
+        if (ngx_http_tokenrefresh_assertion_key(cf, a, &key)
+            != NGX_CONF_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    tlcf->assertion = a;
 
     return NGX_CONF_OK;
 }

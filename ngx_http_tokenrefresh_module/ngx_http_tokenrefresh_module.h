@@ -28,6 +28,18 @@
 
 #define NGX_HTTP_TOKENREFRESH_MAX_DEPTH      32
 
+#define NGX_HTTP_TOKENREFRESH_DIGEST_LEN     16
+#define NGX_HTTP_TOKENREFRESH_NONCE_LEN      12
+#define NGX_HTTP_TOKENREFRESH_TAG_LEN        16
+#define NGX_HTTP_TOKENREFRESH_KEY_LEN        32
+
+/* refresh tokens remembered as spent, per zone */
+#define NGX_HTTP_TOKENREFRESH_SPENT          64
+
+#define NGX_HTTP_TOKENREFRESH_RS256          0
+#define NGX_HTTP_TOKENREFRESH_ES256          1
+#define NGX_HTTP_TOKENREFRESH_HS256          2
+
 #define NGX_HTTP_TOKENREFRESH_BEARER         "Bearer "
 #define NGX_HTTP_TOKENREFRESH_BEARER_LEN     (sizeof("Bearer ") - 1)
 
@@ -159,6 +171,9 @@ typedef struct {
 
     ngx_http_tokenrefresh_counters_t  counters;
 
+    /* the digest of the last seed applied, so that it applies only once */
+    u_char                            seed[NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
+
     u_short                           len;
     u_char                            name[1];
 } ngx_http_tokenrefresh_node_t;
@@ -172,7 +187,32 @@ typedef struct {
     ngx_uint_t                        count;
     ngx_uint_t                        evictions;
     ngx_uint_t                        nomem;
+
+    /*
+     * digests of refresh tokens that must never be sent again: replaced by
+     * a rotation, or refused; a seed among them is not used
+     */
+    ngx_uint_t                        spent_count;
+    ngx_uint_t                        spent_next;
+    u_char                            spent[NGX_HTTP_TOKENREFRESH_SPENT]
+                                           [NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
 } ngx_http_tokenrefresh_shctx_t;
+
+
+typedef struct {
+    ngx_str_t                         path;
+    ngx_str_t                         lock;
+    ngx_str_t                         dir;
+    u_char                            key[NGX_HTTP_TOKENREFRESH_KEY_LEN];
+} ngx_http_tokenrefresh_state_t;
+
+
+/* a refresh token given by the operator, for a credential with none yet */
+typedef struct {
+    ngx_str_t                         name;
+    ngx_str_t                         token;
+    ngx_str_t                         file;
+} ngx_http_tokenrefresh_seed_t;
 
 
 typedef struct {
@@ -180,6 +220,8 @@ typedef struct {
     ngx_slab_pool_t                  *shpool;
     ngx_shm_zone_t                   *shm_zone;
     size_t                            max_token_size;
+    ngx_http_tokenrefresh_state_t    *state;
+    ngx_array_t                      *seeds;
 } ngx_http_tokenrefresh_zone_t;
 
 
@@ -188,6 +230,18 @@ typedef struct {
     ngx_str_t                         text;
     ngx_array_t                      *segments;
 } ngx_http_tokenrefresh_pointer_t;
+
+
+/* a client assertion (RFC 7523) and how to sign it */
+typedef struct {
+    ngx_uint_t                        alg;
+    void                             *pkey;      /* EVP_PKEY */
+    ngx_str_t                         secret;
+    ngx_str_t                         client_id;
+    ngx_str_t                         audience;
+    ngx_str_t                         kid;
+    ngx_msec_t                        lifetime;
+} ngx_http_tokenrefresh_assertion_t;
 
 
 /*
@@ -250,6 +304,8 @@ typedef struct {
     /* the status page */
     ngx_uint_t                        status;
     ngx_flag_t                        status_write;
+
+    ngx_http_tokenrefresh_assertion_t *assertion;
 } ngx_http_tokenrefresh_loc_conf_t;
 
 
@@ -323,6 +379,7 @@ typedef struct {
     ngx_uint_t                        grant;
     ngx_str_t                         name;
     ngx_str_t                         refresh_token;
+    u_char                            digest[NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
     ngx_http_tokenrefresh_format_t    format;
     ngx_buf_t                        *body;
     ngx_uint_t                        status;
@@ -407,6 +464,24 @@ ngx_int_t ngx_http_tokenrefresh_snapshot(ngx_http_tokenrefresh_zone_t *zone,
     ngx_pool_t *pool, ngx_http_tokenrefresh_zone_info_t *zi);
 ngx_int_t ngx_http_tokenrefresh_control(ngx_http_tokenrefresh_zone_t *zone,
     ngx_str_t *name, ngx_uint_t forget);
+void ngx_http_tokenrefresh_release(ngx_http_tokenrefresh_refresh_t *rf);
+void ngx_http_tokenrefresh_spend(ngx_http_tokenrefresh_zone_t *zone,
+    u_char *digest);
+ngx_int_t ngx_http_tokenrefresh_restore(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_str_t *name, ngx_http_tokenrefresh_token_t *tok,
+    ngx_uint_t generation, u_char *seed, ngx_log_t *log);
+void ngx_http_tokenrefresh_seed(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_log_t *log);
+
+/* ngx_http_tokenrefresh_state.c */
+char *ngx_http_tokenrefresh_read_secret(ngx_conf_t *cf, ngx_str_t *file,
+    ngx_str_t *out);
+char *ngx_http_tokenrefresh_state_conf(ngx_conf_t *cf,
+    ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *path, ngx_str_t *key);
+ngx_int_t ngx_http_tokenrefresh_state_load(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_log_t *log);
+ngx_int_t ngx_http_tokenrefresh_state_save(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_log_t *log);
 void ngx_http_tokenrefresh_account_wait(ngx_http_tokenrefresh_ctx_t *ctx,
     ngx_uint_t failed);
 
@@ -443,6 +518,15 @@ const char *ngx_http_tokenrefresh_check_token(ngx_str_t *token,
 #define NGX_HTTP_TOKENREFRESH_FP_LEN  12
 void ngx_http_tokenrefresh_fingerprint(u_char *dst, u_char *data,
     size_t len);
+void ngx_http_tokenrefresh_digest(u_char *dst, u_char *data, size_t len);
+ngx_int_t ngx_http_tokenrefresh_seal(ngx_pool_t *pool, u_char *key,
+    ngx_str_t *aad, ngx_str_t *plain, ngx_str_t *out);
+ngx_int_t ngx_http_tokenrefresh_open(ngx_pool_t *pool, u_char *key,
+    ngx_str_t *aad, ngx_str_t *in, ngx_str_t *plain);
+char *ngx_http_tokenrefresh_assertion_key(ngx_conf_t *cf,
+    ngx_http_tokenrefresh_assertion_t *a, ngx_str_t *file);
+ngx_int_t ngx_http_tokenrefresh_assertion(ngx_pool_t *pool,
+    ngx_http_tokenrefresh_assertion_t *a, ngx_str_t *jwt);
 
 /* ngx_http_tokenrefresh_status.c */
 char *ngx_http_tokenrefresh_status(ngx_conf_t *cf, ngx_command_t *cmd,

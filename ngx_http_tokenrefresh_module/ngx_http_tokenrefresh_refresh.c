@@ -79,6 +79,10 @@ ngx_http_tokenrefresh_start(ngx_http_request_t *r,
         uri = &tlcf->refresh_uri;
         args = &tlcf->refresh_args;
 
+        /* once rotated or refused, it is remembered as spent */
+        ngx_http_tokenrefresh_digest(rf->digest, res->refresh_token.data,
+                                     res->refresh_token.len);
+
     } else {
         uri = &tlcf->login_uri;
         args = &tlcf->login_args;
@@ -226,6 +230,7 @@ ngx_http_tokenrefresh_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
 
     u_char                          fp[NGX_HTTP_TOKENREFRESH_FP_LEN];
     u_char                          buf[NGX_MAX_ERROR_STR];
+    ngx_int_t                       stored;
     ngx_log_t                      *log;
     ngx_str_t                       reason;
     ngx_uint_t                      outcome;
@@ -253,6 +258,16 @@ ngx_http_tokenrefresh_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
 
     if (outcome != NGX_HTTP_TOKENREFRESH_OK) {
         ngx_http_tokenrefresh_fail(rf, outcome, &reason, log);
+
+        /* a refused refresh token is not sent again after a restart */
+
+        if (outcome == NGX_HTTP_TOKENREFRESH_REFUSED
+            && rf->grant == NGX_HTTP_TOKENREFRESH_GRANT_REFRESH
+            && rf->zone->state)
+        {
+            (void) ngx_http_tokenrefresh_state_save(rf->zone, log);
+        }
+
         goto done;
     }
 
@@ -266,24 +281,63 @@ ngx_http_tokenrefresh_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
                                   "invalid token response: %s", err)
                      - buf;
 
+        /*
+         * A provider that rotates refresh tokens has spent the one we sent
+         * as soon as it answered: a valid successor is kept even if the
+         * rest of the answer is not.
+         */
+
+        if (tok.refresh_token.len
+            && rf->grant == NGX_HTTP_TOKENREFRESH_GRANT_REFRESH)
+        {
+            tok.access_token.len = 0;
+
+            if (ngx_http_tokenrefresh_store(rf, &tok, log) == NGX_OK
+                && rf->zone->state)
+            {
+                (void) ngx_http_tokenrefresh_state_save(rf->zone, log);
+            }
+        }
+
         ngx_http_tokenrefresh_fail(rf, NGX_HTTP_TOKENREFRESH_BAD, &reason,
                                    log);
         goto done;
     }
 
-    if (ngx_http_tokenrefresh_store(rf, &tok, log) == NGX_OK) {
-        ngx_http_tokenrefresh_fingerprint(fp, tok.access_token.data,
-                                          tok.access_token.len);
+    stored = ngx_http_tokenrefresh_store(rf, &tok, log);
 
-        ngx_log_error(NGX_LOG_INFO, log, 0,
-                      "tokenrefresh: %s of credential \"%V\" succeeded in "
-                      "%M ms, token %*s, expires in %L s%s",
-                      ngx_http_tokenrefresh_grant_names[rf->grant],
-                      &rf->name, ngx_current_msec - rf->start,
-                      (size_t) NGX_HTTP_TOKENREFRESH_FP_LEN, fp,
-                      (tok.expires - tok.issued) / 1000,
-                      tok.refresh_token.len ? ", new refresh token" : "");
+    if (stored != NGX_OK) {
+        if (stored == NGX_DECLINED) {
+            ngx_str_set(&reason, "the credential was evicted");
+
+        } else {
+            ngx_str_set(&reason, "the zone is full");
+        }
+
+        ngx_http_tokenrefresh_fail(rf, NGX_HTTP_TOKENREFRESH_BAD, &reason,
+                                   log);
+        goto done;
     }
+
+    /* the new tokens are on disk before another refresh may start */
+
+    if (rf->zone->state) {
+        (void) ngx_http_tokenrefresh_state_save(rf->zone, log);
+    }
+
+    ngx_http_tokenrefresh_release(rf);
+
+    ngx_http_tokenrefresh_fingerprint(fp, tok.access_token.data,
+                                      tok.access_token.len);
+
+    ngx_log_error(NGX_LOG_INFO, log, 0,
+                  "tokenrefresh: %s of credential \"%V\" succeeded in "
+                  "%M ms, token %*s, expires in %L s%s",
+                  ngx_http_tokenrefresh_grant_names[rf->grant],
+                  &rf->name, ngx_current_msec - rf->start,
+                  (size_t) NGX_HTTP_TOKENREFRESH_FP_LEN, fp,
+                  (tok.expires - tok.issued) / 1000,
+                  tok.refresh_token.len ? ", new refresh token" : "");
 
 done:
 

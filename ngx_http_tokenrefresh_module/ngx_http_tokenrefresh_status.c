@@ -379,6 +379,10 @@ ngx_http_tokenrefresh_control_handler(ngx_http_request_t *r)
         rc = ngx_http_tokenrefresh_control(z, &name, forget);
     }
 
+    if (rc == NGX_OK && z->state) {
+        (void) ngx_http_tokenrefresh_state_save(z, r->connection->log);
+    }
+
     switch (rc) {
 
     case NGX_OK:

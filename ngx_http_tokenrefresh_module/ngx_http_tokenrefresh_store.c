@@ -59,6 +59,8 @@ static ngx_int_t ngx_http_tokenrefresh_copy(ngx_pool_t *pool, ngx_str_t *dst,
     u_char *src, size_t len);
 static ngx_msec_t ngx_http_tokenrefresh_backoff_delay(ngx_uint_t fails,
     ngx_msec_t min, ngx_msec_t max);
+static ngx_uint_t ngx_http_tokenrefresh_spent(
+    ngx_http_tokenrefresh_zone_t *zone, u_char *digest);
 
 
 ngx_int_t
@@ -73,10 +75,15 @@ ngx_http_tokenrefresh_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     if (ozone) {
 
-        /* a reload that keeps the zone keeps its tokens */
+        /*
+         * a reload that keeps the zone keeps its tokens, newer than the
+         * state file's; a seed only applies to a credential it lacks
+         */
 
         zone->sh = ozone->sh;
         zone->shpool = ozone->shpool;
+
+        ngx_http_tokenrefresh_seed(zone, shm_zone->shm.log);
 
         return NGX_OK;
     }
@@ -117,6 +124,17 @@ ngx_http_tokenrefresh_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     /* a full zone is reported by the module, with the credential named */
 
     zone->shpool->log_nomem = 0;
+
+    /* a new zone: start, restart, or a reload that changed its size */
+
+    if (zone->state
+        && ngx_http_tokenrefresh_state_load(zone, shm_zone->shm.log)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_http_tokenrefresh_seed(zone, shm_zone->shm.log);
 
     return NGX_OK;
 }
@@ -355,9 +373,6 @@ ngx_http_tokenrefresh_store(ngx_http_tokenrefresh_refresh_t *rf,
     ngx_http_tokenrefresh_node_t  *node;
     ngx_http_tokenrefresh_zone_t  *zone;
 
-    static ngx_str_t  full = ngx_string("the zone is full, the new token "
-                                        "is dropped");
-
     zone = rf->zone;
     refresh = NULL;
 
@@ -375,36 +390,47 @@ ngx_http_tokenrefresh_store(ngx_http_tokenrefresh_refresh_t *rf,
         return NGX_DECLINED;
     }
 
-    access = ngx_http_tokenrefresh_alloc(zone, tok->access_token.len, node,
-                                         log);
-    if (access == NULL) {
-        goto nomem;
+    access = NULL;
+
+    /* no access token: keeping only the successor of a refresh token */
+
+    if (tok->access_token.len) {
+        access = ngx_http_tokenrefresh_alloc(zone, tok->access_token.len,
+                                             node, log);
+        if (access == NULL) {
+            goto nomem;
+        }
     }
 
     if (tok->refresh_token.len) {
         refresh = ngx_http_tokenrefresh_alloc(zone, tok->refresh_token.len,
                                               node, log);
         if (refresh == NULL) {
-            ngx_slab_free_locked(zone->shpool, access);
+            if (access) {
+                ngx_slab_free_locked(zone->shpool, access);
+            }
+
             goto nomem;
         }
     }
 
-    ngx_memcpy(access, tok->access_token.data, tok->access_token.len);
+    if (access) {
+        ngx_memcpy(access, tok->access_token.data, tok->access_token.len);
 
-    ngx_http_tokenrefresh_write_begin(node);
+        ngx_http_tokenrefresh_write_begin(node);
 
-    if (node->access) {
-        ngx_slab_free_locked(zone->shpool, node->access);
+        if (node->access) {
+            ngx_slab_free_locked(zone->shpool, node->access);
+        }
+
+        node->access = access;
+        node->access_len = tok->access_token.len;
+        node->issued = tok->issued;
+        node->expires = tok->expires;
+        node->generation++;
+
+        ngx_http_tokenrefresh_write_end(node);
     }
-
-    node->access = access;
-    node->access_len = tok->access_token.len;
-    node->issued = tok->issued;
-    node->expires = tok->expires;
-    node->generation++;
-
-    ngx_http_tokenrefresh_write_end(node);
 
     /* a response without a new refresh token keeps the stored one */
 
@@ -419,6 +445,16 @@ ngx_http_tokenrefresh_store(ngx_http_tokenrefresh_refresh_t *rf,
         node->refresh_len = tok->refresh_token.len;
     }
 
+    if (rf->grant == NGX_HTTP_TOKENREFRESH_GRANT_REFRESH && refresh) {
+        /* rotated: the refresh token just sent is never sent again */
+        ngx_http_tokenrefresh_spend(zone, rf->digest);
+    }
+
+    if (access == NULL) {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return NGX_OK;
+    }
+
     node->fails = 0;
     node->retry_at = 0;
     node->fail_status = 0;
@@ -431,9 +467,10 @@ ngx_http_tokenrefresh_store(ngx_http_tokenrefresh_refresh_t *rf,
     node->last_duration = ngx_current_msec - rf->start;
     node->last_time = ngx_time();
 
-    if (node->lease_pid == ngx_pid && node->lease_seq == rf->lease_seq) {
-        node->lease_pid = 0;
-    }
+    /*
+     * waiting requests may use the token now; the lease is released by
+     * ngx_http_tokenrefresh_release(), once the state file has it
+     */
 
     node->seq++;
 
@@ -447,7 +484,10 @@ nomem:
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
-    ngx_http_tokenrefresh_fail(rf, NGX_HTTP_TOKENREFRESH_BAD, &full, log);
+    ngx_log_error(NGX_LOG_ERR, log, 0,
+                  "tokenrefresh: zone \"%V\" is full, the new token of "
+                  "credential \"%V\" is dropped",
+                  &zone->shm_zone->shm.name, &rf->name);
 
     return NGX_ERROR;
 }
@@ -506,6 +546,7 @@ ngx_http_tokenrefresh_fail(ngx_http_tokenrefresh_refresh_t *rf,
     {
         /* a refused refresh token is never sent again */
 
+        ngx_http_tokenrefresh_spend(zone, rf->digest);
         ngx_slab_free_locked(zone->shpool, node->refresh);
         node->refresh = NULL;
         node->refresh_len = 0;
@@ -793,6 +834,249 @@ failed:
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
     return NGX_ERROR;
+}
+
+
+void
+ngx_http_tokenrefresh_release(ngx_http_tokenrefresh_refresh_t *rf)
+{
+    ngx_http_tokenrefresh_node_t  *node;
+    ngx_http_tokenrefresh_zone_t  *zone;
+
+    zone = rf->zone;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    node = ngx_http_tokenrefresh_leased_node(rf);
+
+    if (node && node->lease_pid == ngx_pid
+        && node->lease_seq == rf->lease_seq)
+    {
+        node->lease_pid = 0;
+        node->seq++;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+/* the caller holds the lock, or nobody else can use the zone yet */
+
+void
+ngx_http_tokenrefresh_spend(ngx_http_tokenrefresh_zone_t *zone,
+    u_char *digest)
+{
+    ngx_http_tokenrefresh_shctx_t  *sh;
+
+    sh = zone->sh;
+
+    ngx_memcpy(sh->spent[sh->spent_next], digest,
+               NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
+
+    sh->spent_next = (sh->spent_next + 1) % NGX_HTTP_TOKENREFRESH_SPENT;
+
+    if (sh->spent_count < NGX_HTTP_TOKENREFRESH_SPENT) {
+        sh->spent_count++;
+    }
+}
+
+
+static ngx_uint_t
+ngx_http_tokenrefresh_spent(ngx_http_tokenrefresh_zone_t *zone,
+    u_char *digest)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < zone->sh->spent_count; i++) {
+        if (ngx_memcmp(zone->sh->spent[i], digest,
+                       NGX_HTTP_TOKENREFRESH_DIGEST_LEN)
+            == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * A credential from the state file when the zone is created, or a seed.
+ * What it brings replaces what the credential had.
+ */
+
+ngx_int_t
+ngx_http_tokenrefresh_restore(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_str_t *name, ngx_http_tokenrefresh_token_t *tok,
+    ngx_uint_t generation, u_char *seed, ngx_log_t *log)
+{
+    u_char                        *access, *refresh;
+    uint32_t                       hash;
+    ngx_http_tokenrefresh_node_t  *tn;
+
+    hash = ngx_crc32_short(name->data, name->len);
+    access = NULL;
+    refresh = NULL;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    tn = ngx_http_tokenrefresh_lookup(zone, name, hash);
+
+    if (tn == NULL) {
+        tn = ngx_http_tokenrefresh_create(zone, name, hash, log);
+        if (tn == NULL) {
+            goto nomem;
+        }
+    }
+
+    if (tok->access_token.len) {
+        access = ngx_http_tokenrefresh_alloc(zone, tok->access_token.len, tn,
+                                             log);
+        if (access == NULL) {
+            goto nomem;
+        }
+    }
+
+    if (tok->refresh_token.len) {
+        refresh = ngx_http_tokenrefresh_alloc(zone, tok->refresh_token.len,
+                                              tn, log);
+        if (refresh == NULL) {
+            goto nomem;
+        }
+    }
+
+    if (access) {
+        ngx_memcpy(access, tok->access_token.data, tok->access_token.len);
+
+        ngx_http_tokenrefresh_write_begin(tn);
+
+        if (tn->access) {
+            ngx_slab_free_locked(zone->shpool, tn->access);
+        }
+
+        tn->access = access;
+        tn->access_len = tok->access_token.len;
+        tn->issued = tok->issued;
+        tn->expires = tok->expires;
+        tn->generation = generation;
+        tn->rejected = 0;
+
+        ngx_http_tokenrefresh_write_end(tn);
+    }
+
+    if (refresh) {
+        ngx_memcpy(refresh, tok->refresh_token.data, tok->refresh_token.len);
+
+        if (tn->refresh) {
+            ngx_slab_free_locked(zone->shpool, tn->refresh);
+        }
+
+        tn->refresh = refresh;
+        tn->refresh_len = tok->refresh_token.len;
+
+        /* a refresh token the provider has not refused yet: try it now */
+
+        tn->fails = 0;
+        tn->retry_at = 0;
+        tn->failed = 0;
+        tn->warned = 0;
+    }
+
+    if (seed) {
+        ngx_memcpy(tn->seed, seed, NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
+    }
+
+    tn->seq++;
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return NGX_OK;
+
+nomem:
+
+    if (access) {
+        ngx_slab_free_locked(zone->shpool, access);
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    ngx_log_error(NGX_LOG_ERR, log, 0,
+                  "tokenrefresh: zone \"%V\" is too small for the tokens "
+                  "of credential \"%V\"", &zone->shm_zone->shm.name, name);
+
+    return NGX_ERROR;
+}
+
+
+/*
+ * Seeds: a refresh token from a file, what an operator gets from a
+ * one-time login.  A seed applies once: the credential remembers the
+ * digest of the last seed it took, and keeps it in the state file, so
+ * that after a rotation the successor is used, never the older seed, and
+ * a new seed (a new login) replaces whatever the credential had.  A seed
+ * the zone saw rotated or refused is never sent.
+ */
+
+void
+ngx_http_tokenrefresh_seed(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_log_t *log)
+{
+    u_char                         digest[NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
+    uint32_t                       hash;
+    ngx_uint_t                     i, used, spent;
+    ngx_http_tokenrefresh_node_t  *tn;
+    ngx_http_tokenrefresh_seed_t  *seed;
+    ngx_http_tokenrefresh_token_t  tok;
+
+    if (zone->seeds == NULL) {
+        return;
+    }
+
+    seed = zone->seeds->elts;
+
+    for (i = 0; i < zone->seeds->nelts; i++) {
+
+        hash = ngx_crc32_short(seed[i].name.data, seed[i].name.len);
+        ngx_http_tokenrefresh_digest(digest, seed[i].token.data,
+                                     seed[i].token.len);
+
+        ngx_shmtx_lock(&zone->shpool->mutex);
+
+        tn = ngx_http_tokenrefresh_lookup(zone, &seed[i].name, hash);
+        used = (tn && ngx_memcmp(tn->seed, digest,
+                                 NGX_HTTP_TOKENREFRESH_DIGEST_LEN)
+                      == 0);
+        spent = ngx_http_tokenrefresh_spent(zone, digest);
+
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+
+        if (used) {
+            ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
+                           "tokenrefresh: seed \"%V\" of credential \"%V\" "
+                           "already applied", &seed[i].file, &seed[i].name);
+            continue;
+        }
+
+        if (spent) {
+            ngx_log_error(NGX_LOG_WARN, log, 0,
+                          "tokenrefresh: the seed \"%V\" of credential "
+                          "\"%V\" was rotated or refused already and is "
+                          "not used", &seed[i].file, &seed[i].name);
+            continue;
+        }
+
+        ngx_memzero(&tok, sizeof(ngx_http_tokenrefresh_token_t));
+        tok.refresh_token = seed[i].token;
+
+        if (ngx_http_tokenrefresh_restore(zone, &seed[i].name, &tok, 0,
+                                          digest, log)
+            == NGX_OK)
+        {
+            ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                          "tokenrefresh: credential \"%V\" seeded from "
+                          "\"%V\"", &seed[i].name, &seed[i].file);
+        }
+    }
 }
 
 

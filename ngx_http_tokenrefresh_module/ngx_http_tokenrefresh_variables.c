@@ -30,6 +30,8 @@
 
 static ngx_int_t ngx_http_tokenrefresh_token_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_tokenrefresh_assertion_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_tokenrefresh_credential_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_tokenrefresh_outcome_variable(
@@ -75,6 +77,10 @@ static ngx_http_variable_t  ngx_http_tokenrefresh_vars[] = {
     { ngx_string("tokenrefresh_refresh_token_json"), NULL,
       ngx_http_tokenrefresh_token_variable,
       NGX_HTTP_TOKENREFRESH_VAR_REFRESH|NGX_HTTP_TOKENREFRESH_VAR_JSON,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("tokenrefresh_client_assertion"), NULL,
+      ngx_http_tokenrefresh_assertion_variable, 0,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("tokenrefresh_credential"), NULL,
@@ -244,6 +250,42 @@ ngx_http_tokenrefresh_escape(ngx_http_request_t *r, ngx_str_t *token,
 
 done:
 
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/* a freshly signed client assertion, in the module's token subrequests */
+
+static ngx_int_t
+ngx_http_tokenrefresh_assertion_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_str_t                          jwt;
+    ngx_http_tokenrefresh_loc_conf_t  *tlcf;
+
+    tlcf = ngx_http_get_module_loc_conf(r, ngx_http_tokenrefresh_module);
+
+    if (tlcf->assertion == NULL
+        || ngx_http_tokenrefresh_get_refresh(r) == NULL)
+    {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    if (ngx_http_tokenrefresh_assertion(r->pool, tlcf->assertion, &jwt)
+        != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "tokenrefresh: could not sign a client assertion");
+        return NGX_ERROR;
+    }
+
+    v->data = jwt.data;
+    v->len = jwt.len;
     v->valid = 1;
     v->no_cacheable = 1;
     v->not_found = 0;

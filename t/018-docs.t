@@ -9,8 +9,29 @@ use Test::Nginx::Socket 'no_plan';
 use t::TokenRefresh;
 use Cwd qw(abs_path);
 use File::Basename qw(dirname);
+use File::Temp ();
 
 no_shuffle();
+
+# the keys, seeds and state files the documents name, made here
+my $etc = File::Temp::tempdir('tokenrefresh-docs-XXXXXX', TMPDIR => 1,
+                              CLEANUP => 1);
+
+sub secret_file {
+    my ($name, $content) = @_;
+    mkdir "$etc/seeds";
+    open my $fh, '>', "$etc/$name" or die "$etc/$name: $!";
+    print $fh $content;
+    close $fh;
+    chmod 0600, "$etc/$name";
+}
+
+secret_file('tokens.key', join('', map { sprintf '%02x', $_ * 7 } 1 .. 32));
+secret_file('seeds/crm', "seed-crm-1\n");
+secret_file('seeds/reports', "seed-reports-1\n");
+system("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 "
+       . "-out $etc/client.pem 2>/dev/null") == 0 or die "openssl failed";
+chmod 0600, "$etc/client.pem";
 
 my $top = dirname(abs_path(__FILE__)) . '/..';
 my %docs;
@@ -49,6 +70,7 @@ sub doc_config {
     $conf =~ s/server api\.example\.com:443/server $api/g;
     $conf =~ s{https://}{http://}g;
     $conf =~ s/listen 80;/listen $doc;/g;
+    $conf =~ s{/(?:etc/nginx|var/lib/nginx)/}{$etc/}g;
 
     return $conf;
 }
@@ -56,9 +78,19 @@ sub doc_config {
 add_block_preprocessor(sub {
     my $block = shift;
     my $name = $block->doc or return;
-    $block->set_value('http_config', doc_config($name));
+    my $conf = doc_config($name);
+
+    # a location shown alone goes into the test's server
+    if ($conf =~ /^\s*location\b/) {
+        $block->set_value('config', $conf . ($block->config // ''));
+        return;
+    }
+
+    $block->set_value('http_config', $conf);
     $block->set_value('no_default_http_config', 1);
 });
+
+sub etc_dir { $etc }
 
 # requests go to the documented server
 sub doc {
@@ -241,6 +273,128 @@ ok(wait_until(sub {
 }, 5), 'the access log');
 like($lines[0], qr/"GET \/api\/a HTTP\/1.1" 200 token=refreshed wait=\d+\.\d{3}$/,
      'with the outcome and the wait');
+--- request
+GET /calls
+--- response_body
+calls=1 client_credentials=1
+--- no_error_log
+[error]
+
+
+
+=== TEST 9: directives: a zone with a state file
+--- doc: directives-zone-state
+--- config
+    location = /_login {
+        internal;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_IDP_PORT/token;
+        proxy_set_body "grant_type=client_credentials&client_id=kept";
+    }
+
+    location /api/ {
+        tokenrefresh tokens kept;
+        tokenrefresh_login /_login;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_API_PORT;
+    }
+--- init
+my $state = main::etc_dir() . '/tokens.state';
+unlink $state;
+is(hit(GET => '/api/a')->{status}, 200, 'logged in');
+ok(-s $state, 'the state file was written');
+is(sprintf('%o', (stat $state)[2] & 07777), '600', 'mode 0600');
+--- request
+GET /calls
+--- response_body
+calls=1 client_credentials=1
+--- no_error_log
+[error]
+
+
+
+=== TEST 10: directives: a seed
+--- doc: directives-seed
+--- config
+    location = /_refresh {
+        internal;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_IDP_PORT/token;
+        proxy_set_body "grant_type=refresh_token&refresh_token=$tokenrefresh_refresh_token_form";
+    }
+
+    location /api/ {
+        tokenrefresh tokens reports;
+        tokenrefresh_refresh /_refresh;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_API_PORT;
+    }
+--- init
+control('grant', { cred => 'reports', refresh_token => 'seed-reports-1' });
+--- request
+GET /api/a
+--- response_body_like: "cred":"reports"
+--- error_log eval
+qr/credential "reports" seeded from/
+
+
+
+=== TEST 11: directives: a client assertion in the token location
+--- doc: directives-assertion
+--- config
+    location /api/ {
+        tokenrefresh tokens orders-service;
+        tokenrefresh_login /_login;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+--- init
+is(hit(GET => '/api/a')->{status}, 200, 'logged in');
+my ($login) = grep { $_->{path} eq '/oauth/token' } @{ requests() };
+like($login->{body}, qr/&client_assertion=[\w-]+\.[\w-]+\.[\w-]+$/,
+     'with a signed JWT');
+--- request
+GET /calls
+--- response_body
+calls=1 client_credentials=1
+--- no_error_log
+[error]
+
+
+
+=== TEST 12: guide: rotating refresh tokens, a seed, restarts
+--- doc: guide-rotation
+--- init
+mock(rotate => 1, lifetime => 1);
+control('grant', { cred => 'crm', refresh_token => 'seed-crm-1' });
+like(main::doc(GET => '/crm/a')->{content}, qr/"cred":"crm"/,
+     'the seed was refreshed');
+my $expires = time + scaled(1);
+my $master = master_pid();
+kill 'QUIT', $master;
+wait_until(sub { !alive($master) }, 10) or die 'nginx did not stop';
+system("$Test::Nginx::Util::NginxBinary -p $Test::Nginx::Util::ServRoot/ "
+       . "-c $Test::Nginx::Util::ConfFile") == 0 or die 'start failed';
+wait_until(sub { master_pid() && master_pid() != $master }, 10);
+wait_until(sub { time > $expires + 0.05 }, 3);
+like(main::doc(GET => '/crm/b')->{content}, qr/"token_n":\d+/,
+     'refreshed with the rotated token after a restart');
+is(stats()->{reuse}, 0, 'no refresh token sent twice');
+--- request
+GET /calls
+--- response_body
+calls=2 refresh_token=2
+--- no_error_log
+[error]
+
+
+
+=== TEST 13: guide: signed client assertions
+--- doc: guide-assertion
+--- init
+like(main::doc(GET => '/api/a')->{content}, qr/"cred":"ledger-gateway"/,
+     'logged in');
+my ($login) = grep { $_->{path} eq '/oauth/token' } @{ requests() };
+like($login->{body}, qr/client_assertion=[\w-]+\.[\w-]+\.[\w-]+$/,
+     'with a signed JWT');
 --- request
 GET /calls
 --- response_body

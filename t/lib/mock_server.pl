@@ -54,6 +54,7 @@ sub defaults {
         expires       => 'in',    # in | none: how expiry is announced
         refresh_rt    => 1,       # a refresh returns a new refresh token
         rotate        => 0,       # a used refresh token dies
+        reuse_revokes => 1,       # a dead one coming back kills its grant
         fault         => '',      # see fault() below
         fault_count   => 0,       # 0: every token call; N: the next N
         fault_grant   => '',      # only this grant type faults
@@ -69,7 +70,9 @@ sub reset_state {
     %st = (
         seq        => 0,
         access     => {},     # token -> { exp, revoked, cred, n }
-        refresh    => {},     # token -> { cred, dead }
+        refresh    => {},     # token -> { cred, dead, grant }
+        grants     => 0,      # logins (and seeds) so far
+        revoked    => {},     # grant -> 1: killed for a reuse
         calls      => 0,
         by_grant   => {},
         by_cred    => {},
@@ -404,18 +407,30 @@ sub fault {
     return 0;
 }
 
+# $family: the grant a refresh belongs to; a new one for a login
 sub issue {
-    my ($cred, $grant, $with_rt) = @_;
+    my ($cred, $grant, $with_rt, $family) = @_;
+    $family //= ++$st{grants};
     my $at = new_token('access', $cred);
     my $exp = time + $cfg{lifetime};
     $st{access}{$at} = { exp => $exp, revoked => 0, cred => $cred,
-                         n => $st{seq} };
+                         n => $st{seq}, grant => $family };
     my $rt;
     if ($with_rt) {
         $rt = new_token('refresh', $cred);
-        $st{refresh}{$rt} = { cred => $cred, dead => 0 };
+        $st{refresh}{$rt} = { cred => $cred, dead => 0, grant => $family };
     }
     return ($at, $exp, $rt);
+}
+
+# what a provider does when a spent refresh token comes back: the whole
+# grant dies, its refresh tokens and its access tokens
+sub revoke_grant {
+    my ($family) = @_;
+    $st{revoked}{$family} = 1;
+    $_->{dead} = 1 for grep { $_->{grant} == $family } values %{ $st{refresh} };
+    $_->{revoked} = 1
+        for grep { ($_->{grant} // 0) == $family } values %{ $st{access} };
 }
 
 sub count_call {
@@ -432,11 +447,14 @@ sub use_refresh {
     my $e = defined $rt ? $st{refresh}{$rt} : undef;
     return undef unless $e;
     if ($e->{dead}) {
-        $st{reuse}++;
+        if (!$st{revoked}{$e->{grant}}) {
+            $st{reuse}++;
+            revoke_grant($e->{grant}) if $cfg{rotate} && $cfg{reuse_revokes};
+        }
         return undef;
     }
     $e->{dead} = 1 if $cfg{rotate};
-    return $e->{cred};
+    return wantarray ? ($e->{cred}, $e->{grant}) : $e->{cred};
 }
 
 sub idp {
@@ -466,8 +484,9 @@ sub idp {
         count_call($p, $grant, $cred);
         return if fault($c, $grant, $delay);
 
+        my $family;
         if ($grant eq 'refresh_token') {
-            $cred = use_refresh($f->{refresh_token});
+            ($cred, $family) = use_refresh($f->{refresh_token});
             if (!defined $cred) {
                 return json_response($c, 400, { error => 'invalid_grant' },
                                      $delay);
@@ -478,7 +497,7 @@ sub idp {
         }
 
         my $with_rt = $grant ne 'refresh_token' || $cfg{refresh_rt};
-        my ($at, $exp, $rt) = issue($cred, $grant, $with_rt);
+        my ($at, $exp, $rt) = issue($cred, $grant, $with_rt, $family);
         my %out = (access_token => $at, token_type => 'Bearer');
         $out{expires_in} = $cfg{lifetime} if $cfg{expires} eq 'in';
         $out{refresh_token} = $rt if $rt;
@@ -605,6 +624,21 @@ sub control {
         %cfg = (%cfg, %$in);
         return json_response($c, 200, \%cfg);
     }
+    if ($p eq '/_mock/grant') {
+        # what an operator gets from a one-time authorization-code login;
+        # the test may choose the token, to write a seed file beforehand
+        my (undef, undef, $rt) = issue($in->{cred} // '-', 'code', 1);
+        if (defined $in->{refresh_token}) {
+            $st{refresh}{$in->{refresh_token}} = delete $st{refresh}{$rt};
+            $rt = $in->{refresh_token};
+        }
+        return json_response($c, 200, { refresh_token => $rt });
+    }
+    if ($p eq '/_mock/revoke' && $in->{grants}) {
+        # the grants themselves: refresh tokens and access tokens die
+        revoke_grant($_) for 1 .. $st{grants};
+        return json_response($c, 200, { ok => 1 });
+    }
     if ($p eq '/_mock/revoke') {
         # revoke every access token issued so far (or those of one cred)
         for my $e (values %{ $st{access} }) {
@@ -618,6 +652,7 @@ sub control {
             calls => $st{calls}, by_grant => $st{by_grant},
             by_cred => $st{by_cred}, by_path => $st{by_path},
             reuse => $st{reuse}, api => $st{api},
+            revoked_grants => scalar keys %{ $st{revoked} },
             api_by_path => $st{by_api_path} // {},
             issued => [ sort keys %{ $st{access} } ],
             refresh_issued => [ sort keys %{ $st{refresh} } ],

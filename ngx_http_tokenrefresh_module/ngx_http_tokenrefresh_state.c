@@ -1,0 +1,800 @@
+
+/*
+ * Copyright (C) ngx_http_tokenrefresh_module authors
+ *
+ * The state file of a zone: what must survive a restart, above all the
+ * newest refresh token of a provider that rotates them.  It is written by
+ * the worker that stored a new token, before that worker releases the
+ * lease, under a file lock so that two workers never write at once and the
+ * last writer always writes the newest state: atomically (a temporary
+ * file, fsync, rename), mode 0600, sealed with AES-256-GCM.  It is read
+ * when a zone is created: at start, restart, or a reload that changes the
+ * zone; a reload that keeps the zone keeps its newer state.
+ *
+ * The plaintext, integers little-endian:
+ *
+ *   "TRS1"  count:u32  spent:u32  spent x 16-byte digests
+ *   count x { name_len:u16 name  access_len:u32 access
+ *             refresh_len:u32 refresh  issued:i64  expires:i64
+ *             generation:u64  seed:16-byte digest }
+ *
+ * The file is "TRS1" | nonce | ciphertext | tag, with the zone's name as
+ * additional data, so that a file cannot be moved to another zone.
+ */
+
+
+#include "ngx_http_tokenrefresh_module.h"
+
+
+#define NGX_HTTP_TOKENREFRESH_MAGIC      "TRS1"
+#define NGX_HTTP_TOKENREFRESH_MAX_STATE  (64 * 1024 * 1024)
+
+
+typedef struct {
+    u_char                           *pos;
+    u_char                           *last;
+} ngx_http_tokenrefresh_reader_t;
+
+
+static ngx_int_t ngx_http_tokenrefresh_state_read(ngx_str_t *path,
+    ngx_pool_t *pool, ngx_str_t *data, ngx_log_t *log);
+static ngx_int_t ngx_http_tokenrefresh_state_parse(
+    ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *plain, ngx_log_t *log);
+static u_char *ngx_http_tokenrefresh_put(u_char *p, uint64_t v, size_t n);
+static ngx_int_t ngx_http_tokenrefresh_get(ngx_http_tokenrefresh_reader_t *rd,
+    uint64_t *v, size_t n);
+static ngx_int_t ngx_http_tokenrefresh_get_str(
+    ngx_http_tokenrefresh_reader_t *rd, ngx_str_t *s, size_t lenlen,
+    size_t max);
+static void ngx_http_tokenrefresh_aad(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_str_t *aad, u_char *buf);
+
+
+/*
+ * A secret from a file (the state key, a seed, an HMAC secret): refused if
+ * group or others may read it, as sshd does with private keys, so that
+ * "nginx -t" catches it.  Surrounding white space is trimmed.
+ */
+
+char *
+ngx_http_tokenrefresh_read_secret(ngx_conf_t *cf, ngx_str_t *file,
+    ngx_str_t *out)
+{
+    u_char           *p, *last;
+    ssize_t           n;
+    ngx_fd_t          fd;
+    ngx_file_info_t   fi;
+
+    if (ngx_conf_full_name(cf->cycle, file, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    fd = ngx_open_file(file->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "cannot open \"%V\"", file);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "cannot stat \"%V\"", file);
+        goto failed;
+    }
+
+    if (fi.st_mode & (S_IRWXG|S_IRWXO)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" holds a secret and may be read by group "
+                           "or others: make it readable by its owner only "
+                           "(chmod 600)", file);
+        goto failed;
+    }
+
+    if (ngx_file_size(&fi) > 64 * 1024) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" is too large for a secret", file);
+        goto failed;
+    }
+
+    out->data = ngx_pnalloc(cf->pool, (size_t) ngx_file_size(&fi) + 1);
+    if (out->data == NULL) {
+        goto failed;
+    }
+
+    n = ngx_read_fd(fd, out->data, (size_t) ngx_file_size(&fi));
+
+    if (n == -1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "cannot read \"%V\"", file);
+        goto failed;
+    }
+
+    ngx_close_file(fd);
+
+    p = out->data;
+    last = p + n;
+
+    while (p < last && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+    {
+        p++;
+    }
+
+    while (last > p
+           && (last[-1] == ' ' || last[-1] == '\t' || last[-1] == '\r'
+               || last[-1] == '\n'))
+    {
+        last--;
+    }
+
+    out->data = p;
+    out->len = last - p;
+
+    if (out->len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "\"%V\" is empty", file);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+
+failed:
+
+    ngx_close_file(fd);
+
+    return NGX_CONF_ERROR;
+}
+
+
+/*
+ * state=path key=path of a zone.  The key is 32 bytes in 64 hex digits, as
+ * "openssl rand -hex 32" writes them.
+ */
+
+char *
+ngx_http_tokenrefresh_state_conf(ngx_conf_t *cf,
+    ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *path, ngx_str_t *key)
+{
+    u_char                         *p;
+    ngx_int_t                       n;
+    ngx_str_t                       secret;
+    ngx_uint_t                      i;
+    ngx_http_tokenrefresh_state_t  *st;
+
+    st = ngx_pcalloc(cf->pool, sizeof(ngx_http_tokenrefresh_state_t));
+    if (st == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_tokenrefresh_read_secret(cf, key, &secret) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (secret.len == 2 * NGX_HTTP_TOKENREFRESH_KEY_LEN) {
+        for (i = 0; i < NGX_HTTP_TOKENREFRESH_KEY_LEN; i++) {
+            n = ngx_hextoi(secret.data + 2 * i, 2);
+            if (n == NGX_ERROR) {
+                break;
+            }
+
+            st->key[i] = (u_char) n;
+        }
+
+    } else {
+        i = 0;
+    }
+
+    ngx_explicit_memzero(secret.data, secret.len);
+
+    if (i != NGX_HTTP_TOKENREFRESH_KEY_LEN) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "the key \"%V\" must be 32 bytes in 64 hex "
+                           "digits, as \"openssl rand -hex 32\" writes",
+                           key);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_conf_full_name(cf->cycle, path, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    st->path = *path;
+
+    st->lock.len = path->len + sizeof(".lock") - 1;
+    st->lock.data = ngx_pnalloc(cf->pool, st->lock.len + 1);
+    if (st->lock.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_sprintf(st->lock.data, "%V.lock%Z", path);
+
+    /* the directory, to make a rename durable */
+
+    for (p = path->data + path->len; p > path->data && p[-1] != '/'; p--) {
+        /* void */
+    }
+
+    st->dir.len = (p > path->data + 1) ? (size_t) (p - 1 - path->data) : 1;
+    st->dir.data = ngx_pnalloc(cf->pool, st->dir.len + 1);
+    if (st->dir.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memcpy(st->dir.data, path->data, st->dir.len);
+    st->dir.data[st->dir.len] = '\0';
+
+    zone->state = st;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * Called from the zone's init when the zone is new.  Whatever is wrong
+ * with the file, nginx starts, with an empty zone, and says why.
+ */
+
+ngx_int_t
+ngx_http_tokenrefresh_state_load(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_log_t *log)
+{
+    u_char                          aadbuf[NGX_HTTP_TOKENREFRESH_MAX_NAME + 8];
+    ngx_int_t                       rc;
+    ngx_str_t                       data, aad, plain, sealed, aside;
+    ngx_pool_t                     *pool;
+    ngx_http_tokenrefresh_state_t  *st;
+
+    st = zone->state;
+    ngx_str_null(&data);
+
+    pool = ngx_create_pool(4096, log);
+    if (pool == NULL) {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_tokenrefresh_state_read(&st->path, pool, &data, log);
+
+    if (rc == NGX_DECLINED) {
+        ngx_destroy_pool(pool);
+        return NGX_OK;
+    }
+
+    if (rc != NGX_OK) {
+        goto rejected;
+    }
+
+    if (data.len < sizeof(NGX_HTTP_TOKENREFRESH_MAGIC) - 1
+        || ngx_memcmp(data.data, NGX_HTTP_TOKENREFRESH_MAGIC,
+                      sizeof(NGX_HTTP_TOKENREFRESH_MAGIC) - 1)
+           != 0)
+    {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "tokenrefresh: state file \"%V\" of zone \"%V\" is "
+                      "not a state file, starting with an empty zone",
+                      &st->path, &zone->shm_zone->shm.name);
+        goto rejected;
+    }
+
+    sealed.data = data.data + sizeof(NGX_HTTP_TOKENREFRESH_MAGIC) - 1;
+    sealed.len = data.len - (sizeof(NGX_HTTP_TOKENREFRESH_MAGIC) - 1);
+
+    ngx_http_tokenrefresh_aad(zone, &aad, aadbuf);
+
+    rc = ngx_http_tokenrefresh_open(pool, st->key, &aad, &sealed, &plain);
+
+    if (rc != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "tokenrefresh: state file \"%V\" of zone \"%V\" is "
+                      "corrupt, truncated, sealed with another key or for "
+                      "another zone, or was tampered with; starting with "
+                      "an empty zone", &st->path, &zone->shm_zone->shm.name);
+        goto rejected;
+    }
+
+    rc = ngx_http_tokenrefresh_state_parse(zone, &plain, log);
+
+    ngx_explicit_memzero(plain.data, plain.len);
+
+    if (rc != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "tokenrefresh: state file \"%V\" of zone \"%V\" "
+                      "decrypts but does not parse, starting with an empty "
+                      "zone", &st->path, &zone->shm_zone->shm.name);
+        goto rejected;
+    }
+
+    ngx_explicit_memzero(data.data, data.len);
+    ngx_destroy_pool(pool);
+
+    return NGX_OK;
+
+rejected:
+
+    /*
+     * The next save would replace the file: it is kept aside instead, as
+     * it may hold the only copy of a refresh token (under the right key,
+     * say).  "nginx -t" changes nothing on disk.
+     */
+
+    if (data.data) {
+        ngx_explicit_memzero(data.data, data.len);
+    }
+
+    ngx_destroy_pool(pool);
+
+    if (ngx_test_config) {
+        return NGX_OK;
+    }
+
+    aside.len = st->path.len + sizeof(".rejected");
+    aside.data = ngx_alloc(aside.len, log);
+    if (aside.data == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_sprintf(aside.data, "%V.rejected%Z", &st->path);
+
+    if (ngx_rename_file(st->path.data, aside.data) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                      "tokenrefresh: cannot rename \"%s\" to \"%s\"",
+                      st->path.data, aside.data);
+
+    } else {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "tokenrefresh: the rejected state file was kept as "
+                      "\"%s\"", aside.data);
+    }
+
+    ngx_free(aside.data);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_tokenrefresh_state_read(ngx_str_t *path, ngx_pool_t *pool,
+    ngx_str_t *data, ngx_log_t *log)
+{
+    ssize_t          n;
+    ngx_fd_t         fd;
+    ngx_file_info_t  fi;
+
+    fd = ngx_open_file(path->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+
+    if (fd == NGX_INVALID_FILE) {
+        if (ngx_errno == NGX_ENOENT) {
+            ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                          "tokenrefresh: no state file \"%s\" yet",
+                          path->data);
+            return NGX_DECLINED;
+        }
+
+        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                      "tokenrefresh: cannot open the state file \"%s\", "
+                      "starting with an empty zone", path->data);
+        return NGX_ERROR;
+    }
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
+        || ngx_file_size(&fi) > NGX_HTTP_TOKENREFRESH_MAX_STATE)
+    {
+        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                      "tokenrefresh: state file \"%s\" is unreadable or "
+                      "too large, starting with an empty zone", path->data);
+        ngx_close_file(fd);
+        return NGX_ERROR;
+    }
+
+    /* sealed, but the file is still nobody else's business */
+
+    if ((fi.st_mode & (S_IRWXG|S_IRWXO)) && !ngx_test_config) {
+        if (fchmod(fd, 0600) == -1) {
+            ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
+                          "tokenrefresh: state file \"%s\" may be read by "
+                          "group or others, and its mode cannot be changed",
+                          path->data);
+
+        } else {
+            ngx_log_error(NGX_LOG_WARN, log, 0,
+                          "tokenrefresh: state file \"%s\" could be read "
+                          "by group or others, its mode is now 0600",
+                          path->data);
+        }
+    }
+
+    data->len = (size_t) ngx_file_size(&fi);
+    data->data = ngx_pnalloc(pool, data->len + 1);
+    if (data->data == NULL) {
+        ngx_close_file(fd);
+        return NGX_ERROR;
+    }
+
+    n = ngx_read_fd(fd, data->data, data->len);
+
+    ngx_close_file(fd);
+
+    if (n != (ssize_t) data->len) {
+        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                      "tokenrefresh: could not read the state file \"%s\", "
+                      "starting with an empty zone", path->data);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * All or nothing: every record is checked before any credential is
+ * created, so a file that does not parse leaves the zone empty.
+ */
+
+static ngx_int_t
+ngx_http_tokenrefresh_state_parse(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_str_t *plain, ngx_log_t *log)
+{
+    uint64_t                         count, spent, i, v;
+    ngx_str_t                        magic, name, access, refresh, digest,
+                                     seed;
+    ngx_http_tokenrefresh_token_t    tok;
+    ngx_http_tokenrefresh_reader_t   rd;
+
+    /* the compiler cannot see that the first pass checked every read */
+    v = 0;
+    ngx_str_null(&digest);
+    ngx_str_null(&seed);
+
+    rd.pos = plain->data;
+    rd.last = plain->data + plain->len;
+
+    if (ngx_http_tokenrefresh_get_str(&rd, &magic, 0, 4) != NGX_OK
+        || ngx_memcmp(magic.data, NGX_HTTP_TOKENREFRESH_MAGIC, 4) != 0
+        || ngx_http_tokenrefresh_get(&rd, &count, 4) != NGX_OK
+        || ngx_http_tokenrefresh_get(&rd, &spent, 4) != NGX_OK
+        || spent > NGX_HTTP_TOKENREFRESH_SPENT)
+    {
+        return NGX_ERROR;
+    }
+
+    /* a first pass only checks */
+
+    for (i = 0; i < spent; i++) {
+        if (ngx_http_tokenrefresh_get_str(&rd, &digest, 0,
+                                          NGX_HTTP_TOKENREFRESH_DIGEST_LEN)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    for (i = 0; i < count; i++) {
+        if (ngx_http_tokenrefresh_get_str(&rd, &name, 2,
+                                          NGX_HTTP_TOKENREFRESH_MAX_NAME)
+               != NGX_OK
+            || name.len == 0
+            || ngx_http_tokenrefresh_get_str(&rd, &access, 4,
+                                             zone->max_token_size)
+               != NGX_OK
+            || ngx_http_tokenrefresh_get_str(&rd, &refresh, 4,
+                                             zone->max_token_size)
+               != NGX_OK
+            || (access.len
+                && ngx_http_tokenrefresh_check_token(&access,
+                                                     zone->max_token_size))
+            || (refresh.len
+                && ngx_http_tokenrefresh_check_token(&refresh,
+                                                     zone->max_token_size))
+            || ngx_http_tokenrefresh_get(&rd, &v, 8) != NGX_OK
+            || ngx_http_tokenrefresh_get(&rd, &v, 8) != NGX_OK
+            || ngx_http_tokenrefresh_get(&rd, &v, 8) != NGX_OK
+            || ngx_http_tokenrefresh_get_str(&rd, &seed, 0,
+                                             NGX_HTTP_TOKENREFRESH_DIGEST_LEN)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (rd.pos != rd.last) {
+        return NGX_ERROR;
+    }
+
+    /* the second pass restores */
+
+    rd.pos = plain->data + 12;
+
+    for (i = 0; i < spent; i++) {
+        (void) ngx_http_tokenrefresh_get_str(&rd, &digest, 0,
+                                             NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
+        ngx_http_tokenrefresh_spend(zone, digest.data);
+    }
+
+    for (i = 0; i < count; i++) {
+        (void) ngx_http_tokenrefresh_get_str(&rd, &name, 2,
+                                             NGX_HTTP_TOKENREFRESH_MAX_NAME);
+        (void) ngx_http_tokenrefresh_get_str(&rd, &tok.access_token, 4,
+                                             zone->max_token_size);
+        (void) ngx_http_tokenrefresh_get_str(&rd, &tok.refresh_token, 4,
+                                             zone->max_token_size);
+        (void) ngx_http_tokenrefresh_get(&rd, &v, 8);
+        tok.issued = (int64_t) v;
+        (void) ngx_http_tokenrefresh_get(&rd, &v, 8);
+        tok.expires = (int64_t) v;
+        (void) ngx_http_tokenrefresh_get(&rd, &v, 8);
+        (void) ngx_http_tokenrefresh_get_str(&rd, &seed, 0,
+                                             NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
+
+        if (ngx_http_tokenrefresh_restore(zone, &name, &tok, v, seed.data,
+                                          log)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                  "tokenrefresh: %uL credentials of zone \"%V\" restored "
+                  "from \"%V\"", count, &zone->shm_zone->shm.name,
+                  &zone->state->path);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Writes the state of the whole zone.  The file lock is taken before the
+ * snapshot, so that of two workers that stored tokens one after the other,
+ * the second writes both tokens, never the first an older state after it.
+ */
+
+ngx_int_t
+ngx_http_tokenrefresh_state_save(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_log_t *log)
+{
+    u_char                          aadbuf[NGX_HTTP_TOKENREFRESH_MAX_NAME + 8];
+    u_char                         *p;
+    size_t                          len;
+    ngx_fd_t                        lock, fd;
+    ngx_int_t                       rc;
+    ngx_str_t                       plain, aad, sealed, tmp;
+    ngx_uint_t                      i;
+    ngx_pool_t                     *pool;
+    ngx_queue_t                    *q;
+    ngx_http_tokenrefresh_node_t   *tn;
+    ngx_http_tokenrefresh_state_t  *st;
+    ngx_http_tokenrefresh_shctx_t  *sh;
+
+    st = zone->state;
+    sh = zone->sh;
+    rc = NGX_ERROR;
+    fd = NGX_INVALID_FILE;
+
+    pool = ngx_create_pool(4096, log);
+    if (pool == NULL) {
+        return NGX_ERROR;
+    }
+
+    plain.data = NULL;
+
+    lock = ngx_open_file(st->lock.data, NGX_FILE_RDWR, NGX_FILE_CREATE_OR_OPEN,
+                         0600);
+    if (lock == NGX_INVALID_FILE) {
+        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                      "tokenrefresh: cannot open \"%s\"", st->lock.data);
+        goto failed;
+    }
+
+    if (ngx_lock_fd(lock) == NGX_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                      "tokenrefresh: cannot lock \"%s\"", st->lock.data);
+        goto failed;
+    }
+
+    /* the snapshot, under the zone's lock */
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    len = 12 + NGX_HTTP_TOKENREFRESH_SPENT * NGX_HTTP_TOKENREFRESH_DIGEST_LEN;
+
+    for (q = ngx_queue_head(&sh->lru);
+         q != ngx_queue_sentinel(&sh->lru);
+         q = ngx_queue_next(q))
+    {
+        tn = ngx_queue_data(q, ngx_http_tokenrefresh_node_t, lru);
+        len += 2 + tn->len + 4 + tn->access_len + 4 + tn->refresh_len + 24
+               + NGX_HTTP_TOKENREFRESH_DIGEST_LEN;
+    }
+
+    plain.data = ngx_pnalloc(pool, len);
+    if (plain.data == NULL) {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        goto failed;
+    }
+
+    p = ngx_cpymem(plain.data, NGX_HTTP_TOKENREFRESH_MAGIC, 4);
+    p = ngx_http_tokenrefresh_put(p, sh->count, 4);
+    p = ngx_http_tokenrefresh_put(p, sh->spent_count, 4);
+
+    for (i = 0; i < sh->spent_count; i++) {
+        p = ngx_cpymem(p, sh->spent[i], NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
+    }
+
+    for (q = ngx_queue_head(&sh->lru);
+         q != ngx_queue_sentinel(&sh->lru);
+         q = ngx_queue_next(q))
+    {
+        tn = ngx_queue_data(q, ngx_http_tokenrefresh_node_t, lru);
+
+        p = ngx_http_tokenrefresh_put(p, tn->len, 2);
+        p = ngx_cpymem(p, tn->name, tn->len);
+        p = ngx_http_tokenrefresh_put(p, tn->access_len, 4);
+        p = ngx_cpymem(p, tn->access, tn->access_len);
+        p = ngx_http_tokenrefresh_put(p, tn->refresh_len, 4);
+        p = ngx_cpymem(p, tn->refresh, tn->refresh_len);
+        p = ngx_http_tokenrefresh_put(p, (uint64_t) tn->issued, 8);
+        p = ngx_http_tokenrefresh_put(p, (uint64_t) tn->expires, 8);
+        p = ngx_http_tokenrefresh_put(p, tn->generation, 8);
+        p = ngx_cpymem(p, tn->seed, NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    plain.len = p - plain.data;
+
+    ngx_http_tokenrefresh_aad(zone, &aad, aadbuf);
+
+    if (ngx_http_tokenrefresh_seal(pool, st->key, &aad, &plain, &sealed)
+        != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "tokenrefresh: could not seal the state of zone "
+                      "\"%V\"", &zone->shm_zone->shm.name);
+        goto failed;
+    }
+
+    /* a temporary file, its data on disk, then the rename */
+
+    tmp.len = st->path.len + sizeof(".tmp") + NGX_INT64_LEN;
+    tmp.data = ngx_pnalloc(pool, tmp.len);
+    if (tmp.data == NULL) {
+        goto failed;
+    }
+
+    ngx_sprintf(tmp.data, "%V.%P.tmp%Z", &st->path, ngx_pid);
+
+    fd = ngx_open_file(tmp.data, NGX_FILE_WRONLY, NGX_FILE_TRUNCATE, 0600);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                      "tokenrefresh: cannot create \"%s\"", tmp.data);
+        goto failed;
+    }
+
+    if (ngx_write_fd(fd, NGX_HTTP_TOKENREFRESH_MAGIC, 4) != 4
+        || ngx_write_fd(fd, sealed.data, sealed.len) != (ssize_t) sealed.len
+        || fsync(fd) == -1)
+    {
+        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                      "tokenrefresh: cannot write \"%s\"", tmp.data);
+        (void) ngx_delete_file(tmp.data);
+        goto failed;
+    }
+
+    ngx_close_file(fd);
+    fd = NGX_INVALID_FILE;
+
+    if (ngx_rename_file(tmp.data, st->path.data) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                      "tokenrefresh: cannot rename \"%s\" to \"%s\"",
+                      tmp.data, st->path.data);
+        (void) ngx_delete_file(tmp.data);
+        goto failed;
+    }
+
+    /* the rename itself, on disk */
+
+    fd = ngx_open_file(st->dir.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+
+    if (fd != NGX_INVALID_FILE) {
+        (void) fsync(fd);
+    }
+
+    rc = NGX_OK;
+
+failed:
+
+    if (fd != NGX_INVALID_FILE) {
+        ngx_close_file(fd);
+    }
+
+    if (lock != NGX_INVALID_FILE) {
+        /* closing the descriptor releases the lock */
+        ngx_close_file(lock);
+    }
+
+    if (plain.data) {
+        ngx_explicit_memzero(plain.data, plain.len);
+    }
+
+    ngx_destroy_pool(pool);
+
+    if (rc != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "tokenrefresh: the state of zone \"%V\" was not saved "
+                      "to \"%V\"; a restart now would use older tokens",
+                      &zone->shm_zone->shm.name, &st->path);
+    }
+
+    return rc;
+}
+
+
+static void
+ngx_http_tokenrefresh_aad(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_str_t *aad, u_char *buf)
+{
+    aad->data = buf;
+    aad->len = ngx_sprintf(buf, "%s%V", NGX_HTTP_TOKENREFRESH_MAGIC,
+                           &zone->shm_zone->shm.name)
+               - buf;
+}
+
+
+static u_char *
+ngx_http_tokenrefresh_put(u_char *p, uint64_t v, size_t n)
+{
+    while (n--) {
+        *p++ = (u_char) (v & 0xff);
+        v >>= 8;
+    }
+
+    return p;
+}
+
+
+static ngx_int_t
+ngx_http_tokenrefresh_get(ngx_http_tokenrefresh_reader_t *rd, uint64_t *v,
+    size_t n)
+{
+    size_t  i;
+
+    if ((size_t) (rd->last - rd->pos) < n) {
+        return NGX_ERROR;
+    }
+
+    *v = 0;
+
+    for (i = 0; i < n; i++) {
+        *v |= (uint64_t) rd->pos[i] << (8 * i);
+    }
+
+    rd->pos += n;
+
+    return NGX_OK;
+}
+
+
+/* lenlen: the size of the length before the bytes, 0 for a fixed size */
+
+static ngx_int_t
+ngx_http_tokenrefresh_get_str(ngx_http_tokenrefresh_reader_t *rd,
+    ngx_str_t *s, size_t lenlen, size_t max)
+{
+    uint64_t  len;
+
+    if (lenlen == 0) {
+        len = max;
+
+    } else if (ngx_http_tokenrefresh_get(rd, &len, lenlen) != NGX_OK
+               || len > max)
+    {
+        return NGX_ERROR;
+    }
+
+    if ((uint64_t) (rd->last - rd->pos) < len) {
+        return NGX_ERROR;
+    }
+
+    s->data = rd->pos;
+    s->len = (size_t) len;
+    rd->pos += len;
+
+    return NGX_OK;
+}
