@@ -18,7 +18,7 @@
 #define NGX_HTTP_TOKENREFRESH_MAX_NAME       256
 
 /* how often a worker with parked requests looks at the zone, in ms */
-#define NGX_HTTP_TOKENREFRESH_POLL           5
+#define NGX_HTTP_TOKENREFRESH_POLL           2
 
 /* a lease outlives the refresh deadline by this much, in ms */
 #define NGX_HTTP_TOKENREFRESH_LEASE_MARGIN   2000
