@@ -13,7 +13,8 @@
 #   3. scaling: 1, 100 and 10,000 credentials, 1 KB and 8 KB tokens;
 #      memory per credential.
 #
-# Usage: bench/bench.pl [--rounds N] [--seconds S] [--out DIR]
+# Usage: bench/bench.pl [--rounds N] [--steady-rounds N] [--seconds S]
+#                        [--only steady|storm|scaling] [--out DIR]
 
 use strict;
 use warnings;
@@ -29,8 +30,12 @@ use Time::HiRes qw(time sleep);
 use IO::Socket::INET;
 
 my $top = "$Bin/..";
-my ($rounds, $seconds, $out, $only) = (7, 5, "$top/build/bench", '');
+# Throughput on a shared machine drifts over seconds: many short,
+# interleaved runs give a steadier median than a few long ones.
+my ($rounds, $seconds, $out, $only) = (7, 2, "$top/build/bench", '');
+my $steady_rounds = 21;
 GetOptions('rounds=i' => \$rounds, 'seconds=f' => \$seconds,
+           'steady-rounds=i' => \$steady_rounds,
            'out=s' => \$out, 'only=s' => \$only) or die "usage\n";
 
 my $so = "$top/build/ngx_http_tokenrefresh_module.so";
@@ -272,7 +277,8 @@ for my $n ('up', 'front') {
 }
 
 my %result = (date => strftime('%Y-%m-%d %H:%M:%S UTC', gmtime),
-              rounds => $rounds, seconds => $seconds,
+              rounds => $rounds, steady_rounds => $steady_rounds,
+              seconds => $seconds,
               machine => machine(), lua => $lua ? 1 : 0);
 
 sub machine {
@@ -313,7 +319,7 @@ sub get {
 
 goto STORM if $only && $only ne 'steady';
 
-say "== steady state: $rounds rounds of $seconds s each, interleaved";
+say "== steady state: $steady_rounds rounds of $seconds s each, interleaved";
 
 get('/mod/warm');                     # the login, before measuring
 for my $v ('fix', 'mod', $lua ? 'lua' : ()) {
@@ -324,7 +330,7 @@ for my $v ('fix', 'mod', $lua ? 'lua' : ()) {
 my @variants = ('fix', 'mod', $lua ? 'lua' : ());
 my (%rps, %p50, %p99, @ratio, @ratio_lua);
 
-for my $round (1 .. $rounds) {
+for my $round (1 .. $steady_rounds) {
     # rotate the order, so that no variant always runs first
     my @order = @variants[map { ($_ + $round) % @variants } 0 .. $#variants];
     my %r;
@@ -399,7 +405,8 @@ sub instructions {
         my ($dump) = sort { -M $a <=> -M $b } glob "$dir/cg.out.*";
         my $text = do { local (@ARGV, $/) = $dump; <> };
         my ($total) = $text =~ /^summary: (\d+)/m or die "no summary in $dump";
-        unlink $dump;
+        # BENCH_KEEP_CG=1 keeps a dump per variant, for callgrind_annotate
+        if ($ENV{BENCH_KEEP_CG}) { rename $dump, "$dir/$v.cg" } else { unlink $dump }
         push @{ $ir{$v} }, $total / $n;
     }
 
@@ -650,7 +657,7 @@ set multiplot layout 1,2 title "ngx_http_tokenrefresh_module, $result{date}"
 set style fill solid 0.6
 set boxwidth 0.6
 set yrange [0:*]
-set title "steady state, median of $rounds rounds (req/s)"
+set title "steady state, median of $steady_rounds rounds (req/s)"
 plot "$out/steady.dat" using 0:2:xtic(1) with boxes notitle
 set yrange [0.9:1.05]
 set title "module / hard-coded header (median ratio)"
