@@ -4,22 +4,60 @@
 # status page.  Then every access and refresh token the provider issued is
 # looked for: never in a line of the module's own (any level, debug
 # included), never in any line at info or above (from anywhere), never in
-# the status output.  nginx's own debug lines do print upstream request
+# the status output.  The scenario includes a zone with a state file and a
+# seed, a restart that reads the file back, a rotation, and client
+# assertions, which are secrets too.  nginx's own debug lines do print upstream request
 # headers and variable values, tokens included: that is why only the
 # module's lines are held to this at debug level.
 
 use Test::Nginx::Socket 'no_plan';
 use t::TokenRefresh;
+use File::Temp ();
 
 master_on();
 workers(2);
 no_shuffle();
+
+my $dir = File::Temp::tempdir('tokenrefresh-secrets-XXXXXX', TMPDIR => 1,
+                              CLEANUP => 1);
+$ENV{TEST_NGINX_SECRETS_DIR} = $dir;
+
+for (['key', join('', map { sprintf '%02x', int rand 256 } 1 .. 32)],
+     ['seed', 'seed-kept-1'],
+     ['hmac', 'an-hmac-secret-of-more-than-32-bytes'])
+{
+    open my $fh, '>', "$dir/$_->[0]" or die "$dir/$_->[0]: $!";
+    print $fh "$_->[1]\n";
+    close $fh;
+    chmod 0600, "$dir/$_->[0]";
+}
+
 run_tests();
 
 __DATA__
 
 === TEST 1: a full scenario, then a search for every token issued
+--- http_config
+    tokenrefresh_zone kept:1m state=$TEST_NGINX_SECRETS_DIR/state
+                              key=$TEST_NGINX_SECRETS_DIR/key;
+    tokenrefresh_seed kept crm $TEST_NGINX_SECRETS_DIR/seed;
 --- config
+    location = /_kept_refresh {
+        internal;
+        tokenrefresh_client_assertion alg=HS256
+            secret=$TEST_NGINX_SECRETS_DIR/hmac client_id=crm audience=idp;
+        proxy_set_body "grant_type=refresh_token&refresh_token=$tokenrefresh_refresh_token_form&client_assertion=$tokenrefresh_client_assertion";
+        proxy_pass http://idp/token;
+    }
+
+    location /kept/ {
+        tokenrefresh kept crm;
+        tokenrefresh_refresh /_kept_refresh;
+        tokenrefresh_min_token_age 0;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+
     location = /_login {
         internal;
         proxy_set_body "grant_type=client_credentials&client_id=$tokenrefresh_credential";
@@ -65,11 +103,27 @@ hit(POST => '/status?zone=tokens&credential=other&action=refresh');
 hit(GET => '/api/relogin?c=other');                    # refused, login
 mock(fault => 'badbytes', fault_count => 1);
 hit(GET => '/api/bad?c=third');                        # a rejected answer
+# a seed, rotated; a restart reads the state file back; rotated again
+mock(rotate => 1);
+control('grant', { cred => 'crm', refresh_token => 'seed-kept-1' });
+hit(GET => '/kept/a');
+my $master = master_pid();
+kill 'QUIT', $master;
+wait_until(sub { !alive($master) }, 10) or die 'nginx did not stop';
+system("$Test::Nginx::Util::NginxBinary -p $Test::Nginx::Util::ServRoot/ "
+       . "-c $Test::Nginx::Util::ConfFile") == 0 or die 'start failed';
+wait_until(sub { master_pid() && master_pid() != $master }, 10);
+revoke(cred => 'crm');
+is(hit(GET => '/kept/b')->{status}, 200, 'the rotated token after a restart');
+my @assertions = map { $_->{body} =~ /client_assertion=([^&]+)/ ? $1 : () }
+                 grep { $_->{path} eq '/token' } @{ requests() };
+is(scalar @assertions, 2, 'two client assertions sent');
 my $json = hit(GET => '/status')->{content};
 my $prom = hit(GET => '/status?format=prometheus')->{content};
 
 my $s = stats();
-my @secrets = (@{ $s->{issued} }, @{ $s->{refresh_issued} });
+my @secrets = (@{ $s->{issued} }, @{ $s->{refresh_issued} }, @assertions,
+               'an-hmac-secret-of-more-than-32-bytes');
 cmp_ok(scalar @{ $s->{issued} }, '>=', 5, scalar(@{ $s->{issued} })
                                           . ' access tokens issued');
 cmp_ok(scalar @{ $s->{refresh_issued} }, '>=', 4,
