@@ -20,8 +20,9 @@
 
 
 static void ngx_http_tokenrefresh_pkey_cleanup(void *data);
-static ngx_int_t ngx_http_tokenrefresh_sign(ngx_http_tokenrefresh_assertion_t *a,
-    u_char *data, size_t len, u_char *sig, size_t *siglen);
+static ngx_int_t ngx_http_tokenrefresh_sign(
+    ngx_http_tokenrefresh_assertion_t *a, u_char *data, size_t len,
+    u_char *sig, size_t *siglen);
 
 
 /*

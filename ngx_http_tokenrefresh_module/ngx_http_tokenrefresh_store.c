@@ -61,6 +61,10 @@ static ngx_msec_t ngx_http_tokenrefresh_backoff_delay(ngx_uint_t fails,
     ngx_msec_t min, ngx_msec_t max);
 static ngx_uint_t ngx_http_tokenrefresh_spent(
     ngx_http_tokenrefresh_zone_t *zone, u_char *digest);
+static ngx_int_t ngx_http_tokenrefresh_set_tokens(
+    ngx_http_tokenrefresh_zone_t *zone, ngx_http_tokenrefresh_node_t *node,
+    ngx_http_tokenrefresh_token_t *tok, ngx_uint_t generation,
+    ngx_log_t *log);
 
 
 ngx_int_t
@@ -369,12 +373,10 @@ ngx_int_t
 ngx_http_tokenrefresh_store(ngx_http_tokenrefresh_refresh_t *rf,
     ngx_http_tokenrefresh_token_t *tok, ngx_log_t *log)
 {
-    u_char                        *access, *refresh;
     ngx_http_tokenrefresh_node_t  *node;
     ngx_http_tokenrefresh_zone_t  *zone;
 
     zone = rf->zone;
-    refresh = NULL;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
@@ -390,67 +392,23 @@ ngx_http_tokenrefresh_store(ngx_http_tokenrefresh_refresh_t *rf,
         return NGX_DECLINED;
     }
 
-    access = NULL;
-
     /* no access token: keeping only the successor of a refresh token */
 
-    if (tok->access_token.len) {
-        access = ngx_http_tokenrefresh_alloc(zone, tok->access_token.len,
-                                             node, log);
-        if (access == NULL) {
-            goto nomem;
-        }
+    if (ngx_http_tokenrefresh_set_tokens(zone, node, tok,
+                                         node->generation + 1, log)
+        != NGX_OK)
+    {
+        goto nomem;
     }
 
-    if (tok->refresh_token.len) {
-        refresh = ngx_http_tokenrefresh_alloc(zone, tok->refresh_token.len,
-                                              node, log);
-        if (refresh == NULL) {
-            if (access) {
-                ngx_slab_free_locked(zone->shpool, access);
-            }
-
-            goto nomem;
-        }
-    }
-
-    if (access) {
-        ngx_memcpy(access, tok->access_token.data, tok->access_token.len);
-
-        ngx_http_tokenrefresh_write_begin(node);
-
-        if (node->access) {
-            ngx_slab_free_locked(zone->shpool, node->access);
-        }
-
-        node->access = access;
-        node->access_len = tok->access_token.len;
-        node->issued = tok->issued;
-        node->expires = tok->expires;
-        node->generation++;
-
-        ngx_http_tokenrefresh_write_end(node);
-    }
-
-    /* a response without a new refresh token keeps the stored one */
-
-    if (refresh) {
-        ngx_memcpy(refresh, tok->refresh_token.data, tok->refresh_token.len);
-
-        if (node->refresh) {
-            ngx_slab_free_locked(zone->shpool, node->refresh);
-        }
-
-        node->refresh = refresh;
-        node->refresh_len = tok->refresh_token.len;
-    }
-
-    if (rf->grant == NGX_HTTP_TOKENREFRESH_GRANT_REFRESH && refresh) {
+    if (rf->grant == NGX_HTTP_TOKENREFRESH_GRANT_REFRESH
+        && tok->refresh_token.len)
+    {
         /* rotated: the refresh token just sent is never sent again */
         ngx_http_tokenrefresh_spend(zone, rf->digest);
     }
 
-    if (access == NULL) {
+    if (tok->access_token.len == 0) {
         ngx_shmtx_unlock(&zone->shpool->mutex);
         return NGX_OK;
     }
@@ -490,6 +448,75 @@ nomem:
                   &zone->shm_zone->shm.name, &rf->name);
 
     return NGX_ERROR;
+}
+
+
+/*
+ * Gives a credential new tokens; an empty one keeps what is stored.  Both
+ * are copied in before anything is freed, so that a full zone keeps the
+ * last good tokens.  The caller holds the lock.
+ */
+
+static ngx_int_t
+ngx_http_tokenrefresh_set_tokens(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_http_tokenrefresh_node_t *node, ngx_http_tokenrefresh_token_t *tok,
+    ngx_uint_t generation, ngx_log_t *log)
+{
+    u_char  *access, *refresh;
+
+    access = NULL;
+    refresh = NULL;
+
+    if (tok->access_token.len) {
+        access = ngx_http_tokenrefresh_alloc(zone, tok->access_token.len,
+                                             node, log);
+        if (access == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (tok->refresh_token.len) {
+        refresh = ngx_http_tokenrefresh_alloc(zone, tok->refresh_token.len,
+                                              node, log);
+        if (refresh == NULL) {
+            if (access) {
+                ngx_slab_free_locked(zone->shpool, access);
+            }
+
+            return NGX_ERROR;
+        }
+    }
+
+    if (access) {
+        ngx_memcpy(access, tok->access_token.data, tok->access_token.len);
+
+        ngx_http_tokenrefresh_write_begin(node);
+
+        if (node->access) {
+            ngx_slab_free_locked(zone->shpool, node->access);
+        }
+
+        node->access = access;
+        node->access_len = tok->access_token.len;
+        node->issued = tok->issued;
+        node->expires = tok->expires;
+        node->generation = generation;
+
+        ngx_http_tokenrefresh_write_end(node);
+    }
+
+    if (refresh) {
+        ngx_memcpy(refresh, tok->refresh_token.data, tok->refresh_token.len);
+
+        if (node->refresh) {
+            ngx_slab_free_locked(zone->shpool, node->refresh);
+        }
+
+        node->refresh = refresh;
+        node->refresh_len = tok->refresh_token.len;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -910,13 +937,10 @@ ngx_http_tokenrefresh_restore(ngx_http_tokenrefresh_zone_t *zone,
     ngx_str_t *name, ngx_http_tokenrefresh_token_t *tok,
     ngx_uint_t generation, u_char *seed, ngx_log_t *log)
 {
-    u_char                        *access, *refresh;
     uint32_t                       hash;
     ngx_http_tokenrefresh_node_t  *tn;
 
     hash = ngx_crc32_short(name->data, name->len);
-    access = NULL;
-    refresh = NULL;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
@@ -929,51 +953,13 @@ ngx_http_tokenrefresh_restore(ngx_http_tokenrefresh_zone_t *zone,
         }
     }
 
-    if (tok->access_token.len) {
-        access = ngx_http_tokenrefresh_alloc(zone, tok->access_token.len, tn,
-                                             log);
-        if (access == NULL) {
-            goto nomem;
-        }
+    if (ngx_http_tokenrefresh_set_tokens(zone, tn, tok, generation, log)
+        != NGX_OK)
+    {
+        goto nomem;
     }
 
     if (tok->refresh_token.len) {
-        refresh = ngx_http_tokenrefresh_alloc(zone, tok->refresh_token.len,
-                                              tn, log);
-        if (refresh == NULL) {
-            goto nomem;
-        }
-    }
-
-    if (access) {
-        ngx_memcpy(access, tok->access_token.data, tok->access_token.len);
-
-        ngx_http_tokenrefresh_write_begin(tn);
-
-        if (tn->access) {
-            ngx_slab_free_locked(zone->shpool, tn->access);
-        }
-
-        tn->access = access;
-        tn->access_len = tok->access_token.len;
-        tn->issued = tok->issued;
-        tn->expires = tok->expires;
-        tn->generation = generation;
-        tn->rejected = 0;
-
-        ngx_http_tokenrefresh_write_end(tn);
-    }
-
-    if (refresh) {
-        ngx_memcpy(refresh, tok->refresh_token.data, tok->refresh_token.len);
-
-        if (tn->refresh) {
-            ngx_slab_free_locked(zone->shpool, tn->refresh);
-        }
-
-        tn->refresh = refresh;
-        tn->refresh_len = tok->refresh_token.len;
-
         /* a refresh token the provider has not refused yet: try it now */
 
         tn->fails = 0;
@@ -993,10 +979,6 @@ ngx_http_tokenrefresh_restore(ngx_http_tokenrefresh_zone_t *zone,
     return NGX_OK;
 
 nomem:
-
-    if (access) {
-        ngx_slab_free_locked(zone->shpool, access);
-    }
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 

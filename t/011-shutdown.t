@@ -46,9 +46,7 @@ my @st = map { collect($_, 5)->{status} } @h;
 is("@st", '504 504 504 504 504', 'every waiting client got 504');
 
 # start it again for the rest of the block
-system("$Test::Nginx::Util::NginxBinary -p $Test::Nginx::Util::ServRoot/ "
-       . "-c $Test::Nginx::Util::ConfFile") == 0 or die "restart failed";
-wait_until(sub { master_pid() && alive(master_pid()) }, 5);
+start_nginx();
 --- request
 GET /calls
 --- response_body

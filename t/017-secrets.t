@@ -107,12 +107,7 @@ hit(GET => '/api/bad?c=third');                        # a rejected answer
 mock(rotate => 1);
 control('grant', { cred => 'crm', refresh_token => 'seed-kept-1' });
 hit(GET => '/kept/a');
-my $master = master_pid();
-kill 'QUIT', $master;
-wait_until(sub { !alive($master) }, 10) or die 'nginx did not stop';
-system("$Test::Nginx::Util::NginxBinary -p $Test::Nginx::Util::ServRoot/ "
-       . "-c $Test::Nginx::Util::ConfFile") == 0 or die 'start failed';
-wait_until(sub { master_pid() && master_pid() != $master }, 10);
+restart_nginx('QUIT');
 revoke(cred => 'crm');
 is(hit(GET => '/kept/b')->{status}, 200, 'the rotated token after a restart');
 my @assertions = map { $_->{body} =~ /client_assertion=([^&]+)/ ? $1 : () }

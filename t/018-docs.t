@@ -368,12 +368,7 @@ control('grant', { cred => 'crm', refresh_token => 'seed-crm-1' });
 like(main::doc(GET => '/crm/a')->{content}, qr/"cred":"crm"/,
      'the seed was refreshed');
 my $expires = time + scaled(1);
-my $master = master_pid();
-kill 'QUIT', $master;
-wait_until(sub { !alive($master) }, 10) or die 'nginx did not stop';
-system("$Test::Nginx::Util::NginxBinary -p $Test::Nginx::Util::ServRoot/ "
-       . "-c $Test::Nginx::Util::ConfFile") == 0 or die 'start failed';
-wait_until(sub { master_pid() && master_pid() != $master }, 10);
+restart_nginx('QUIT');
 wait_until(sub { time > $expires + 0.05 }, 3);
 like(main::doc(GET => '/crm/b')->{content}, qr/"token_n":\d+/,
      'refreshed with the rotated token after a restart');

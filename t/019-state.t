@@ -47,44 +47,9 @@ put('seed-t4', "seed-billing-1\n");
 put('seed-open', "seed-open-1\n", 0640);
 put('seed-bad', "seed with\tcontrol bytes\n");
 
-# Stops nginx (QUIT: gracefully; KILL: master and workers, at once) and
-# starts it again with the same configuration.
-sub restart {
-    my ($how) = @_;
-    my $master = master_pid() or die "no master";
-    my @procs = ($master, worker_pids());
-    kill $how eq 'KILL' ? 'KILL' : 'QUIT', $how eq 'KILL' ? @procs : $master;
-    wait_until(sub { !grep { alive($_) } @procs }, 15)
-        or die "nginx did not stop";
-    start();
-}
-
-sub start {
-    system("$Test::Nginx::Util::NginxBinary -p $Test::Nginx::Util::ServRoot/ "
-           . "-c $Test::Nginx::Util::ConfFile") == 0 or die "start failed";
-    wait_until(sub {
-        my $m = master_pid();
-        my @w = worker_pids();
-        return $m && alive($m) && @w == 2;
-    }, 10) or die "nginx did not start";
-}
-
-# a reload, done when the old workers are gone
-sub reload {
-    my %old = map { $_ => 1 } worker_pids();
-    kill 'HUP', master_pid();
-    wait_until(sub {
-        my @now = worker_pids();
-        return @now == 2 && !grep { $old{$_} } @now;
-    }, 10) or die "reload did not finish";
-}
-
 sub mode_of { return (stat $_[0])[2] & 07777 }
 
 no warnings 'once';
-*Test::Nginx::Util::restart = \&restart;
-*Test::Nginx::Util::start = \&start;
-*Test::Nginx::Util::reload = \&reload;
 *Test::Nginx::Util::put = \&put;
 *Test::Nginx::Util::slurp = \&slurp;
 *Test::Nginx::Util::random_key = \&random_key;
@@ -145,10 +110,10 @@ is(scalar(grep { index($bytes, $_) >= 0 }
            @{ $s->{issued} }, @{ $s->{refresh_issued} }), 0,
    'no token in the file in plain text');
 is(substr($bytes, 0, 4), 'TRS1', 'the file starts with its magic');
-restart('QUIT');
+restart_nginx('QUIT');
 like(hit(GET => '/api/b')->{content}, qr/"token_n":1\b/,
      'the same token after a restart');
-restart('KILL');
+restart_nginx('KILL');
 like(hit(GET => '/api/c')->{content}, qr/"token_n":1\b/,
      'and after nginx was killed');
 revoke();
@@ -199,7 +164,7 @@ for my $cycle (1 .. 50) {
         if ($_->{status} == 200) { $served++ } else { $failed++ }
     }
     if ($cycle % 5 == 0) {
-        restart($cycle % 10 ? 'QUIT' : 'KILL');
+        restart_nginx($cycle % 10 ? 'QUIT' : 'KILL');
         $restarts++;
     }
 }
@@ -238,8 +203,8 @@ mock(rotate => 1);
 control('grant', { cred => 'billing', refresh_token => 'seed-billing-1' });
 is(hit(GET => '/api/a')->{status}, 200, 'the seed was refreshed');
 my $log0 = error_log_size();
-restart('QUIT');
-reload();
+restart_nginx('QUIT');
+reload_nginx();
 is(scalar(grep { /seeded from/ } error_log_since($log0)), 0,
    'the seed was not applied again, by a restart or a reload');
 revoke();
@@ -281,7 +246,7 @@ my $r = hit(GET => '/api/c');
 isnt($r->{status}, 200, 'refused: no refresh token, no login');
 control('grant', { cred => 'billing', refresh_token => 'seed-billing-2' });
 put('seed-t4', "seed-billing-2\n");
-reload();
+reload_nginx();
 --- request
 GET /api/d
 --- response_body_like: "token_n":\d+
@@ -324,13 +289,11 @@ for my $kind (sort keys %damage) {
     my $good = slurp($state);
     ok(defined $good && length $good > 32, "$kind: a good state file");
     my $log0 = error_log_size();
-    my $master = master_pid();
-    kill 'QUIT', $master;
-    wait_until(sub { !alive($master) }, 10) or die "nginx did not stop";
+    stop_nginx('QUIT');
     my $bad = $damage{$kind}->($good);
     put('t5.state', $bad);
     unlink "$state.rejected";
-    start();
+    start_nginx();
     my @log = error_log_since($log0);
     my $why = $kind eq 'foreign' ? qr/is not a state file/
             : $kind eq 'empty' ? qr/is not a state file/
@@ -347,7 +310,7 @@ for my $kind (sort keys %damage) {
 # a reload that keeps the zone does not read the file
 my $log0 = error_log_size();
 put('t5.state', 'garbage');
-reload();
+reload_nginx();
 is(hit(GET => '/api/y')->{status}, 200, 'served after a reload');
 like(calls(), qr/client_credentials=$logins\b/, 'with the zone\'s token');
 is(scalar(grep { /state file/ } error_log_since($log0)), 0,
@@ -377,7 +340,7 @@ GET /api/z
 my $state = state_dir() . '/t6.state';
 is(hit(GET => '/api/a')->{status}, 200, 'logged in');
 chmod 0644, $state;
-restart('QUIT');
+restart_nginx('QUIT');
 is(sprintf('%o', mode_of($state)), '600', 'mode 0600 again');
 --- request eval
 ["GET /api/b", "GET /calls"]

@@ -6,7 +6,8 @@ package t::TokenRefresh;
 #   - starts the mock identity provider and API (t/lib/mock_server.pl) as
 #     a process of its own, and stops it when the test file ends;
 #   - exports to the test file (and to "--- init" code): mock(), calls(),
-#     stats(), storm(), error_log_since(), pids_in() and wait_until();
+#     stats(), storm(), error_log_since(), pids_in(), wait_until(), and
+#     start_nginx(), stop_nginx(), restart_nginx(), reload_nginx();
 #   - prepends to every block's http_config the shared zone and the two
 #     upstreams, and resets the mock before every block:
 #
@@ -218,6 +219,72 @@ sub worker_pids {
     return sort @pids;
 }
 
+# start_nginx(): starts nginx again with the block's configuration after a
+# test stopped it, as Test::Nginx starts it: a daemon, or (under valgrind,
+# where daemon is off) a child process under valgrind.  Returns when the
+# new master and its workers run.
+sub start_nginx {
+    my $old = master_pid();
+    my $cmd = "$Test::Nginx::Util::NginxBinary "
+            . "-p $Test::Nginx::Util::ServRoot/ "
+            . "-c $Test::Nginx::Util::ConfFile";
+
+    if ($ENV{TEST_NGINX_USE_VALGRIND}) {
+        $cmd = Test::Nginx::Util::_build_valgrind_command($cmd);
+        my $pid = fork // die "fork: $!";
+        if ($pid == 0) {
+            exec $cmd;
+            die "exec: $!";
+        }
+    } else {
+        system($cmd) == 0 or die "nginx did not start: $cmd";
+    }
+
+    wait_until(sub {
+        my $m = master_pid();
+        my @w = worker_pids();
+        return $m && (!$old || $m != $old || !alive($old)) && alive($m)
+               && @w >= worker_count();
+    }, 20) or die "nginx did not start";
+}
+
+# how many worker processes the block runs (none without a master)
+sub worker_count {
+    return ($Test::Nginx::Util::MasterProcessEnabled // 'on') eq 'on'
+           ? $Test::Nginx::Util::Workers // 1 : 0;
+}
+
+# stop_nginx('QUIT' | 'KILL'): a graceful stop, or the master and its
+# workers killed at once; returns when they are gone
+sub stop_nginx {
+    my ($how) = @_;
+    my $master = master_pid() or die "no nginx master";
+    my @procs = ($master, worker_pids());
+    if (($how // 'QUIT') eq 'KILL') {
+        kill 'KILL', @procs;
+    } else {
+        kill 'QUIT', $master;
+    }
+    wait_until(sub { !grep { alive($_) } @procs }, 20)
+        or die "nginx did not stop";
+}
+
+sub restart_nginx {
+    my ($how) = @_;
+    stop_nginx($how);
+    start_nginx();
+}
+
+# reload_nginx(): "nginx -s reload", done when the old workers are gone
+sub reload_nginx {
+    my %old = map { $_ => 1 } worker_pids();
+    kill 'HUP', master_pid();
+    wait_until(sub {
+        my @now = worker_pids();
+        return @now >= worker_count() && !grep { $old{$_} } @now;
+    }, 20) or die "the reload did not finish";
+}
+
 # fire(POST => '/api/a', body => '...'): sends a request and returns at
 # once; collect($handle) reads the answer, drop($handle) hangs up.
 # the fuzz corpus, for t/015-corpus.t
@@ -291,7 +358,8 @@ sub api_requests {
 for my $f (qw(scaled corpus_files fire collect drop api_requests receiving mock control revoke stats requests calls storm wait_until
               hit
               alive error_log_since error_log_size pids_in master_pid
-              worker_pids))
+              worker_pids start_nginx stop_nginx restart_nginx
+              reload_nginx))
 {
     no strict 'refs';
     *{"main::$f"} = \&$f;
