@@ -398,7 +398,50 @@ mock(delay_ms => 0);
 
 
 
-=== TEST 8: a key file others may read is refused
+=== TEST 8: a reload that changes the zone's size reads the state file
+The new zone starts from the file: the token and the rotated refresh
+token are kept, no login.
+--- http_config
+    tokenrefresh_zone rot:1m state=$TEST_NGINX_STATE_DIR/t8.state
+                             key=$TEST_NGINX_STATE_DIR/key;
+--- config
+    location /api/ {
+        tokenrefresh rot billing;
+        tokenrefresh_login /_login;
+        tokenrefresh_refresh /_refresh;
+        tokenrefresh_min_token_age 0;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+--- init
+mock(rotate => 1);
+is(hit(GET => '/api/a')->{status}, 200, 'logged in');
+revoke();
+is(hit(GET => '/api/b')->{status}, 200, 'refreshed: a rotated refresh token');
+my $conf = $Test::Nginx::Util::ConfFile;
+my $text = slurp($conf);
+$text =~ s/tokenrefresh_zone rot:1m/tokenrefresh_zone rot:2m/ or die;
+open my $out, '>', $conf or die "$conf: $!";
+print $out $text;
+close $out;
+my $log0 = error_log_size();
+reload_nginx();
+ok(scalar(grep { /1 credentials of zone "rot" restored/ }
+          error_log_since($log0)), 'the new zone read the file');
+like(hit(GET => '/api/c')->{content}, qr/"token_n":3\b/,
+     'the same token after the reload');
+revoke();
+--- request eval
+["GET /api/d", "GET /calls"]
+--- response_body_like eval
+[qr/"token_n":5\b/,
+ "^calls=3 client_credentials=1 refresh_token=2\n\$"]
+--- no_error_log
+[error]
+
+
+
+=== TEST 9: a key file others may read is refused
 --- http_config
     tokenrefresh_zone rot:1m state=$TEST_NGINX_STATE_DIR/t8.state
                              key=$TEST_NGINX_STATE_DIR/key-open;
@@ -409,7 +452,7 @@ qr/\[emerg\] .*"\S+key-open" holds a secret and may be read by group or others: 
 
 
 
-=== TEST 9: a key of the wrong length
+=== TEST 10: a key of the wrong length
 --- http_config
     tokenrefresh_zone rot:1m state=$TEST_NGINX_STATE_DIR/t9.state
                              key=$TEST_NGINX_STATE_DIR/key-short;
@@ -420,7 +463,7 @@ qr/\[emerg\] .*the key "\S+key-short" must be 32 bytes in 64 hex digits, as "ope
 
 
 
-=== TEST 10: a state file without a key
+=== TEST 11: a state file without a key
 --- http_config
     tokenrefresh_zone rot:1m state=$TEST_NGINX_STATE_DIR/t10.state;
 --- config
@@ -430,7 +473,7 @@ qr/\[emerg\] .*"state=" and "key=" go together: the state file holds secrets and
 
 
 
-=== TEST 11: a key file that does not exist
+=== TEST 12: a key file that does not exist
 --- http_config
     tokenrefresh_zone rot:1m state=$TEST_NGINX_STATE_DIR/t11.state
                              key=$TEST_NGINX_STATE_DIR/nosuchkey;
@@ -441,7 +484,7 @@ qr/\[emerg\] .*cannot open "\S+nosuchkey" \(2: No such file or directory\) in .*
 
 
 
-=== TEST 12: a seed others may read
+=== TEST 13: a seed others may read
 --- http_config
     tokenrefresh_zone rot:1m;
     tokenrefresh_seed rot billing $TEST_NGINX_STATE_DIR/seed-open;
@@ -452,7 +495,7 @@ qr/\[emerg\] .*"\S+seed-open" holds a secret and may be read by group or others/
 
 
 
-=== TEST 13: a seed that is not a token
+=== TEST 14: a seed that is not a token
 --- http_config
     tokenrefresh_zone rot:1m;
     tokenrefresh_seed rot billing $TEST_NGINX_STATE_DIR/seed-bad;
@@ -463,7 +506,7 @@ qr/\[emerg\] .*"\S+seed-bad" does not hold a refresh token: .* in .*nginx\.conf:
 
 
 
-=== TEST 14: a seed for a zone declared later
+=== TEST 15: a seed for a zone declared later
 --- http_config
     tokenrefresh_seed rot billing $TEST_NGINX_STATE_DIR/seed-billing;
     tokenrefresh_zone rot:1m;
@@ -474,7 +517,7 @@ qr/\[emerg\] .*zone "rot" must be declared with "tokenrefresh_zone" before its s
 
 
 
-=== TEST 15: two zones with one state file
+=== TEST 16: two zones with one state file
 --- http_config
     tokenrefresh_zone rot:1m state=$TEST_NGINX_STATE_DIR/t15.state
                              key=$TEST_NGINX_STATE_DIR/key;
