@@ -1413,7 +1413,12 @@ ngx_http_tokenrefresh_evict(ngx_http_tokenrefresh_zone_t *zone,
     ngx_queue_t                   *q, *prev;
     ngx_http_tokenrefresh_node_t  *tn;
 
-    n = zone->sh->count;
+    /*
+     * twice round: a credential given its second chance goes to the head
+     * and, if every one had it, comes back to the tail as a candidate
+     */
+
+    n = 2 * zone->sh->count;
 
     for (q = ngx_queue_last(&zone->sh->lru);
          q != ngx_queue_sentinel(&zone->sh->lru) && n--;

@@ -29,6 +29,7 @@ expired; those in the killed worker lose their connection.
         tokenrefresh tokens billing;
         tokenrefresh_login /_login;
         tokenrefresh_refresh_timeout 2s;
+        tokenrefresh_wait_timeout 10s;
         proxy_set_header Authorization $tokenrefresh_authorization;
         proxy_pass http://api;
     }

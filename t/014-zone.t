@@ -13,8 +13,9 @@ __DATA__
 
 === TEST 1: a small zone keeps serving many credentials by evicting idle ones
 A 32 KB zone holds a few dozen credentials; 120 are used one after the
-other.  Every request is served; the first credential, evicted, logs in
-again when used again.
+other, each logging in for 20 ms, so that every credential was used since
+it was created.  Every request is served; the first credential, evicted,
+logs in again when used again.
 --- http_config
     tokenrefresh_zone small:32k max_token_size=1k;
 --- config
@@ -31,6 +32,7 @@ again when used again.
         proxy_pass http://api;
     }
 --- init
+mock(delay_ms => 20);    # a credential's first use comes after its login
 my @st = map { hit(GET => "/api/x?c=cred$_")->{status} } 1 .. 120;
 is(scalar(grep { $_ == 200 } @st), 120, 'all 120 served');
 my $r = hit(GET => '/api/x?c=cred120');
