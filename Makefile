@@ -17,7 +17,7 @@
 
 BUILD     ?= build
 SO         = $(BUILD)/ngx_http_tokenrefresh_module.so
-SOURCES    = config $(wildcard ngx_http_tokenrefresh_module/*.[ch])
+SOURCES    = config scripts/build.sh $(wildcard ngx_http_tokenrefresh_module/*.[ch])
 
 MODULES_DIR   ?= /usr/lib/nginx/modules
 MODULES_CONF  ?= /usr/share/nginx/modules-available
