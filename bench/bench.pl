@@ -645,25 +645,46 @@ $result{scaling} = \%scale;
 DONE:
 write_file("$out/results.json", $json->encode(\%result));
 
-# a chart: throughput of each variant, and the scaling ratios
-write_file("$out/steady.dat", join '', map {
-    sprintf "%s %.0f\n", $_, $result{steady}{$_}{rps}
-} @variants);
-write_file("$out/scaling.dat", join '', map {
-    sprintf "%s %.3f\n", $_, $scale{$_}{ratio}
-} qw(creds-1 creds-100 creds-10000 token-1k token-8k));
+# a chart: every ratio with its spread over the rounds, and the storm's
+# latencies with and without a refresh
+my @ratios;
+if (my $st = $result{steady}) {
+    push @ratios, [ 'steady', @{ $st->{ratio} }{qw(median min max)} ];
+    push @ratios, [ 'steady-lua', @{ $st->{ratio_lua} }{qw(median min max)} ]
+        if $st->{ratio_lua};
+}
+for my $name (qw(creds-1 creds-100 creds-10000 token-1k token-8k)) {
+    my $c = $scale{$name} or next;
+    push @ratios, [ $name, @{$c}{qw(ratio min max)} ];
+}
+write_file("$out/ratios.dat",
+           join '', map { sprintf "%s %.3f %.3f %.3f\n", @$_ } @ratios);
+
+my $storm = $result{storm};
+write_file("$out/storm.dat", $storm ? join '', map {
+    sprintf "%s %.0f %.0f\n", $_, $storm->{valid}{$_}, $storm->{revoked}{$_}
+} qw(p50 p99 max) : '');
+
 write_file("$out/chart.gp", <<"EOF");
-set terminal pngcairo size 900,420 font ",10"
+set terminal pngcairo size 1000,440 font ",10" noenhanced
 set output "$out/benchmarks.png"
 set multiplot layout 1,2 title "ngx_http_tokenrefresh_module, $result{date}"
-set style fill solid 0.6
+set style fill solid 0.5
 set boxwidth 0.6
+set xtics rotate by -30
+set yrange [0.5:1.5]
+set title "module / hard-coded header: median, min .. max of the rounds"
+plot "$out/ratios.dat" using 0:2:xtic(1) with boxes notitle, \\
+     "" using 0:2:3:4 with yerrorbars pt -1 lc black notitle, \\
+     1 notitle lc black, 0.98 title "target 0.98" dt 2
 set yrange [0:*]
-set title "steady state, median of $steady_rounds rounds (req/s)"
-plot "$out/steady.dat" using 0:2:xtic(1) with boxes notitle
-set yrange [0.9:1.05]
-set title "module / hard-coded header (median ratio)"
-plot "$out/scaling.dat" using 0:2:xtic(1) with boxes notitle, 0.98 notitle dt 2
+set style data histograms
+set style histogram clustered gap 1
+set xtics norotate
+set key below
+set title "1000 requests at once: latency (ms)"
+plot "$out/storm.dat" using 2:xtic(1) title "valid token", \\
+     "" using 3 title "revoked: one refresh, then replay"
 unset multiplot
 EOF
 system("gnuplot $out/chart.gp") == 0 or warn "gnuplot failed\n";
