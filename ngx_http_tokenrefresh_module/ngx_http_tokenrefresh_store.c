@@ -55,6 +55,10 @@ static void ngx_http_tokenrefresh_take_lease(
     ngx_http_tokenrefresh_loc_conf_t *tlcf);
 static ngx_http_tokenrefresh_node_t *ngx_http_tokenrefresh_leased_node(
     ngx_http_tokenrefresh_refresh_t *rf);
+static ngx_int_t ngx_http_tokenrefresh_bearer(ngx_pool_t *pool,
+    ngx_str_t *dst, u_char *access, size_t len);
+static int64_t ngx_http_tokenrefresh_refresh_at(int64_t issued,
+    int64_t expires, ngx_msec_t ahead);
 static ngx_int_t ngx_http_tokenrefresh_copy(ngx_pool_t *pool, ngx_str_t *dst,
     u_char *src, size_t len);
 static ngx_msec_t ngx_http_tokenrefresh_backoff_delay(ngx_uint_t fails,
@@ -155,7 +159,7 @@ ngx_http_tokenrefresh_acquire(ngx_http_tokenrefresh_ctx_t *ctx,
     ngx_http_tokenrefresh_loc_conf_t *tlcf,
     ngx_http_tokenrefresh_acquire_t *res)
 {
-    int64_t                        now, ahead, life;
+    int64_t                        now;
     uint32_t                       hash;
     ngx_log_t                     *log;
     ngx_uint_t                     grant, valid, warn;
@@ -235,27 +239,19 @@ ngx_http_tokenrefresh_acquire(ngx_http_tokenrefresh_ctx_t *ctx,
 
     if (valid) {
 
-        /* one copy serves both $tokenrefresh_authorization and the token */
-
-        res->token.len = NGX_HTTP_TOKENREFRESH_BEARER_LEN + node->access_len;
-        res->token.data = ngx_pnalloc(pool, res->token.len);
-        if (res->token.data == NULL) {
+        if (ngx_http_tokenrefresh_bearer(pool, &res->token, node->access,
+                                         node->access_len)
+            != NGX_OK)
+        {
             goto failed;
         }
-
-        ngx_memcpy(ngx_cpymem(res->token.data, NGX_HTTP_TOKENREFRESH_BEARER,
-                              NGX_HTTP_TOKENREFRESH_BEARER_LEN),
-                   node->access, node->access_len);
 
         res->generation = node->generation;
         res->action = NGX_HTTP_TOKENREFRESH_USE;
 
-        /* the window also absorbs clock skew, but is never past half-life */
-
-        life = node->expires - node->issued;
-        ahead = ngx_min((int64_t) tlcf->ahead, life / 2);
-
-        if (now >= node->expires - ahead
+        if (now >= ngx_http_tokenrefresh_refresh_at(node->issued,
+                                                    node->expires,
+                                                    tlcf->ahead)
             && grant != NGX_HTTP_TOKENREFRESH_GRANT_NONE
             && (node->retry_at == 0
                 || (ngx_msec_int_t) (node->retry_at - ngx_current_msec) <= 0)
@@ -1128,9 +1124,9 @@ ngx_http_tokenrefresh_acquire_fast(ngx_http_tokenrefresh_ctx_t *ctx,
     ngx_http_tokenrefresh_loc_conf_t *tlcf,
     ngx_http_tokenrefresh_acquire_t *res)
 {
-    u_char                        *p, *access;
+    u_char                        *access;
     size_t                         len;
-    int64_t                        now, issued, expires, ahead;
+    int64_t                        issued, expires;
     ngx_uint_t                     id, generation;
     ngx_atomic_uint_t              w;
     ngx_http_tokenrefresh_node_t  *node;
@@ -1162,24 +1158,18 @@ ngx_http_tokenrefresh_acquire_fast(ngx_http_tokenrefresh_ctx_t *ctx,
         return NGX_DECLINED;
     }
 
-    now = ngx_http_tokenrefresh_now();
-    ahead = ngx_min((int64_t) tlcf->ahead, (expires - issued) / 2);
-
-    if (now >= expires - ahead) {
+    if (ngx_http_tokenrefresh_now()
+        >= ngx_http_tokenrefresh_refresh_at(issued, expires, tlcf->ahead))
+    {
         return NGX_DECLINED;
     }
 
-    p = ngx_pnalloc(ctx->request->pool, NGX_HTTP_TOKENREFRESH_BEARER_LEN + len);
-    if (p == NULL) {
+    if (ngx_http_tokenrefresh_bearer(ctx->request->pool, &res->token, access,
+                                     len)
+        != NGX_OK)
+    {
         return NGX_DECLINED;
     }
-
-    res->token.data = p;
-    res->token.len = NGX_HTTP_TOKENREFRESH_BEARER_LEN + len;
-
-    p = ngx_cpymem(p, NGX_HTTP_TOKENREFRESH_BEARER,
-                   NGX_HTTP_TOKENREFRESH_BEARER_LEN);
-    ngx_memcpy(p, access, len);
 
     ngx_memory_barrier();
 
@@ -1539,6 +1529,36 @@ ngx_http_tokenrefresh_rbtree_insert_value(ngx_rbtree_node_t *temp,
     node->left = sentinel;
     node->right = sentinel;
     ngx_rbt_red(node);
+}
+
+
+/* one copy serves both $tokenrefresh_authorization and the bare token */
+
+static ngx_int_t
+ngx_http_tokenrefresh_bearer(ngx_pool_t *pool, ngx_str_t *dst,
+    u_char *access, size_t len)
+{
+    dst->len = NGX_HTTP_TOKENREFRESH_BEARER_LEN + len;
+    dst->data = ngx_pnalloc(pool, dst->len);
+    if (dst->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(ngx_cpymem(dst->data, NGX_HTTP_TOKENREFRESH_BEARER,
+                          NGX_HTTP_TOKENREFRESH_BEARER_LEN),
+               access, len);
+
+    return NGX_OK;
+}
+
+
+/* the window also absorbs clock skew, but is never past half-life */
+
+static int64_t
+ngx_http_tokenrefresh_refresh_at(int64_t issued, int64_t expires,
+    ngx_msec_t ahead)
+{
+    return expires - ngx_min((int64_t) ahead, (expires - issued) / 2);
 }
 
 
