@@ -61,6 +61,8 @@ sub defaults {
         retry_after   => '',      # Retry-After on a faulty answer
         api_reject    => 0,       # the API rejects every token
         api_delay_ms  => 0,
+        refresh_needs_access => 0,   # /api/tokens/refresh wants "token"
+        api_limit_rate => '',     # X-Accel-Limit-Rate on the API's 401
         token_pad     => 0,       # extra bytes in each access token
     );
 }
@@ -207,8 +209,10 @@ sub process {
         my ($line, @hl) = split /\r\n/, $head;
         my ($method, $target, $proto) = split / /, $line;
         my %h;
+        my @raw;
         for (@hl) {
             my ($k, $v) = /^([^:]+):\s*(.*)$/ or next;
+            push @raw, [$k, $v];
             $k = lc $k;
             $h{$k} = exists $h{$k} ? "$h{$k}, $v" : $v;
         }
@@ -249,7 +253,7 @@ sub process {
         my ($path, $query) = split /\?/, $target, 2;
         my $req = { method => $method, path => $path, query => $query // '',
                     proto => $proto, headers => \%h, body => $body,
-                    port => $c->{port} };
+                    port => $c->{port}, line => $line, raw => \@raw };
 
         my $keep = ($proto eq 'HTTP/1.1')
                    ? (($h{connection} // '') !~ /close/i)
@@ -270,8 +274,11 @@ sub process {
 sub record {
     my ($req) = @_;
     my $r = $st{requests};
+    # "line" and "raw" are the bytes as they came: the request line, and
+    # the header lines in order, duplicates included
     push @$r, { port => $req->{port}, method => $req->{method},
                 path => $req->{path}, query => $req->{query},
+                line => $req->{line}, raw => $req->{raw},
                 headers => $req->{headers},
                 body => length($req->{body}) <= 4096 ? $req->{body} : undef,
                 body_len => length $req->{body},
@@ -521,6 +528,17 @@ sub idp {
                                      $delay);
             }
         } else {
+            # some backends refresh with both tokens: the expired access
+            # token must be one they issued to the same user
+            if ($cfg{refresh_needs_access}) {
+                my $at = $st{access}{$in->{token} // ''};
+                my $rt = $st{refresh}{$in->{refreshToken} // ''};
+                if (!$at || !$rt || $at->{cred} ne $rt->{cred}) {
+                    return json_response($c, 401,
+                        { message => 'refresh needs the access token' },
+                        $delay);
+                }
+            }
             $cred = use_refresh($in->{refreshToken});
             return json_response($c, 401, { message => 'bad refresh' },
                                  $delay) unless defined $cred;
@@ -587,7 +605,9 @@ sub api {
             $st{api}{unauthorized}++;
             return respond($c, 401,
                 { 'WWW-Authenticate' => qq{Bearer error="invalid_token"},
-                  'Content-Type' => 'text/plain' },
+                  'Content-Type' => 'text/plain',
+                  length $cfg{api_limit_rate}
+                  ? ('X-Accel-Limit-Rate' => $cfg{api_limit_rate}) : () },
                 "api: $why\n");
         }
 
@@ -682,7 +702,7 @@ sub control {
         return respond($c, 200, { 'Content-Type' => 'text/plain' },
                        join('', map { "$_\n" } sort keys %{ $st{receiving} }));
     }
-    if ($p eq '/_mock/echo') {
+    if ($p eq '/_mock/echo' || $p =~ m{^/_mock/echo/}) {
         # anything may call it; tests read what it saw from /_mock/requests
         return respond($c, 200, { 'Content-Type' => 'text/plain' }, "echo\n");
     }
