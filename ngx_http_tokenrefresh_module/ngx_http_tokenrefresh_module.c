@@ -22,7 +22,8 @@ static ngx_int_t ngx_http_tokenrefresh_new_pass(ngx_http_request_t *r,
     ngx_http_tokenrefresh_ctx_t *ctx, ngx_http_tokenrefresh_loc_conf_t *tlcf);
 static void ngx_http_tokenrefresh_attach(ngx_http_tokenrefresh_ctx_t *ctx,
     ngx_http_tokenrefresh_acquire_t *res);
-static ngx_int_t ngx_http_tokenrefresh_retry_after(ngx_http_request_t *r,
+static ngx_int_t ngx_http_tokenrefresh_next(ngx_http_tokenrefresh_ctx_t *ctx);
+static ngx_int_t ngx_http_tokenrefresh_set_retry_after(ngx_http_request_t *r,
     ngx_msec_t delay);
 static void ngx_http_tokenrefresh_cleanup(void *data);
 
@@ -50,7 +51,36 @@ static char *ngx_http_tokenrefresh_json(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_tokenrefresh_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_tokenrefresh_postconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_tokenrefresh_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_tokenrefresh_init_process(ngx_cycle_t *cycle);
+static void ngx_http_tokenrefresh_exit_process(ngx_cycle_t *cycle);
+static void ngx_http_tokenrefresh_flush(ngx_event_t *ev);
+
+
+/* the index of the attach step in the phase engine, for a replay */
+ngx_uint_t  ngx_http_tokenrefresh_phase = NGX_CONF_UNSET_UINT;
+
+static ngx_event_t  ngx_http_tokenrefresh_flush_event;
+static ngx_connection_t  ngx_http_tokenrefresh_flush_conn;
+
+
+static ngx_conf_bitmask_t  ngx_http_tokenrefresh_methods[] = {
+    { ngx_string("GET"), NGX_HTTP_GET },
+    { ngx_string("HEAD"), NGX_HTTP_HEAD },
+    { ngx_string("POST"), NGX_HTTP_POST },
+    { ngx_string("PUT"), NGX_HTTP_PUT },
+    { ngx_string("DELETE"), NGX_HTTP_DELETE },
+    { ngx_string("MKCOL"), NGX_HTTP_MKCOL },
+    { ngx_string("COPY"), NGX_HTTP_COPY },
+    { ngx_string("MOVE"), NGX_HTTP_MOVE },
+    { ngx_string("OPTIONS"), NGX_HTTP_OPTIONS },
+    { ngx_string("PROPFIND"), NGX_HTTP_PROPFIND },
+    { ngx_string("PROPPATCH"), NGX_HTTP_PROPPATCH },
+    { ngx_string("LOCK"), NGX_HTTP_LOCK },
+    { ngx_string("UNLOCK"), NGX_HTTP_UNLOCK },
+    { ngx_string("PATCH"), NGX_HTTP_PATCH },
+    { ngx_null_string, 0 }
+};
 
 
 const char  *ngx_http_tokenrefresh_grant_names[] = {
@@ -163,6 +193,13 @@ static ngx_command_t  ngx_http_tokenrefresh_commands[] = {
       offsetof(ngx_http_tokenrefresh_loc_conf_t, replay),
       NULL },
 
+    { ngx_string("tokenrefresh_replay_methods"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_conf_set_bitmask_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_tokenrefresh_loc_conf_t, replay_methods),
+      &ngx_http_tokenrefresh_methods },
+
     { ngx_string("tokenrefresh_min_token_age"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
@@ -246,11 +283,11 @@ ngx_module_t  ngx_http_tokenrefresh_module = {
     ngx_http_tokenrefresh_commands,        /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    NULL,                                  /* init module */
+    ngx_http_tokenrefresh_init_module,     /* init module */
     ngx_http_tokenrefresh_init_process,    /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_tokenrefresh_exit_process,    /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -263,6 +300,12 @@ ngx_module_t  ngx_http_tokenrefresh_module = {
  * that nginx is about to refuse.  A dynamic module's access handler would
  * run before the core ones, and returning NGX_OK there under "satisfy any"
  * would skip them.
+ *
+ * A replay comes back to this handler, in the same location, without the
+ * phases before it (ngx_http_tokenrefresh_replay.c); once it has its
+ * token it goes straight to the content phase: try_files and mirror, whose
+ * handlers run after this one in the same phase, did their work for the
+ * first attempt and must not do it twice.
  */
 
 static ngx_int_t
@@ -297,7 +340,7 @@ ngx_http_tokenrefresh_handler(ngx_http_request_t *r)
         }
 
     } else if (ctx->attached) {
-        return NGX_DECLINED;
+        return ngx_http_tokenrefresh_next(ctx);
     }
 
     if (ctx->waiting && ngx_current_msec >= ctx->wait_deadline) {
@@ -307,11 +350,11 @@ ngx_http_tokenrefresh_handler(ngx_http_request_t *r)
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "tokenrefresh: gave up waiting for a token of "
                       "credential \"%V\" after %M ms",
-                      &ctx->name, ctx->waited);
+                      &ctx->log_name, ctx->waited);
 
         /* the token is still on its way: come back soon */
 
-        if (ngx_http_tokenrefresh_retry_after(r, 1000) != NGX_OK) {
+        if (ngx_http_tokenrefresh_set_retry_after(r, 1000) != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
@@ -323,28 +366,27 @@ ngx_http_tokenrefresh_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->node = res.node;
-    ctx->node_id = res.node_id;
+    ctx->ref = res.ref;
     ctx->seq = res.seq;
 
     switch (res.action) {
 
     case NGX_HTTP_TOKENREFRESH_USE:
         ngx_http_tokenrefresh_attach(ctx, &res);
-        return NGX_DECLINED;
+        return ngx_http_tokenrefresh_next(ctx);
 
     case NGX_HTTP_TOKENREFRESH_USE_AND_FETCH:
 
         /*
          * refresh ahead of expiry: the current token still serves this
-         * request; the refresh runs in a background subrequest
+         * request; the refresh is the worker's, this request goes on
          */
 
         ngx_http_tokenrefresh_attach(ctx, &res);
 
         (void) ngx_http_tokenrefresh_start(r, ctx, &res, tlcf);
 
-        return NGX_DECLINED;
+        return ngx_http_tokenrefresh_next(ctx);
 
     case NGX_HTTP_TOKENREFRESH_FETCH:
 
@@ -371,7 +413,6 @@ ngx_http_tokenrefresh_handler(ngx_http_request_t *r)
         }
 
         ngx_http_tokenrefresh_wait_begin(ctx, tlcf);
-        ctx->leader = 0;
 
         goto park;
 
@@ -388,7 +429,7 @@ ngx_http_tokenrefresh_handler(ngx_http_request_t *r)
         ctx->outcome = NGX_HTTP_TOKENREFRESH_R_FAILED;
 
         if (res.retry_after
-            && ngx_http_tokenrefresh_retry_after(r, res.retry_after)
+            && ngx_http_tokenrefresh_set_retry_after(r, res.retry_after)
                != NGX_OK)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -409,29 +450,53 @@ park:
 }
 
 
+/* on to try_files and mirror, or, for a replay, straight to content */
+
+static ngx_int_t
+ngx_http_tokenrefresh_next(ngx_http_tokenrefresh_ctx_t *ctx)
+{
+    return ctx->replaying ? NGX_OK : NGX_DECLINED;
+}
+
+
 static ngx_int_t
 ngx_http_tokenrefresh_new_pass(ngx_http_request_t *r,
     ngx_http_tokenrefresh_ctx_t *ctx, ngx_http_tokenrefresh_loc_conf_t *tlcf)
 {
-    ngx_str_t  name;
+    u_char     *p;
+    size_t      len;
+    ngx_str_t   name;
 
     /*
      * the first run of the handler in this location: the request is new,
-     * or came here by an internal redirect, which may have changed the
-     * credential
+     * or came here by an internal redirect (an error_page, an
+     * X-Accel-Redirect), which may have changed the credential
      */
 
     ngx_http_set_ctx(r, ctx, ngx_http_tokenrefresh_module);
 
+    /* a rejection of the pass before, that an error_page brought here */
+    ngx_http_tokenrefresh_record(ctx);
+
+    ctx->lcf = tlcf;
     ctx->attached = 0;
     ctx->sent = 0;
     ctx->leader = 0;
+    ctx->replaying = 0;
+    ctx->recorded = 0;
+    ctx->upstream = NULL;
     ctx->token.len = 0;
     ctx->zone = tlcf->shm_zone->data;
+
+    /* what a replay restores: the 401 may have come with a limit_rate */
+
+    ctx->limit_rate = r->limit_rate;
+    ctx->limit_rate_set = r->limit_rate_set;
 
     if (tlcf->credential->lengths == NULL) {
         /* a fixed name: no evaluation, the hash was computed once */
         ctx->name = tlcf->credential->value;
+        ctx->log_name = tlcf->credential_log;
         ctx->hash = tlcf->credential_hash;
         return NGX_OK;
     }
@@ -458,6 +523,24 @@ ngx_http_tokenrefresh_new_pass(ngx_http_request_t *r,
 
     ctx->name = name;
     ctx->hash = ngx_crc32_short(name.data, name.len);
+
+    /* a name from client input is shown escaped */
+
+    len = ngx_http_tokenrefresh_printable_len(name.data, name.len);
+
+    if (len == name.len) {
+        ctx->log_name = name;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->log_name.data = p;
+    ctx->log_name.len = ngx_http_tokenrefresh_printable(p, name.data,
+                                                        name.len) - p;
 
     return NGX_OK;
 }
@@ -495,12 +578,13 @@ ngx_http_tokenrefresh_attach(ngx_http_tokenrefresh_ctx_t *ctx,
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ctx->request->connection->log, 0,
                    "tokenrefresh: credential \"%V\" attached, "
                    "generation %ui, waited %M ms",
-                   &ctx->name, ctx->generation, ctx->waited);
+                   &ctx->log_name, ctx->generation, ctx->waited);
 }
 
 
 static ngx_int_t
-ngx_http_tokenrefresh_retry_after(ngx_http_request_t *r, ngx_msec_t delay)
+ngx_http_tokenrefresh_set_retry_after(ngx_http_request_t *r,
+    ngx_msec_t delay)
 {
     ngx_table_elt_t  *h;
 
@@ -515,6 +599,9 @@ ngx_http_tokenrefresh_retry_after(ngx_http_request_t *r, ngx_msec_t delay)
     }
 
     h->hash = 1;
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
     ngx_str_set(&h->key, "Retry-After");
     h->value.len = ngx_sprintf(h->value.data, "%M", (delay + 999) / 1000)
                    - h->value.data;
@@ -626,6 +713,86 @@ ngx_http_tokenrefresh_now(void)
 }
 
 
+/*
+ * A credential name may come from client input and hold any byte.  Where
+ * it is shown (the error log, the status page) bytes that are neither
+ * printable ASCII nor part of a valid UTF-8 character, and the quote and
+ * backslash, are written \xHH: every line stays valid UTF-8 text, and
+ * nothing can be forged in it.
+ */
+
+size_t
+ngx_http_tokenrefresh_printable_len(u_char *src, size_t len)
+{
+    u_char  *p, *q, *last;
+    size_t   n;
+
+    n = 0;
+    last = src + len;
+
+    for (p = src; p < last; /* void */) {
+
+        if (ngx_http_tokenrefresh_plain(*p)) {
+            n++;
+            p++;
+            continue;
+        }
+
+        q = p;
+
+        if (*p >= 0x80 && ngx_utf8_decode(&q, last - p) < 0x110000
+            && q - p > 1 && ngx_http_tokenrefresh_utf8_shown(p))
+        {
+            n += q - p;
+            p = q;
+            continue;
+        }
+
+        n += 4;
+        p++;
+    }
+
+    return n;
+}
+
+
+u_char *
+ngx_http_tokenrefresh_printable(u_char *dst, u_char *src, size_t len)
+{
+    u_char  *p, *q, *last;
+
+    static u_char  hex[] = "0123456789abcdef";
+
+    last = src + len;
+
+    for (p = src; p < last; /* void */) {
+
+        if (ngx_http_tokenrefresh_plain(*p)) {
+            *dst++ = *p++;
+            continue;
+        }
+
+        q = p;
+
+        if (*p >= 0x80 && ngx_utf8_decode(&q, last - p) < 0x110000
+            && q - p > 1 && ngx_http_tokenrefresh_utf8_shown(p))
+        {
+            dst = ngx_cpymem(dst, p, q - p);
+            p = q;
+            continue;
+        }
+
+        *dst++ = '\\';
+        *dst++ = 'x';
+        *dst++ = hex[*p >> 4];
+        *dst++ = hex[*p & 0xf];
+        p++;
+    }
+
+    return dst;
+}
+
+
 static void *
 ngx_http_tokenrefresh_create_main_conf(ngx_conf_t *cf)
 {
@@ -638,7 +805,10 @@ ngx_http_tokenrefresh_create_main_conf(ngx_conf_t *cf)
 
     if (ngx_array_init(&tmcf->zone_refs, cf->pool, 4,
                        sizeof(ngx_http_tokenrefresh_zone_ref_t))
-        != NGX_OK)
+        != NGX_OK
+        || ngx_array_init(&tmcf->fixed, cf->pool, 4,
+                          sizeof(ngx_http_tokenrefresh_loc_conf_t *))
+           != NGX_OK)
     {
         return NULL;
     }
@@ -717,10 +887,14 @@ ngx_http_tokenrefresh_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_http_tokenrefresh_loc_conf_t *prev = parent;
     ngx_http_tokenrefresh_loc_conf_t *conf = child;
 
+    ngx_http_tokenrefresh_loc_conf_t   **fixed;
+    ngx_http_tokenrefresh_main_conf_t   *tmcf;
+
     if (conf->shm_zone == NGX_CONF_UNSET_PTR) {
         conf->shm_zone = prev->shm_zone;
         conf->credential = prev->credential;
         conf->credential_hash = prev->credential_hash;
+        conf->credential_log = prev->credential_log;
         conf->file = prev->file;
         conf->line = prev->line;
     }
@@ -758,8 +932,26 @@ ngx_http_tokenrefresh_merge_loc_conf(ngx_conf_t *cf, void *parent,
     /* NULL: 401 only */
     ngx_conf_merge_ptr_value(conf->rejected, prev->rejected, NULL);
     ngx_conf_merge_value(conf->replay, prev->replay, 1);
-    ngx_conf_merge_msec_value(conf->min_token_age, prev->min_token_age,
-                              5000);
+    ngx_conf_merge_bitmask_value(conf->replay_methods, prev->replay_methods,
+                                 (NGX_CONF_BITMASK_SET|~(ngx_uint_t) 0));
+
+    /* a revoked token is recovered at any age: the loop guard is enough */
+    ngx_conf_merge_msec_value(conf->min_token_age, prev->min_token_age, 0);
+
+    if (conf->shm_zone && conf->credential->lengths == NULL) {
+
+        /* its hits are added to the credential now and then */
+
+        tmcf = ngx_http_conf_get_module_main_conf(cf,
+                                                ngx_http_tokenrefresh_module);
+
+        fixed = ngx_array_push(&tmcf->fixed);
+        if (fixed == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *fixed = conf;
+    }
 
     if (conf->shm_zone
         && conf->refresh_uri.data == NULL
@@ -966,6 +1158,11 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     shm_zone->init = ngx_http_tokenrefresh_init_zone;
     shm_zone->data = zone;
+
+    zone->channel = ngx_http_tokenrefresh_handover_conf(cf);
+    if (zone->channel == NULL) {
+        return NGX_CONF_ERROR;
+    }
 
     return NGX_CONF_OK;
 }
@@ -1252,6 +1449,17 @@ ngx_http_tokenrefresh(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         tlcf->credential_hash = ngx_crc32_short(value[2].data, value[2].len);
+
+        tlcf->credential_log.data = ngx_pnalloc(cf->pool,
+                                                4 * value[2].len);
+        if (tlcf->credential_log.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        tlcf->credential_log.len = ngx_http_tokenrefresh_printable(
+                                       tlcf->credential_log.data,
+                                       value[2].data, value[2].len)
+                                   - tlcf->credential_log.data;
     }
 
     return NGX_CONF_OK;
@@ -1576,8 +1784,133 @@ ngx_http_tokenrefresh_postconfiguration(ngx_conf_t *cf)
 }
 
 
+/*
+ * After the configuration is in place, at a start or a reload's commit
+ * point (nothing can fail after init_module): the index of the attach
+ * step in the phase engine, which is built after postconfiguration; and
+ * the zones that a reload resized take over from the zones they replace.
+ */
+
+static ngx_int_t
+ngx_http_tokenrefresh_init_module(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                     i;
+    ngx_list_part_t               *part;
+    ngx_shm_zone_t                *shm_zone;
+    ngx_http_phase_handler_t      *ph;
+    ngx_http_core_main_conf_t     *cmcf;
+    ngx_http_tokenrefresh_zone_t  *zone;
+
+    cmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_core_module);
+
+    if (cmcf == NULL) {
+        return NGX_OK;
+    }
+
+    ph = cmcf->phase_engine.handlers;
+
+    for (i = 0; ph[i].checker; i++) {
+        if (ph[i].handler == ngx_http_tokenrefresh_handler) {
+            ngx_http_tokenrefresh_phase = i;
+            break;
+        }
+    }
+
+    part = &cycle->shared_memory.part;
+    shm_zone = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            shm_zone = part->elts;
+            i = 0;
+        }
+
+        if (shm_zone[i].tag != &ngx_http_tokenrefresh_module) {
+            continue;
+        }
+
+        zone = shm_zone[i].data;
+
+        if (zone && zone->adopted) {
+            ngx_http_tokenrefresh_commit(zone, cycle->log);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_tokenrefresh_init_process(ngx_cycle_t *cycle)
 {
+    ngx_event_t  *ev;
+
+    ev = &ngx_http_tokenrefresh_flush_event;
+
+    ngx_memzero(ev, sizeof(ngx_event_t));
+
+    ngx_http_tokenrefresh_flush_conn.fd = (ngx_socket_t) -1;
+
+    ev->handler = ngx_http_tokenrefresh_flush;
+    ev->data = &ngx_http_tokenrefresh_flush_conn;
+    ev->log = cycle->log;
+    ev->cancelable = 1;
+
+    if (ngx_http_tokenrefresh_init_refresh(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_tokenrefresh_init_wait(cycle);
+}
+
+
+static void
+ngx_http_tokenrefresh_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_tokenrefresh_exit_refreshes();
+}
+
+
+/* the lock-free path counted uses of tokens: add them to the credentials */
+
+void
+ngx_http_tokenrefresh_arm_flush(void)
+{
+    if (!ngx_http_tokenrefresh_flush_event.timer_set) {
+        ngx_add_timer(&ngx_http_tokenrefresh_flush_event, 1000);
+    }
+}
+
+
+void
+ngx_http_tokenrefresh_flush_all(void)
+{
+    ngx_uint_t                          i;
+    ngx_http_tokenrefresh_loc_conf_t  **fixed;
+    ngx_http_tokenrefresh_main_conf_t  *tmcf;
+
+    tmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_tokenrefresh_module);
+    if (tmcf == NULL) {
+        return;
+    }
+
+    fixed = tmcf->fixed.elts;
+
+    for (i = 0; i < tmcf->fixed.nelts; i++) {
+        ngx_http_tokenrefresh_flush_hits(fixed[i]);
+    }
+}
+
+
+static void
+ngx_http_tokenrefresh_flush(ngx_event_t *ev)
+{
+    ngx_http_tokenrefresh_flush_all();
 }

@@ -66,13 +66,16 @@
 #define NGX_HTTP_TOKENREFRESH_BAD            2
 #define NGX_HTTP_TOKENREFRESH_TIMEDOUT       3
 #define NGX_HTTP_TOKENREFRESH_ABORTED        4
-#define NGX_HTTP_TOKENREFRESH_OUTCOMES       5
+#define NGX_HTTP_TOKENREFRESH_UNKNOWN        5
+#define NGX_HTTP_TOKENREFRESH_NOROOM         6
+#define NGX_HTTP_TOKENREFRESH_OUTCOMES       7
 
 
 /* what a rejected token means, see ngx_http_tokenrefresh_reject() */
 #define NGX_HTTP_TOKENREFRESH_STALE          0
 #define NGX_HTTP_TOKENREFRESH_RENEW          1
 #define NGX_HTTP_TOKENREFRESH_SUSPECT        2
+#define NGX_HTTP_TOKENREFRESH_LOOP           3
 
 
 /* what the module did for a request: $tokenrefresh_outcome */
@@ -92,6 +95,7 @@ typedef struct {
     ngx_uint_t                        wait_msec_max;
     ngx_uint_t                        failed;
     ngx_uint_t                        replays;
+    ngx_uint_t                        replays_refused;
     ngx_uint_t                        rejections;
     ngx_uint_t                        fetches[NGX_HTTP_TOKENREFRESH_GRANTS]
                                              [NGX_HTTP_TOKENREFRESH_OUTCOMES];
@@ -130,6 +134,10 @@ typedef struct {
     size_t                            access_len;
     size_t                            refresh_len;
 
+    /* the digest of the refresh token held, to tell it from a newer one */
+    u_char                            refresh_digest
+                                          [NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
+
     /* wall clock, in milliseconds since the epoch */
     int64_t                           issued;
     int64_t                           expires;
@@ -138,9 +146,13 @@ typedef struct {
     ngx_uint_t                        rejected;
 
     /*
-     * the upstream rejects tokens younger than tokenrefresh_min_token_age:
-     * no refresh for that reason until reject_until (monotonic)
+     * This generation was fetched because the one before it was
+     * rejected: if the upstream rejects it too, the upstream rejects
+     * every token (the loop guard), and refreshes for that reason stop
+     * until reject_until (monotonic).
      */
+    ngx_uint_t                        reissued;
+    ngx_uint_t                        reject_gen;
     ngx_uint_t                        reject_fails;
     ngx_msec_t                        reject_until;
 
@@ -166,17 +178,42 @@ typedef struct {
     /* requests waiting now, in all workers (for the status page) */
     ngx_uint_t                        waiting;
 
-    /* "no way to get a token" was logged; reset when a token is stored */
-    ngx_uint_t                        warned;
-
     ngx_http_tokenrefresh_counters_t  counters;
 
     /* the digest of the last seed applied, so that it applies only once */
     u_char                            seed[NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
 
+    /* "no way to get a token" was logged; reset when a token is stored */
+    unsigned                          warned:1;
+
+    /*
+     * A location that uses this credential can log in: without that, a
+     * refresh token is the only way to a token, and eviction would lose it
+     */
+    unsigned                          login:1;
+
+    /* the lease was taken in a zone this one replaced (a resizing reload) */
+    unsigned                          handover:1;
+
     u_short                           len;
     u_char                            name[1];
 } ngx_http_tokenrefresh_node_t;
+
+
+/*
+ * A reference to a credential from outside the lock: the node may be
+ * evicted, and its memory reused, meanwhile; the id says whether it is
+ * still the same credential.  Dereferenced with the slab mutex held.
+ */
+
+typedef struct {
+    ngx_http_tokenrefresh_node_t     *node;
+    ngx_uint_t                        id;
+} ngx_http_tokenrefresh_ref_t;
+
+
+#define ngx_http_tokenrefresh_deref(ref)                                      \
+    (((ref)->node && (ref)->node->id == (ref)->id) ? (ref)->node : NULL)
 
 
 typedef struct {
@@ -187,6 +224,19 @@ typedef struct {
     ngx_uint_t                        count;
     ngx_uint_t                        evictions;
     ngx_uint_t                        nomem;
+
+    /* evictions refused because the credential holds its only way back */
+    ngx_uint_t                        kept;
+
+    /* refreshes whose outcome nobody knows: cut after they were sent */
+    ngx_uint_t                        unknown;
+
+    /*
+     * Set by a reload that replaced this zone with a bigger or smaller
+     * one: the workers that still use it take no new lease and hand the
+     * outcome of a refresh in flight to the new zone.
+     */
+    ngx_uint_t                        superseded;
 
     /*
      * digests of refresh tokens that must never be sent again: replaced by
@@ -215,13 +265,19 @@ typedef struct {
 } ngx_http_tokenrefresh_seed_t;
 
 
-typedef struct {
+typedef struct ngx_http_tokenrefresh_zone_s {
     ngx_http_tokenrefresh_shctx_t    *sh;
     ngx_slab_pool_t                  *shpool;
     ngx_shm_zone_t                   *shm_zone;
     size_t                            max_token_size;
     ngx_http_tokenrefresh_state_t    *state;
     ngx_array_t                      *seeds;
+
+    /* the handover channel (ngx_http_tokenrefresh_handover.c) */
+    ngx_shm_zone_t                   *channel;
+
+    /* the zone this one replaces, until the reload's commit point */
+    struct ngx_http_tokenrefresh_zone_s  *adopted;
 } ngx_http_tokenrefresh_zone_t;
 
 
@@ -264,6 +320,9 @@ typedef struct {
 typedef struct {
     ngx_array_t                       zone_refs;
 
+    /* the locations with a fixed credential name, for the hit counters */
+    ngx_array_t                       fixed;
+
     /* RFC 6749, section 5.1 */
     ngx_http_tokenrefresh_pointer_t   access_token;
     ngx_http_tokenrefresh_pointer_t   refresh_token;
@@ -271,15 +330,25 @@ typedef struct {
 } ngx_http_tokenrefresh_main_conf_t;
 
 
-typedef struct {
+typedef struct ngx_http_tokenrefresh_loc_conf_s
+    ngx_http_tokenrefresh_loc_conf_t;
+
+struct ngx_http_tokenrefresh_loc_conf_s {
     /* where a token is used */
     ngx_shm_zone_t                   *shm_zone;
     ngx_http_complex_value_t         *credential;
     uint32_t                          credential_hash;   /* a fixed name */
+    ngx_str_t                         credential_log;    /* printable */
 
-    /* this worker's pointer to the node of a fixed name */
-    ngx_http_tokenrefresh_node_t     *node;
-    ngx_uint_t                        node_id;
+    /*
+     * This worker's reference to the node of a fixed name, and the uses
+     * of its token the lock-free path has not yet added to the node: it
+     * must not write into a node it only read (it may have been evicted
+     * meanwhile), so they are added under the lock, now and then.
+     */
+    ngx_http_tokenrefresh_ref_t       fixed;
+    ngx_uint_t                        hits;
+    ngx_msec_t                        hit_time;
 
     u_char                           *file;
     ngx_uint_t                        line;
@@ -297,6 +366,7 @@ typedef struct {
     ngx_uint_t                        timeout_status;
     ngx_array_t                      *rejected;
     ngx_flag_t                        replay;
+    ngx_uint_t                        replay_methods;
     ngx_msec_t                        min_token_age;
 
     ngx_http_tokenrefresh_format_t    format;
@@ -306,20 +376,23 @@ typedef struct {
     ngx_flag_t                        status_write;
 
     ngx_http_tokenrefresh_assertion_t *assertion;
-} ngx_http_tokenrefresh_loc_conf_t;
+};
 
 
 /* what the store hands to a request, copied into its pool */
 typedef struct {
     ngx_uint_t                        action;
-    ngx_http_tokenrefresh_node_t     *node;
-    ngx_uint_t                        node_id;
+    ngx_http_tokenrefresh_ref_t       ref;
     ngx_uint_t                        seq;
     ngx_uint_t                        generation;
     ngx_uint_t                        lease_seq;
     ngx_uint_t                        grant;
+    ngx_uint_t                        after_reject;
     ngx_str_t                         token;          /* "Bearer <token>" */
     ngx_str_t                         refresh_token;
+    ngx_str_t                         access_token;   /* for the refresh */
+    u_char                            refresh_digest
+                                          [NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
     ngx_uint_t                        status;
     ngx_msec_t                        retry_after;
 } ngx_http_tokenrefresh_acquire_t;
@@ -345,6 +418,7 @@ typedef struct {
     ngx_msec_t                        last_duration;
     time_t                            last_time;
     ngx_uint_t                        waiting;
+    ngx_uint_t                        login;
     ngx_http_tokenrefresh_counters_t  counters;
 } ngx_http_tokenrefresh_info_t;
 
@@ -355,6 +429,8 @@ typedef struct {
     ngx_uint_t                        count;
     ngx_uint_t                        evictions;
     ngx_uint_t                        nomem;
+    ngx_uint_t                        kept;
+    ngx_uint_t                        unknown;
     ngx_array_t                      *credentials;
 } ngx_http_tokenrefresh_zone_info_t;
 
@@ -368,24 +444,35 @@ typedef struct {
 } ngx_http_tokenrefresh_token_t;
 
 
-/* one refresh or login subrequest in flight */
+/*
+ * One refresh or login in flight.  It lives in the pool of the worker's
+ * own request (ngx_http_tokenrefresh_task.c), from which the token
+ * subrequest is issued, and is settled exactly once.
+ */
+
 typedef struct {
-    ngx_http_request_t               *request;
+    ngx_http_request_t               *request;      /* the subrequest */
+    ngx_http_request_t               *parent;       /* the worker's own */
     ngx_http_tokenrefresh_zone_t     *zone;
     ngx_http_tokenrefresh_loc_conf_t *lcf;
-    ngx_http_tokenrefresh_node_t     *node;
-    ngx_uint_t                        node_id;
+    ngx_http_tokenrefresh_ref_t       ref;
     ngx_uint_t                        lease_seq;
     ngx_uint_t                        grant;
+    ngx_uint_t                        after_reject;
     ngx_str_t                         name;
+    ngx_str_t                         log_name;     /* printable */
     ngx_str_t                         refresh_token;
+    ngx_str_t                         access_token;
     u_char                            digest[NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
     ngx_http_tokenrefresh_format_t    format;
     ngx_buf_t                        *body;
     ngx_uint_t                        status;
     ngx_msec_t                        retry_after;
     ngx_msec_t                        start;
+    int64_t                           asked;        /* wall clock */
     ngx_event_t                       deadline;
+    ngx_event_t                       run;
+    ngx_queue_t                       queue;
     ngx_http_post_subrequest_t        ps;
     unsigned                          done:1;
     unsigned                          complete:1;
@@ -397,19 +484,34 @@ typedef struct {
 typedef struct ngx_http_tokenrefresh_park_s  ngx_http_tokenrefresh_park_t;
 
 
-/* per client request; survives internal redirects */
+/*
+ * Per client request.  A replay runs in place, so the context stays;
+ * an internal redirect or an error_page starts a new pass, and the
+ * context is found again through its pool cleanup.
+ */
+
 typedef struct {
     ngx_http_request_t               *request;
     ngx_http_tokenrefresh_zone_t     *zone;
     ngx_str_t                         name;
+    ngx_str_t                         log_name;     /* printable */
 
-    ngx_http_tokenrefresh_node_t     *node;
-    ngx_uint_t                        node_id;
+    ngx_http_tokenrefresh_ref_t       ref;
     ngx_uint_t                        seq;
     ngx_uint_t                        generation;
     ngx_str_t                         token;
     ngx_str_t                         authorization;
     uint32_t                          hash;
+
+    /* what the first pass had, for the replay */
+    size_t                            limit_rate;
+
+    /* the upstream that got the token, for a rejection seen late */
+    ngx_http_upstream_t              *upstream;
+    ngx_http_tokenrefresh_loc_conf_t *lcf;
+
+    /* a replay resumes from the posted requests: never fails to post */
+    ngx_http_posted_request_t         posted;
 
     ngx_http_tokenrefresh_park_t     *park;
     ngx_msec_t                        wait_start;
@@ -424,7 +526,10 @@ typedef struct {
     unsigned                          leader:1;
     unsigned                          sent:1;
     unsigned                          replayed:1;
+    unsigned                          replaying:1;
+    unsigned                          recorded:1;
     unsigned                          kept:1;
+    unsigned                          limit_rate_set:1;
 } ngx_http_tokenrefresh_ctx_t;
 
 
@@ -438,6 +543,7 @@ struct ngx_http_tokenrefresh_park_s {
 
 /* ngx_http_tokenrefresh_module.c */
 extern const char *ngx_http_tokenrefresh_grant_names[];
+extern ngx_uint_t ngx_http_tokenrefresh_phase;
 ngx_http_tokenrefresh_ctx_t *ngx_http_tokenrefresh_find_ctx(
     ngx_http_request_t *r);
 ngx_http_tokenrefresh_ctx_t *ngx_http_tokenrefresh_get_ctx(
@@ -445,6 +551,19 @@ ngx_http_tokenrefresh_ctx_t *ngx_http_tokenrefresh_get_ctx(
 ngx_int_t ngx_http_tokenrefresh_keep_ctx(ngx_http_request_t *r,
     ngx_http_tokenrefresh_ctx_t *ctx);
 int64_t ngx_http_tokenrefresh_now(void);
+u_char *ngx_http_tokenrefresh_printable(u_char *dst, u_char *src,
+    size_t len);
+size_t ngx_http_tokenrefresh_printable_len(u_char *src, size_t len);
+void ngx_http_tokenrefresh_arm_flush(void);
+void ngx_http_tokenrefresh_flush_all(void);
+
+/* printable ASCII but the quote and the backslash */
+#define ngx_http_tokenrefresh_plain(c)                                        \
+    ((c) >= 0x20 && (c) < 0x7f && (c) != '"' && (c) != '\\')
+
+/* a UTF-8 character that is not a C1 control (U+0080 to U+009F) */
+#define ngx_http_tokenrefresh_utf8_shown(p)                                   \
+    ((p)[0] != 0xc2 || (p)[1] >= 0xa0)
 
 /* ngx_http_tokenrefresh_store.c */
 ngx_int_t ngx_http_tokenrefresh_init_zone(ngx_shm_zone_t *shm_zone,
@@ -454,23 +573,48 @@ ngx_int_t ngx_http_tokenrefresh_acquire(ngx_http_tokenrefresh_ctx_t *ctx,
     ngx_http_tokenrefresh_acquire_t *res);
 ngx_int_t ngx_http_tokenrefresh_store(ngx_http_tokenrefresh_refresh_t *rf,
     ngx_http_tokenrefresh_token_t *tok, ngx_log_t *log);
-void ngx_http_tokenrefresh_fail(ngx_http_tokenrefresh_refresh_t *rf,
+ngx_int_t ngx_http_tokenrefresh_fail(ngx_http_tokenrefresh_refresh_t *rf,
     ngx_uint_t outcome, ngx_str_t *reason, ngx_log_t *log);
+void ngx_http_tokenrefresh_release(ngx_http_tokenrefresh_refresh_t *rf);
+ngx_uint_t ngx_http_tokenrefresh_superseded(
+    ngx_http_tokenrefresh_zone_t *zone);
 ngx_uint_t ngx_http_tokenrefresh_changed(ngx_http_tokenrefresh_ctx_t *ctx);
 ngx_uint_t ngx_http_tokenrefresh_reject(ngx_http_tokenrefresh_ctx_t *ctx,
-    ngx_http_tokenrefresh_loc_conf_t *tlcf, ngx_log_t *log);
+    ngx_http_tokenrefresh_loc_conf_t *tlcf, ngx_uint_t replay,
+    ngx_log_t *log);
 void ngx_http_tokenrefresh_accepted(ngx_http_tokenrefresh_ctx_t *ctx);
+void ngx_http_tokenrefresh_flush_hits(ngx_http_tokenrefresh_loc_conf_t *tlcf);
 ngx_int_t ngx_http_tokenrefresh_snapshot(ngx_http_tokenrefresh_zone_t *zone,
     ngx_pool_t *pool, ngx_http_tokenrefresh_zone_info_t *zi);
 ngx_int_t ngx_http_tokenrefresh_control(ngx_http_tokenrefresh_zone_t *zone,
     ngx_str_t *name, ngx_uint_t forget);
-void ngx_http_tokenrefresh_release(ngx_http_tokenrefresh_refresh_t *rf);
 void ngx_http_tokenrefresh_spend(ngx_http_tokenrefresh_zone_t *zone,
     u_char *digest);
 ngx_int_t ngx_http_tokenrefresh_restore(ngx_http_tokenrefresh_zone_t *zone,
     ngx_str_t *name, ngx_http_tokenrefresh_token_t *tok,
     ngx_uint_t generation, u_char *seed, ngx_log_t *log);
+void ngx_http_tokenrefresh_forget_all(ngx_http_tokenrefresh_zone_t *zone);
+ngx_http_tokenrefresh_node_t *ngx_http_tokenrefresh_node_of(
+    ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *name);
+ngx_int_t ngx_http_tokenrefresh_hand_in(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_http_tokenrefresh_node_t *node, ngx_http_tokenrefresh_token_t *tok,
+    ngx_uint_t outcome, ngx_uint_t grant, u_char *sent);
 void ngx_http_tokenrefresh_seed(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_log_t *log);
+void ngx_http_tokenrefresh_account_wait(ngx_http_tokenrefresh_ctx_t *ctx,
+    ngx_uint_t failed);
+
+/* ngx_http_tokenrefresh_handover.c */
+ngx_shm_zone_t *ngx_http_tokenrefresh_handover_conf(ngx_conf_t *cf);
+ngx_int_t ngx_http_tokenrefresh_adopt(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_log_t *log);
+void ngx_http_tokenrefresh_commit(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_log_t *log);
+ngx_uint_t ngx_http_tokenrefresh_handed(ngx_http_tokenrefresh_zone_t *zone);
+void ngx_http_tokenrefresh_hand_over(ngx_http_tokenrefresh_refresh_t *rf,
+    ngx_http_tokenrefresh_token_t *tok, ngx_uint_t outcome, ngx_log_t *log);
+ngx_uint_t ngx_http_tokenrefresh_take_over(
+    ngx_http_tokenrefresh_zone_t *zone, ngx_http_tokenrefresh_node_t *node,
     ngx_log_t *log);
 
 /* ngx_http_tokenrefresh_state.c */
@@ -482,8 +626,6 @@ ngx_int_t ngx_http_tokenrefresh_state_load(ngx_http_tokenrefresh_zone_t *zone,
     ngx_log_t *log);
 ngx_int_t ngx_http_tokenrefresh_state_save(ngx_http_tokenrefresh_zone_t *zone,
     ngx_log_t *log);
-void ngx_http_tokenrefresh_account_wait(ngx_http_tokenrefresh_ctx_t *ctx,
-    ngx_uint_t failed);
 
 /* ngx_http_tokenrefresh_refresh.c */
 ngx_int_t ngx_http_tokenrefresh_start(ngx_http_request_t *r,
@@ -491,9 +633,23 @@ ngx_int_t ngx_http_tokenrefresh_start(ngx_http_request_t *r,
     ngx_http_tokenrefresh_loc_conf_t *tlcf);
 ngx_http_tokenrefresh_refresh_t *ngx_http_tokenrefresh_get_refresh(
     ngx_http_request_t *r);
+void ngx_http_tokenrefresh_settle(ngx_http_tokenrefresh_refresh_t *rf,
+    ngx_uint_t outcome, ngx_http_tokenrefresh_token_t *tok,
+    ngx_str_t *reason, ngx_log_t *log);
+void ngx_http_tokenrefresh_cut(ngx_http_request_t *parent, char *why);
+void ngx_http_tokenrefresh_exit_refreshes(void);
+ngx_int_t ngx_http_tokenrefresh_init_refresh(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_tokenrefresh_filter_init(ngx_conf_t *cf);
 
+/* ngx_http_tokenrefresh_task.c */
+ngx_http_request_t *ngx_http_tokenrefresh_task_create(ngx_http_request_t *r,
+    ngx_str_t *uri);
+void ngx_http_tokenrefresh_task_run(ngx_event_t *ev);
+void ngx_http_tokenrefresh_task_stop(ngx_http_request_t *r);
+ngx_uint_t ngx_http_tokenrefresh_task_sent(ngx_http_request_t *sr);
+
 /* ngx_http_tokenrefresh_replay.c */
+void ngx_http_tokenrefresh_record(ngx_http_tokenrefresh_ctx_t *ctx);
 ngx_int_t ngx_http_tokenrefresh_replay_init(ngx_conf_t *cf);
 
 /* ngx_http_tokenrefresh_wait.c */

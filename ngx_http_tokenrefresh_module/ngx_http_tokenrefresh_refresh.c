@@ -2,33 +2,42 @@
 /*
  * Copyright (C) ngx_http_tokenrefresh_module authors
  *
- * The refresh and login subrequests: started by the worker that holds the
- * lease, sent to a user-configured internal location, their response
- * collected by this module's filters (it never reaches the client),
- * parsed and stored.
+ * Refreshes and logins: started by the worker that took the lease, sent to
+ * a user-configured internal location, their answer collected by this
+ * module's filters (it never reaches a client), judged, and settled in one
+ * place: store or fail, persist, release the lease, wake the waiters.
  *
- * The subrequests are background subrequests: the request that started
- * one may be answered (a refresh ahead of expiry) or give up waiting
- * while the refresh goes on, and the refresh is stored for everybody when
- * it completes.  They carry none of the client's headers or body.
+ * A token request belongs to the worker, not to the client request that
+ * noticed the need for it: it is a subrequest of a request the worker owns
+ * (ngx_http_tokenrefresh_task.c), so that no client that hangs up, times
+ * out or fails to read its answer can cancel a refresh that was sent.  A
+ * refresh token sent and then forgotten may have been rotated by the
+ * provider: sending it again would look like a reuse.  The token request
+ * carries none of the client's headers or body.
  */
 
 
 #include "ngx_http_tokenrefresh_module.h"
 
 
+static void ngx_http_tokenrefresh_refresh_init(
+    ngx_http_tokenrefresh_refresh_t *rf, ngx_http_tokenrefresh_ctx_t *ctx,
+    ngx_http_tokenrefresh_acquire_t *res,
+    ngx_http_tokenrefresh_loc_conf_t *tlcf);
 static ngx_int_t ngx_http_tokenrefresh_init_subrequest(ngx_http_request_t *r,
     ngx_http_request_t *sr);
+static ngx_int_t ngx_http_tokenrefresh_add_header(ngx_http_request_t *r,
+    ngx_http_request_t *sr, char *key, char *lowcase, char *value);
 static ngx_int_t ngx_http_tokenrefresh_done(ngx_http_request_t *sr,
     void *data, ngx_int_t rc);
 static ngx_uint_t ngx_http_tokenrefresh_outcome(
     ngx_http_tokenrefresh_refresh_t *rf, ngx_int_t rc, ngx_str_t *reason);
-static void ngx_http_tokenrefresh_retry_after(ngx_http_request_t *sr,
-    ngx_http_tokenrefresh_refresh_t *rf);
 static ngx_http_tokenrefresh_format_t *ngx_http_tokenrefresh_resolve_format(
     ngx_http_request_t *sr, ngx_http_tokenrefresh_refresh_t *rf);
 static void ngx_http_tokenrefresh_deadline(ngx_event_t *ev);
 static void ngx_http_tokenrefresh_refresh_cleanup(void *data);
+static void ngx_http_tokenrefresh_retry_after(ngx_http_request_t *sr,
+    ngx_http_tokenrefresh_refresh_t *rf);
 static ngx_int_t ngx_http_tokenrefresh_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_tokenrefresh_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
@@ -39,6 +48,18 @@ static ngx_int_t ngx_http_tokenrefresh_collect(ngx_http_request_t *r,
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
 
+/* this worker's refreshes in flight */
+static ngx_queue_t                       ngx_http_tokenrefresh_refreshes;
+
+
+ngx_int_t
+ngx_http_tokenrefresh_init_refresh(ngx_cycle_t *cycle)
+{
+    ngx_queue_init(&ngx_http_tokenrefresh_refreshes);
+
+    return NGX_OK;
+}
+
 
 ngx_int_t
 ngx_http_tokenrefresh_start(ngx_http_request_t *r,
@@ -48,114 +69,176 @@ ngx_http_tokenrefresh_start(ngx_http_request_t *r,
     ngx_str_t                        *uri, *args, reason;
     ngx_event_t                      *ev;
     ngx_pool_cleanup_t               *cln;
-    ngx_http_request_t               *sr;
-    ngx_http_tokenrefresh_refresh_t  *rf;
-
-    cln = ngx_pool_cleanup_add(r->pool,
-                               sizeof(ngx_http_tokenrefresh_refresh_t));
-    if (cln == NULL) {
-        goto failed;
-    }
-
-    rf = cln->data;
-    ngx_memzero(rf, sizeof(ngx_http_tokenrefresh_refresh_t));
-
-    rf->zone = ctx->zone;
-    rf->lcf = tlcf;
-    rf->node = res->node;
-    rf->node_id = res->node_id;
-    rf->lease_seq = res->lease_seq;
-    rf->grant = res->grant;
-    rf->name = ctx->name;
-    rf->refresh_token = res->refresh_token;
-    rf->start = ngx_current_msec;
-
-    rf->ps.handler = ngx_http_tokenrefresh_done;
-    rf->ps.data = rf;
-
-    cln->handler = ngx_http_tokenrefresh_refresh_cleanup;
+    ngx_http_request_t               *parent, *sr;
+    ngx_http_tokenrefresh_refresh_t  *rf, abandoned;
 
     if (res->grant == NGX_HTTP_TOKENREFRESH_GRANT_REFRESH) {
         uri = &tlcf->refresh_uri;
         args = &tlcf->refresh_args;
-
-        /* once rotated or refused, it is remembered as spent */
-        ngx_http_tokenrefresh_digest(rf->digest, res->refresh_token.data,
-                                     res->refresh_token.len);
 
     } else {
         uri = &tlcf->login_uri;
         args = &tlcf->login_args;
     }
 
-    if (ngx_http_subrequest(r, uri, args, &sr, &rf->ps,
-                            NGX_HTTP_SUBREQUEST_BACKGROUND)
-        != NGX_OK)
+    rf = NULL;
+    cln = NULL;
+
+    parent = ngx_http_tokenrefresh_task_create(r, uri);
+
+    if (parent) {
+        rf = ngx_pcalloc(parent->pool,
+                         sizeof(ngx_http_tokenrefresh_refresh_t));
+        cln = ngx_pool_cleanup_add(parent->pool, 0);
+    }
+
+    if (rf == NULL || cln == NULL) {
+
+        /* the lease is given back at once, through the one exit */
+
+        rf = &abandoned;
+        ngx_memzero(rf, sizeof(ngx_http_tokenrefresh_refresh_t));
+        ngx_http_tokenrefresh_refresh_init(rf, ctx, res, tlcf);
+        rf->name = ctx->name;
+        rf->log_name = ctx->log_name;
+
+        ngx_str_set(&reason, "the request for it could not be created");
+        ngx_http_tokenrefresh_settle(rf, NGX_HTTP_TOKENREFRESH_ABORTED, NULL,
+                                     &reason, r->connection->log);
+
+        if (parent) {
+            ngx_http_tokenrefresh_task_stop(parent);
+        }
+
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "tokenrefresh: could not start a %s for credential "
+                      "\"%V\"", ngx_http_tokenrefresh_grant_names[res->grant],
+                      &ctx->log_name);
+
+        return NGX_ERROR;
+    }
+
+    ngx_http_tokenrefresh_refresh_init(rf, ctx, res, tlcf);
+
+    rf->parent = parent;
+
+    /* from now on, the end of the parent settles it if nothing else did */
+
+    ngx_queue_insert_tail(&ngx_http_tokenrefresh_refreshes, &rf->queue);
+
+    cln->handler = ngx_http_tokenrefresh_refresh_cleanup;
+    cln->data = rf;
+
+    /* the client's pool may go before the refresh: copies of its own */
+
+    rf->name.data = ngx_pstrdup(parent->pool, &ctx->name);
+    rf->name.len = ctx->name.len;
+    rf->log_name.data = ngx_pstrdup(parent->pool, &ctx->log_name);
+    rf->log_name.len = ctx->log_name.len;
+    rf->refresh_token.data = ngx_pstrdup(parent->pool, &res->refresh_token);
+    rf->refresh_token.len = res->refresh_token.len;
+    rf->access_token.data = ngx_pstrdup(parent->pool, &res->access_token);
+    rf->access_token.len = res->access_token.len;
+
+    if (rf->name.data == NULL || rf->log_name.data == NULL
+        || (res->refresh_token.len && rf->refresh_token.data == NULL)
+        || (res->access_token.len && rf->access_token.data == NULL))
     {
-        goto failed_rf;
+        rf->name = ctx->name;
+        rf->log_name = ctx->log_name;
+        ngx_str_set(&reason, "no memory for its tokens");
+        goto stop;
+    }
+
+    rf->ps.handler = ngx_http_tokenrefresh_done;
+    rf->ps.data = rf;
+
+    ngx_http_set_ctx(parent, rf, ngx_http_tokenrefresh_module);
+
+    if (ngx_http_subrequest(parent, uri, args, &sr, &rf->ps, 0) != NGX_OK) {
+        ngx_str_set(&reason, "its subrequest could not be created");
+        goto stop;
     }
 
     rf->request = sr;
 
-    if (ngx_http_tokenrefresh_init_subrequest(r, sr) != NGX_OK) {
-        goto failed_rf;
+    if (ngx_http_tokenrefresh_init_subrequest(parent, sr) != NGX_OK) {
+        ngx_str_set(&reason, "its subrequest could not be set up");
+        goto stop;
     }
 
     /*
      * The refresh has its own deadline, shorter than the lease, whatever
      * timeouts the token location sets: the lease must never expire while
-     * its refresh is still in flight.
+     * its refresh is still in flight.  The deadline stops the refresh
+     * wherever it is, in limit_req or waiting for a cache lock too.
      */
 
     ev = &rf->deadline;
     ev->handler = ngx_http_tokenrefresh_deadline;
-    ev->data = r->connection;
-    ev->log = r->connection->log;
+    ev->data = parent->connection;
+    ev->log = parent->connection->log;
 
     ngx_add_timer(ev, tlcf->refresh_timeout);
+
+    /* it runs from a clean stack, not inside the client's request */
+
+    ev = &rf->run;
+    ev->handler = ngx_http_tokenrefresh_task_run;
+    ev->data = parent->connection;
+    ev->log = parent->connection->log;
+
+    ngx_post_event(ev, &ngx_posted_events);
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "tokenrefresh: %s of credential \"%V\" started, "
                    "lease %ui",
                    ngx_http_tokenrefresh_grant_names[rf->grant],
-                   &rf->name, rf->lease_seq);
+                   &rf->log_name, rf->lease_seq);
 
     return NGX_OK;
 
-failed_rf:
+stop:
 
-    rf->done = 1;
-
-    ngx_str_set(&reason, "the subrequest could not be created");
-
-    ngx_http_tokenrefresh_fail(rf, NGX_HTTP_TOKENREFRESH_ABORTED, &reason,
-                               r->connection->log);
-    ngx_http_tokenrefresh_wake_local();
-
-failed:
-
-    ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                  "tokenrefresh: could not start a %s subrequest for "
-                  "credential \"%V\"",
-                  ngx_http_tokenrefresh_grant_names[res->grant], &ctx->name);
+    ngx_http_tokenrefresh_settle(rf, NGX_HTTP_TOKENREFRESH_ABORTED, NULL,
+                                 &reason, r->connection->log);
+    ngx_http_tokenrefresh_task_stop(parent);
 
     return NGX_ERROR;
 }
 
 
+static void
+ngx_http_tokenrefresh_refresh_init(ngx_http_tokenrefresh_refresh_t *rf,
+    ngx_http_tokenrefresh_ctx_t *ctx, ngx_http_tokenrefresh_acquire_t *res,
+    ngx_http_tokenrefresh_loc_conf_t *tlcf)
+{
+    rf->zone = ctx->zone;
+    rf->lcf = tlcf;
+    rf->ref = res->ref;
+    rf->lease_seq = res->lease_seq;
+    rf->grant = res->grant;
+    rf->after_reject = res->after_reject;
+    rf->start = ngx_current_msec;
+    rf->asked = ngx_http_tokenrefresh_now();
+
+    ngx_memcpy(rf->digest, res->refresh_digest,
+               NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
+}
+
+
 /*
- * A subrequest shares its parent's headers and body.  The token endpoint
- * must see neither the client's Authorization nor its cookies, so the
- * subrequest gets headers of its own: a form content type (which the
- * token location may override with proxy_set_header), and an empty body.
- * Token endpoints take POST (RFC 6749, section 3.2).
+ * A subrequest shares its parent's headers and body; the worker's own
+ * request has none, and the token request gets headers of its own: a form
+ * content type and "Accept: application/json", both of which the token
+ * location may replace with proxy_set_header, and an empty body.  Token
+ * endpoints take POST (RFC 6749, section 3.2).
  */
 
 static ngx_int_t
 ngx_http_tokenrefresh_init_subrequest(ngx_http_request_t *r,
     ngx_http_request_t *sr)
 {
-    ngx_table_elt_t          *h;
     ngx_http_request_body_t  *rb;
 
     ngx_memzero(&sr->headers_in, sizeof(ngx_http_headers_in_t));
@@ -171,27 +254,16 @@ ngx_http_tokenrefresh_init_subrequest(ngx_http_request_t *r,
     sr->headers_in.content_length_n = 0;
     sr->headers_in.keep_alive_n = -1;
 
-    h = ngx_list_push(&sr->headers_in.headers);
-    if (h == NULL) {
+    if (ngx_http_tokenrefresh_add_header(r, sr, "Content-Type",
+                                         "content-type",
+                                         "application/x-www-form-urlencoded")
+        != NGX_OK
+        || ngx_http_tokenrefresh_add_header(r, sr, "Accept", "accept",
+                                            "application/json")
+           != NGX_OK)
+    {
         return NGX_ERROR;
     }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Content-Type");
-    ngx_str_set(&h->value, "application/x-www-form-urlencoded");
-    h->lowcase_key = (u_char *) "content-type";
-
-    sr->headers_in.content_type = h;
-
-    h = ngx_list_push(&sr->headers_in.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Accept");
-    ngx_str_set(&h->value, "application/json");
-    h->lowcase_key = (u_char *) "accept";
 
     rb = ngx_pcalloc(r->pool, sizeof(ngx_http_request_body_t));
     if (rb == NULL) {
@@ -203,6 +275,40 @@ ngx_http_tokenrefresh_init_subrequest(ngx_http_request_t *r,
     sr->method = NGX_HTTP_POST;
     ngx_str_set(&sr->method_name, "POST");
     sr->header_only = 0;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The hash of the lower-case name, as nginx's parser computes it: without
+ * it, proxy_set_header cannot find the header to replace, and both go.
+ */
+
+static ngx_int_t
+ngx_http_tokenrefresh_add_header(ngx_http_request_t *r,
+    ngx_http_request_t *sr, char *key, char *lowcase, char *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&sr->headers_in.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->key.data = (u_char *) key;
+    h->key.len = ngx_strlen(key);
+    h->lowcase_key = (u_char *) lowcase;
+    h->hash = ngx_hash_key(h->lowcase_key, h->key.len);
+    h->value.data = (u_char *) value;
+    h->value.len = ngx_strlen(value);
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+
+    if (h->key.len == sizeof("Content-Type") - 1) {
+        sr->headers_in.content_type = h;
+    }
 
     return NGX_OK;
 }
@@ -228,28 +334,21 @@ ngx_http_tokenrefresh_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
 {
     ngx_http_tokenrefresh_refresh_t *rf = data;
 
-    u_char                          fp[NGX_HTTP_TOKENREFRESH_FP_LEN];
     u_char                          buf[NGX_MAX_ERROR_STR];
-    ngx_int_t                       stored;
-    ngx_log_t                      *log;
     ngx_str_t                       reason;
     ngx_uint_t                      outcome;
     const char                     *err;
     ngx_http_tokenrefresh_token_t   tok;
 
+    /*
+     * the response was consumed here; whatever the status, nginx must
+     * not make an error page of it: the handler returns NGX_OK
+     */
+
     if (rf->done) {
-        /* a late call: the outcome was settled already (error page,
-         * deadline) */
+        /* a late call: the outcome was settled already (the deadline) */
         return NGX_OK;
     }
-
-    rf->done = 1;
-
-    if (rf->deadline.timer_set) {
-        ngx_del_timer(&rf->deadline);
-    }
-
-    log = sr->connection->log;
 
     reason.data = buf;
     reason.len = 0;
@@ -257,25 +356,17 @@ ngx_http_tokenrefresh_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
     outcome = ngx_http_tokenrefresh_outcome(rf, rc, &reason);
 
     if (outcome != NGX_HTTP_TOKENREFRESH_OK) {
-        ngx_http_tokenrefresh_fail(rf, outcome, &reason, log);
-
-        /* a refused refresh token is not sent again after a restart */
-
-        if (outcome == NGX_HTTP_TOKENREFRESH_REFUSED
-            && rf->grant == NGX_HTTP_TOKENREFRESH_GRANT_REFRESH
-            && rf->zone->state)
-        {
-            (void) ngx_http_tokenrefresh_state_save(rf->zone, log);
-        }
-
-        goto done;
+        ngx_http_tokenrefresh_settle(rf, outcome, NULL, &reason,
+                                     sr->connection->log);
+        return NGX_OK;
     }
+
+    /* the lifetime counts from when the token was asked for */
 
     err = ngx_http_tokenrefresh_parse_response(sr->pool, rf->body->pos,
                                    rf->body->last - rf->body->pos,
                                    ngx_http_tokenrefresh_resolve_format(sr, rf),
-                                   rf->zone->max_token_size,
-                                   ngx_http_tokenrefresh_now(), &tok);
+                                   rf->zone->max_token_size, rf->asked, &tok);
     if (err) {
         reason.len = ngx_snprintf(buf, sizeof(buf),
                                   "invalid token response: %s", err)
@@ -287,69 +378,158 @@ ngx_http_tokenrefresh_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
          * rest of the answer is not.
          */
 
-        if (tok.refresh_token.len
-            && rf->grant == NGX_HTTP_TOKENREFRESH_GRANT_REFRESH)
-        {
-            tok.access_token.len = 0;
+        tok.access_token.len = 0;
 
-            if (ngx_http_tokenrefresh_store(rf, &tok, log) == NGX_OK
-                && rf->zone->state)
-            {
-                (void) ngx_http_tokenrefresh_state_save(rf->zone, log);
-            }
-        }
-
-        ngx_http_tokenrefresh_fail(rf, NGX_HTTP_TOKENREFRESH_BAD, &reason,
-                                   log);
-        goto done;
+        ngx_http_tokenrefresh_settle(rf, NGX_HTTP_TOKENREFRESH_BAD,
+                                     (tok.refresh_token.len
+                                      && rf->grant
+                                         == NGX_HTTP_TOKENREFRESH_GRANT_REFRESH)
+                                     ? &tok : NULL,
+                                     &reason, sr->connection->log);
+        return NGX_OK;
     }
 
-    stored = ngx_http_tokenrefresh_store(rf, &tok, log);
+    ngx_http_tokenrefresh_settle(rf, NGX_HTTP_TOKENREFRESH_OK, &tok, NULL,
+                                 sr->connection->log);
 
-    if (stored != NGX_OK) {
-        if (stored == NGX_DECLINED) {
-            ngx_str_set(&reason, "the credential was evicted");
+    return NGX_OK;
+}
 
-        } else {
-            ngx_str_set(&reason, "the zone is full");
-        }
 
-        ngx_http_tokenrefresh_fail(rf, NGX_HTTP_TOKENREFRESH_BAD, &reason,
-                                   log);
-        goto done;
+/*
+ * The one place where a refresh ends, whatever ended it: the answer, the
+ * deadline, the worker shutting down.  The new tokens (or the refused
+ * refresh token) are on disk before the lease is released, so that no
+ * other refresh can start from an older state.  In a zone a reload
+ * replaced, the outcome goes to the new zone instead, which saves it.
+ */
+
+void
+ngx_http_tokenrefresh_settle(ngx_http_tokenrefresh_refresh_t *rf,
+    ngx_uint_t outcome, ngx_http_tokenrefresh_token_t *tok,
+    ngx_str_t *reason, ngx_log_t *log)
+{
+    u_char      fp[NGX_HTTP_TOKENREFRESH_FP_LEN];
+    ngx_int_t   rc;
+    ngx_str_t   noroom;
+    ngx_uint_t  persist, stored;
+
+    if (rf->done) {
+        return;
     }
 
-    /* the new tokens are on disk before another refresh may start */
+    rf->done = 1;
 
-    if (rf->zone->state) {
+    if (rf->deadline.timer_set) {
+        ngx_del_timer(&rf->deadline);
+    }
+
+    persist = 0;
+    stored = 0;
+
+    if (tok) {
+        rc = ngx_http_tokenrefresh_store(rf, tok, log);
+
+        if (rc == NGX_OK) {
+            persist = 1;
+            stored = (tok->access_token.len != 0);
+
+        } else if (rc == NGX_ERROR && outcome == NGX_HTTP_TOKENREFRESH_OK) {
+            outcome = NGX_HTTP_TOKENREFRESH_NOROOM;
+            ngx_str_set(&noroom, "the zone is full");
+            reason = &noroom;
+
+        } else if (rc == NGX_DECLINED) {
+            /* the lease is gone: nothing of this answer may be kept */
+            goto done;
+        }
+    }
+
+    if (outcome != NGX_HTTP_TOKENREFRESH_OK
+        && ngx_http_tokenrefresh_fail(rf, outcome, reason, log) == NGX_OK)
+    {
+        persist = 1;
+    }
+
+    if (ngx_http_tokenrefresh_superseded(rf->zone)) {
+        ngx_http_tokenrefresh_hand_over(rf, stored || persist ? tok : NULL,
+                                        outcome, log);
+
+    } else if (persist && rf->zone->state) {
         (void) ngx_http_tokenrefresh_state_save(rf->zone, log);
     }
 
     ngx_http_tokenrefresh_release(rf);
 
-    ngx_http_tokenrefresh_fingerprint(fp, tok.access_token.data,
-                                      tok.access_token.len);
+    if (stored) {
+        ngx_http_tokenrefresh_fingerprint(fp, tok->access_token.data,
+                                          tok->access_token.len);
 
-    ngx_log_error(NGX_LOG_INFO, log, 0,
-                  "tokenrefresh: %s of credential \"%V\" succeeded in "
-                  "%M ms, token %*s, expires in %L s%s",
-                  ngx_http_tokenrefresh_grant_names[rf->grant],
-                  &rf->name, ngx_current_msec - rf->start,
-                  (size_t) NGX_HTTP_TOKENREFRESH_FP_LEN, fp,
-                  (tok.expires - tok.issued) / 1000,
-                  tok.refresh_token.len ? ", new refresh token" : "");
+        ngx_log_error(NGX_LOG_INFO, log, 0,
+                      "tokenrefresh: %s of credential \"%V\" succeeded in "
+                      "%M ms, token %*s, expires in %L s%s",
+                      ngx_http_tokenrefresh_grant_names[rf->grant],
+                      &rf->log_name, ngx_current_msec - rf->start,
+                      (size_t) NGX_HTTP_TOKENREFRESH_FP_LEN, fp,
+                      (tok->expires - tok->issued) / 1000,
+                      tok->refresh_token.len ? ", new refresh token" : "");
+    }
 
 done:
 
     ngx_http_tokenrefresh_wake_local();
+}
 
-    /*
-     * the response was consumed here; an error status must not make
-     * nginx generate an error page for it, nor terminate the request
-     * that started the refresh
-     */
 
-    return NGX_OK;
+/*
+ * The worker's request of a refresh ended before it was settled (it was
+ * cut by the worker's shutdown, or nginx's own close path ran): a refresh
+ * that was sent has an unknown outcome, one that was not is abandoned.
+ * Either way the lease goes, and the refresh token is kept.
+ */
+
+void
+ngx_http_tokenrefresh_cut(ngx_http_request_t *parent, char *why)
+{
+    ngx_str_t                         reason;
+    ngx_http_tokenrefresh_refresh_t  *rf;
+
+    rf = ngx_http_get_module_ctx(parent, ngx_http_tokenrefresh_module);
+
+    if (rf == NULL || rf->done) {
+        return;
+    }
+
+    reason.data = (u_char *) why;
+    reason.len = ngx_strlen(why);
+
+    ngx_http_tokenrefresh_settle(rf,
+                                 ngx_http_tokenrefresh_task_sent(rf->request)
+                                 ? NGX_HTTP_TOKENREFRESH_UNKNOWN
+                                 : NGX_HTTP_TOKENREFRESH_ABORTED,
+                                 NULL, &reason, ngx_cycle->log);
+}
+
+
+/* a worker that exits (nginx -s stop) settles what it has in flight */
+
+void
+ngx_http_tokenrefresh_exit_refreshes(void)
+{
+    ngx_queue_t                      *q;
+    ngx_http_tokenrefresh_refresh_t  *rf;
+
+    if (ngx_http_tokenrefresh_refreshes.next == NULL) {
+        return;
+    }
+
+    for (q = ngx_queue_head(&ngx_http_tokenrefresh_refreshes);
+         q != ngx_queue_sentinel(&ngx_http_tokenrefresh_refreshes);
+         q = ngx_queue_next(q))
+    {
+        rf = ngx_queue_data(q, ngx_http_tokenrefresh_refresh_t, queue);
+        ngx_http_tokenrefresh_cut(rf->parent, "the worker exits");
+    }
 }
 
 
@@ -474,23 +654,14 @@ ngx_http_tokenrefresh_deadline(ngx_event_t *ev)
 {
     u_char                            buf[NGX_MAX_ERROR_STR];
     ngx_str_t                         reason;
-    ngx_connection_t                 *c;
-    ngx_http_request_t               *sr;
-    ngx_http_upstream_t              *u;
+    ngx_http_request_t               *parent;
     ngx_http_tokenrefresh_refresh_t  *rf;
 
     rf = (ngx_http_tokenrefresh_refresh_t *)
              ((u_char *) ev - offsetof(ngx_http_tokenrefresh_refresh_t,
                                        deadline));
 
-    if (rf->done) {
-        return;
-    }
-
-    rf->done = 1;
-
-    sr = rf->request;
-    c = sr->connection;
+    parent = rf->parent;
 
     reason.data = buf;
     reason.len = ngx_snprintf(buf, sizeof(buf), "no answer from the token "
@@ -498,48 +669,35 @@ ngx_http_tokenrefresh_deadline(ngx_event_t *ev)
                               rf->lcf->refresh_timeout)
                  - buf;
 
-    ngx_http_tokenrefresh_fail(rf, NGX_HTTP_TOKENREFRESH_TIMEDOUT, &reason,
-                               c->log);
-    ngx_http_tokenrefresh_wake_local();
+    ngx_http_tokenrefresh_settle(rf, NGX_HTTP_TOKENREFRESH_TIMEDOUT, NULL,
+                                 &reason, ev->log);
 
-    /*
-     * stop the subrequest the way nginx does when the client request is
-     * finalized under it: its upstream cleanup closes the connection to
-     * the token endpoint and finalizes the subrequest
-     */
+    /* wherever it is, the token request stops; rf goes with it */
 
-    u = sr->upstream;
-
-    if (u && u->cleanup) {
-        (*u->cleanup)(sr);
-        ngx_http_run_posted_requests(c);
-    }
+    ngx_http_tokenrefresh_task_stop(parent);
 }
 
+
+/* the worker's request of a refresh is freed */
 
 static void
 ngx_http_tokenrefresh_refresh_cleanup(void *data)
 {
     ngx_http_tokenrefresh_refresh_t *rf = data;
 
-    static ngx_str_t  reason = ngx_string("the request that drove it was "
-                                          "finalized");
+    ngx_queue_remove(&rf->queue);
+
+    if (rf->run.posted) {
+        ngx_delete_posted_event(&rf->run);
+    }
 
     if (rf->deadline.timer_set) {
         ngx_del_timer(&rf->deadline);
     }
 
-    if (rf->done) {
-        return;
+    if (!rf->done) {
+        ngx_http_tokenrefresh_cut(rf->parent, "its request ended");
     }
-
-    /* the request that drove the refresh is gone: let a waiter take over */
-
-    rf->done = 1;
-
-    ngx_http_tokenrefresh_fail(rf, NGX_HTTP_TOKENREFRESH_ABORTED, &reason,
-                               ngx_cycle->log);
-    ngx_http_tokenrefresh_wake_local();
 }
 
 
@@ -572,7 +730,7 @@ ngx_http_tokenrefresh_header_filter(ngx_http_request_t *r)
                       "tokenrefresh: token response of %O bytes for "
                       "credential \"%V\" exceeds "
                       "tokenrefresh_max_response_size %uz",
-                      r->headers_out.content_length_n, &rf->name,
+                      r->headers_out.content_length_n, &rf->log_name,
                       fmt->max_response_size);
         rf->too_big = 1;
         return NGX_ERROR;
@@ -714,7 +872,7 @@ ngx_http_tokenrefresh_collect(ngx_http_request_t *r,
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "tokenrefresh: token response for credential \"%V\" "
                       "exceeds tokenrefresh_max_response_size %uz",
-                      &rf->name, max);
+                      &rf->log_name, max);
         rf->too_big = 1;
         return NGX_ERROR;
     }
@@ -753,7 +911,7 @@ ngx_http_tokenrefresh_collect(ngx_http_request_t *r,
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "tokenrefresh: could not read the token response "
                       "for credential \"%V\" from its temporary file",
-                      &rf->name);
+                      &rf->log_name);
         return NGX_ERROR;
     }
 

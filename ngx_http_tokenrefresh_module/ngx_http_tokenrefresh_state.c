@@ -46,8 +46,8 @@ static ngx_int_t ngx_http_tokenrefresh_get(ngx_http_tokenrefresh_reader_t *rd,
 static ngx_int_t ngx_http_tokenrefresh_get_str(
     ngx_http_tokenrefresh_reader_t *rd, ngx_str_t *s, size_t lenlen,
     size_t max);
-static void ngx_http_tokenrefresh_aad(ngx_http_tokenrefresh_zone_t *zone,
-    ngx_str_t *aad, u_char *buf);
+static ngx_int_t ngx_http_tokenrefresh_aad(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_pool_t *pool, ngx_str_t *aad);
 
 
 /*
@@ -157,6 +157,7 @@ ngx_http_tokenrefresh_state_conf(ngx_conf_t *cf,
     ngx_int_t                       n;
     ngx_str_t                       secret;
     ngx_uint_t                      i;
+    ngx_file_info_t                 fi;
     ngx_http_tokenrefresh_state_t  *st;
 
     st = ngx_pcalloc(cf->pool, sizeof(ngx_http_tokenrefresh_state_t));
@@ -221,6 +222,22 @@ ngx_http_tokenrefresh_state_conf(ngx_conf_t *cf,
     ngx_memcpy(st->dir.data, path->data, st->dir.len);
     st->dir.data[st->dir.len] = '\0';
 
+    /* found now, by "nginx -t", not after the first rotation is lost */
+
+    if (ngx_file_info(st->dir.data, &fi) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "the directory of the state file \"%V\" does "
+                           "not exist", path);
+        return NGX_CONF_ERROR;
+    }
+
+    if (!ngx_is_dir(&fi)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "the directory of the state file \"%V\" is not "
+                           "a directory", path);
+        return NGX_CONF_ERROR;
+    }
+
     zone->state = st;
 
     return NGX_CONF_OK;
@@ -236,7 +253,6 @@ ngx_int_t
 ngx_http_tokenrefresh_state_load(ngx_http_tokenrefresh_zone_t *zone,
     ngx_log_t *log)
 {
-    u_char                          aadbuf[NGX_HTTP_TOKENREFRESH_MAX_NAME + 8];
     ngx_int_t                       rc;
     ngx_str_t                       data, aad, plain, sealed, aside;
     ngx_pool_t                     *pool;
@@ -276,7 +292,10 @@ ngx_http_tokenrefresh_state_load(ngx_http_tokenrefresh_zone_t *zone,
     sealed.data = data.data + sizeof(NGX_HTTP_TOKENREFRESH_MAGIC) - 1;
     sealed.len = data.len - (sizeof(NGX_HTTP_TOKENREFRESH_MAGIC) - 1);
 
-    ngx_http_tokenrefresh_aad(zone, &aad, aadbuf);
+    if (ngx_http_tokenrefresh_aad(zone, pool, &aad) != NGX_OK) {
+        ngx_destroy_pool(pool);
+        return NGX_ERROR;
+    }
 
     rc = ngx_http_tokenrefresh_open(pool, st->key, &aad, &sealed, &plain);
 
@@ -292,6 +311,15 @@ ngx_http_tokenrefresh_state_load(ngx_http_tokenrefresh_zone_t *zone,
     rc = ngx_http_tokenrefresh_state_parse(zone, &plain, log);
 
     ngx_explicit_memzero(plain.data, plain.len);
+
+    if (rc == NGX_DECLINED) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "tokenrefresh: starting zone \"%V\" empty; give it "
+                      "the size it had, and the file kept aside, to have "
+                      "the credentials back",
+                      &zone->shm_zone->shm.name);
+        goto rejected;
+    }
 
     if (rc != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, log, 0,
@@ -357,9 +385,25 @@ ngx_http_tokenrefresh_state_read(ngx_str_t *path, ngx_pool_t *pool,
     ngx_fd_t         fd;
     ngx_file_info_t  fi;
 
-    fd = ngx_open_file(path->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    /*
+     * Never through a symbolic link: the master reads the file as root,
+     * and makes it 0600; whoever may write the directory could otherwise
+     * have it change the mode of any file.
+     */
+
+    fd = ngx_open_file(path->data, NGX_FILE_RDONLY|O_NOFOLLOW,
+                       NGX_FILE_OPEN, 0);
 
     if (fd == NGX_INVALID_FILE) {
+        if (ngx_errno == ELOOP) {
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "tokenrefresh: the state file \"%s\" is a "
+                          "symbolic link, it is not read, and the next save "
+                          "replaces the link with a file; starting with an "
+                          "empty zone", path->data);
+            return NGX_DECLINED;
+        }
+
         if (ngx_errno == NGX_ENOENT) {
             ngx_log_error(NGX_LOG_NOTICE, log, 0,
                           "tokenrefresh: no state file \"%s\" yet",
@@ -374,6 +418,7 @@ ngx_http_tokenrefresh_state_read(ngx_str_t *path, ngx_pool_t *pool,
     }
 
     if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
+        || !ngx_is_file(&fi)
         || ngx_file_size(&fi) > NGX_HTTP_TOKENREFRESH_MAX_STATE)
     {
         ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
@@ -526,7 +571,19 @@ ngx_http_tokenrefresh_state_parse(ngx_http_tokenrefresh_zone_t *zone,
                                           log)
             != NGX_OK)
         {
-            return NGX_ERROR;
+            /* all or nothing: a partial zone would lose the rest */
+
+            ngx_http_tokenrefresh_forget_all(zone);
+
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "tokenrefresh: the state file \"%V\" (%uL "
+                          "credentials) does not fit zone \"%V\" of %uz "
+                          "bytes: nothing is restored, and nothing evicted",
+                          &zone->state->path, count,
+                          &zone->shm_zone->shm.name,
+                          zone->shm_zone->shm.size);
+
+            return NGX_DECLINED;
         }
     }
 
@@ -549,7 +606,6 @@ ngx_int_t
 ngx_http_tokenrefresh_state_save(ngx_http_tokenrefresh_zone_t *zone,
     ngx_log_t *log)
 {
-    u_char                          aadbuf[NGX_HTTP_TOKENREFRESH_MAX_NAME + 8];
     u_char                         *p;
     size_t                          len;
     ngx_fd_t                        lock, fd;
@@ -574,8 +630,8 @@ ngx_http_tokenrefresh_state_save(ngx_http_tokenrefresh_zone_t *zone,
 
     plain.data = NULL;
 
-    lock = ngx_open_file(st->lock.data, NGX_FILE_RDWR, NGX_FILE_CREATE_OR_OPEN,
-                         0600);
+    lock = ngx_open_file(st->lock.data, NGX_FILE_RDWR|O_NOFOLLOW,
+                         NGX_FILE_CREATE_OR_OPEN, 0600);
     if (lock == NGX_INVALID_FILE) {
         ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
                       "tokenrefresh: cannot open \"%s\"", st->lock.data);
@@ -639,10 +695,9 @@ ngx_http_tokenrefresh_state_save(ngx_http_tokenrefresh_zone_t *zone,
 
     plain.len = p - plain.data;
 
-    ngx_http_tokenrefresh_aad(zone, &aad, aadbuf);
-
-    if (ngx_http_tokenrefresh_seal(pool, st->key, &aad, &plain, &sealed)
-        != NGX_OK)
+    if (ngx_http_tokenrefresh_aad(zone, pool, &aad) != NGX_OK
+        || ngx_http_tokenrefresh_seal(pool, st->key, &aad, &plain, &sealed)
+           != NGX_OK)
     {
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       "tokenrefresh: could not seal the state of zone "
@@ -660,7 +715,12 @@ ngx_http_tokenrefresh_state_save(ngx_http_tokenrefresh_zone_t *zone,
 
     ngx_sprintf(tmp.data, "%V.%P.tmp%Z", &st->path, ngx_pid);
 
-    fd = ngx_open_file(tmp.data, NGX_FILE_WRONLY, NGX_FILE_TRUNCATE, 0600);
+    /* a file of its own: never one that somebody put at this name */
+
+    (void) ngx_delete_file(tmp.data);
+
+    fd = ngx_open_file(tmp.data, NGX_FILE_WRONLY|O_NOFOLLOW|O_EXCL,
+                       NGX_FILE_CREATE_OR_OPEN, 0600);
     if (fd == NGX_INVALID_FILE) {
         ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
                       "tokenrefresh: cannot create \"%s\"", tmp.data);
@@ -726,14 +786,25 @@ failed:
 }
 
 
-static void
+/* the additional data: the magic and the zone's name, of any length */
+
+static ngx_int_t
 ngx_http_tokenrefresh_aad(ngx_http_tokenrefresh_zone_t *zone,
-    ngx_str_t *aad, u_char *buf)
+    ngx_pool_t *pool, ngx_str_t *aad)
 {
-    aad->data = buf;
-    aad->len = ngx_sprintf(buf, "%s%V", NGX_HTTP_TOKENREFRESH_MAGIC,
-                           &zone->shm_zone->shm.name)
-               - buf;
+    aad->len = sizeof(NGX_HTTP_TOKENREFRESH_MAGIC) - 1
+               + zone->shm_zone->shm.name.len;
+
+    aad->data = ngx_pnalloc(pool, aad->len);
+    if (aad->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(ngx_cpymem(aad->data, NGX_HTTP_TOKENREFRESH_MAGIC,
+                          sizeof(NGX_HTTP_TOKENREFRESH_MAGIC) - 1),
+               zone->shm_zone->shm.name.data, zone->shm_zone->shm.name.len);
+
+    return NGX_OK;
 }
 
 

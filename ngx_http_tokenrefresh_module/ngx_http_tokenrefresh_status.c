@@ -79,7 +79,7 @@ static const char  *ngx_http_tokenrefresh_states[] = {
 #define NGX_HTTP_TOKENREFRESH_STATES         7
 
 static const char  *ngx_http_tokenrefresh_outcome_names[] = {
-    "ok", "refused", "bad", "timeout", "abandoned"
+    "ok", "refused", "bad", "timeout", "abandoned", "unknown", "no_room"
 };
 
 
@@ -114,6 +114,15 @@ static ngx_http_tokenrefresh_metric_t  ngx_http_tokenrefresh_zone_metrics[] = {
       "Times the zone had no room left.",
       ngx_http_tokenrefresh_zone_field(nomem), 0 },
 
+    { "tokenrefresh_zone_evictions_refused_total", "counter",
+      "Times a full zone kept a credential whose refresh token is its "
+      "only way back.",
+      ngx_http_tokenrefresh_zone_field(kept), 0 },
+
+    { "tokenrefresh_zone_unknown_outcomes_total", "counter",
+      "Refreshes cut after they were sent, whose outcome is unknown.",
+      ngx_http_tokenrefresh_zone_field(unknown), 0 },
+
     { NULL, NULL, NULL, 0, 0 }
 };
 
@@ -147,6 +156,11 @@ static ngx_http_tokenrefresh_metric_t  ngx_http_tokenrefresh_metrics[] = {
     { "tokenrefresh_replays_total", "counter",
       "Requests sent again after the upstream rejected their token.",
       ngx_http_tokenrefresh_counter(replays), 0 },
+
+    { "tokenrefresh_replays_refused_total", "counter",
+      "Rejected requests that could not be sent again (a streamed body, a "
+      "method not replayed, an error_page, a second rejection).",
+      ngx_http_tokenrefresh_counter(replays_refused), 0 },
 
     { "tokenrefresh_rejections_total", "counter",
       "Rejections of the current token by the upstream.",
@@ -346,6 +360,10 @@ ngx_http_tokenrefresh_control_handler(ngx_http_request_t *r)
     name.len = p - dst;
 
     z = NULL;
+    /* this worker's uses of tokens, counted without the lock, first */
+
+    ngx_http_tokenrefresh_flush_all();
+
     part = (ngx_list_part_t *) &ngx_cycle->shared_memory.part;
     shm_zone = part->elts;
 
@@ -572,6 +590,10 @@ ngx_http_tokenrefresh_json(ngx_http_request_t *r, ngx_array_t *zones,
         yajl_gen_integer(g, zr[i].info.evictions);
         ngx_http_tokenrefresh_key(g, "full");
         yajl_gen_integer(g, zr[i].info.nomem);
+        ngx_http_tokenrefresh_key(g, "evictions_refused");
+        yajl_gen_integer(g, zr[i].info.kept);
+        ngx_http_tokenrefresh_key(g, "unknown_outcomes");
+        yajl_gen_integer(g, zr[i].info.unknown);
 
         ngx_http_tokenrefresh_key(g, "credentials");
         yajl_gen_map_open(g);
@@ -723,6 +745,8 @@ ngx_http_tokenrefresh_json_credential(yajl_gen g,
     yajl_gen_integer(g, ci->counters.wait_msec_max);
     ngx_http_tokenrefresh_key(g, "replays");
     yajl_gen_integer(g, ci->counters.replays);
+    ngx_http_tokenrefresh_key(g, "replays_refused");
+    yajl_gen_integer(g, ci->counters.replays_refused);
     ngx_http_tokenrefresh_key(g, "rejections");
     yajl_gen_integer(g, ci->counters.rejections);
 

@@ -8,6 +8,10 @@
  * compare-and-set style updates, never across I/O: a worker that dies
  * holding the slab mutex gets it released by the master, and a worker that
  * dies holding a lease loses it when the lease deadline passes.
+ *
+ * The lease is also the fence: a token answer changes a credential only
+ * while the worker that asked for it still holds the lease it took, and a
+ * refused refresh token is dropped only if it is still the one held.
  */
 
 
@@ -29,10 +33,55 @@
     ngx_memory_barrier();                                                     \
     (node)->wseq++
 
+#if (NGX_HAVE_GCC_ATOMIC)
+#define ngx_http_tokenrefresh_load_acquire(p)                                 \
+    __atomic_load_n(p, __ATOMIC_ACQUIRE)
+#define ngx_http_tokenrefresh_load(p)                                         \
+    __atomic_load_n(p, __ATOMIC_RELAXED)
+#else
+#define ngx_http_tokenrefresh_load_acquire(p)                                 \
+    (*(volatile __typeof__(*(p)) *) (p))
+#define ngx_http_tokenrefresh_load(p)                                         \
+    (*(volatile __typeof__(*(p)) *) (p))
+#endif
+
+
+/* the hits of the lock-free path are added to the node at least this often */
+#define NGX_HTTP_TOKENREFRESH_HITS_FLUSH  1024
+
 
 static ngx_int_t ngx_http_tokenrefresh_acquire_fast(
     ngx_http_tokenrefresh_ctx_t *ctx, ngx_http_tokenrefresh_loc_conf_t *tlcf,
     ngx_http_tokenrefresh_acquire_t *res);
+static ngx_http_tokenrefresh_node_t *ngx_http_tokenrefresh_find(
+    ngx_http_tokenrefresh_zone_t *zone, ngx_http_tokenrefresh_ctx_t *ctx,
+    ngx_http_tokenrefresh_loc_conf_t *tlcf, ngx_log_t *log);
+static ngx_uint_t ngx_http_tokenrefresh_decide(
+    ngx_http_tokenrefresh_zone_t *zone, ngx_http_tokenrefresh_node_t *node,
+    ngx_http_tokenrefresh_loc_conf_t *tlcf, int64_t now,
+    ngx_http_tokenrefresh_acquire_t *res);
+static ngx_int_t ngx_http_tokenrefresh_hand_out(
+    ngx_http_tokenrefresh_zone_t *zone, ngx_http_tokenrefresh_node_t *node,
+    ngx_http_tokenrefresh_ctx_t *ctx, ngx_http_tokenrefresh_loc_conf_t *tlcf,
+    ngx_http_tokenrefresh_acquire_t *res);
+static ngx_uint_t ngx_http_tokenrefresh_grant(
+    ngx_http_tokenrefresh_node_t *node,
+    ngx_http_tokenrefresh_loc_conf_t *tlcf);
+static ngx_uint_t ngx_http_tokenrefresh_token_valid(
+    ngx_http_tokenrefresh_node_t *node, int64_t now);
+static ngx_uint_t ngx_http_tokenrefresh_backing_off(
+    ngx_http_tokenrefresh_node_t *node);
+static ngx_uint_t ngx_http_tokenrefresh_lease_free(
+    ngx_http_tokenrefresh_node_t *node, ngx_log_t *log);
+static ngx_uint_t ngx_http_tokenrefresh_lease_held(
+    ngx_http_tokenrefresh_node_t *node, ngx_http_tokenrefresh_refresh_t *rf);
+static ngx_uint_t ngx_http_tokenrefresh_may_lease(
+    ngx_http_tokenrefresh_zone_t *zone);
+static void ngx_http_tokenrefresh_take_lease(
+    ngx_http_tokenrefresh_node_t *node, ngx_uint_t grant,
+    ngx_http_tokenrefresh_loc_conf_t *tlcf);
+static ngx_uint_t ngx_http_tokenrefresh_protected(
+    ngx_http_tokenrefresh_node_t *node);
 static void ngx_http_tokenrefresh_rbtree_insert_value(
     ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
     ngx_rbtree_node_t *sentinel);
@@ -40,21 +89,15 @@ static ngx_http_tokenrefresh_node_t *ngx_http_tokenrefresh_lookup(
     ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *name, uint32_t hash);
 static ngx_http_tokenrefresh_node_t *ngx_http_tokenrefresh_create(
     ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *name, uint32_t hash,
-    ngx_log_t *log);
+    ngx_uint_t evict, ngx_log_t *log);
 static void *ngx_http_tokenrefresh_alloc(ngx_http_tokenrefresh_zone_t *zone,
-    size_t size, ngx_http_tokenrefresh_node_t *keep, ngx_log_t *log);
+    size_t size, ngx_http_tokenrefresh_node_t *keep, ngx_uint_t evict,
+    ngx_log_t *log);
 static ngx_uint_t ngx_http_tokenrefresh_evict(
     ngx_http_tokenrefresh_zone_t *zone, ngx_http_tokenrefresh_node_t *keep,
     ngx_log_t *log);
 static void ngx_http_tokenrefresh_delete(ngx_http_tokenrefresh_zone_t *zone,
     ngx_http_tokenrefresh_node_t *tn);
-static ngx_uint_t ngx_http_tokenrefresh_lease_free(
-    ngx_http_tokenrefresh_node_t *node, ngx_log_t *log);
-static void ngx_http_tokenrefresh_take_lease(
-    ngx_http_tokenrefresh_node_t *node, ngx_uint_t grant,
-    ngx_http_tokenrefresh_loc_conf_t *tlcf);
-static ngx_http_tokenrefresh_node_t *ngx_http_tokenrefresh_leased_node(
-    ngx_http_tokenrefresh_refresh_t *rf);
 static ngx_int_t ngx_http_tokenrefresh_bearer(ngx_pool_t *pool,
     ngx_str_t *dst, u_char *access, size_t len);
 static int64_t ngx_http_tokenrefresh_refresh_at(int64_t issued,
@@ -68,7 +111,12 @@ static ngx_uint_t ngx_http_tokenrefresh_spent(
 static ngx_int_t ngx_http_tokenrefresh_set_tokens(
     ngx_http_tokenrefresh_zone_t *zone, ngx_http_tokenrefresh_node_t *node,
     ngx_http_tokenrefresh_token_t *tok, ngx_uint_t generation,
-    ngx_log_t *log);
+    ngx_uint_t evict, ngx_log_t *log);
+
+
+static const char  *ngx_http_tokenrefresh_actions[] = {
+    "use", "use and refresh ahead", "fetch", "wait", "fail", "no room"
+};
 
 
 ngx_int_t
@@ -77,6 +125,7 @@ ngx_http_tokenrefresh_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_http_tokenrefresh_zone_t  *ozone = data;
 
     size_t                         len;
+    ngx_int_t                      rc;
     ngx_http_tokenrefresh_zone_t  *zone;
 
     zone = shm_zone->data;
@@ -133,9 +182,21 @@ ngx_http_tokenrefresh_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     zone->shpool->log_nomem = 0;
 
-    /* a new zone: start, restart, or a reload that changed its size */
+    /*
+     * A new zone: a start, a restart, or a reload that changed its size.
+     * In the last case the zone it replaces is newer than the state file
+     * and its workers may still be refreshing: it is copied, and what
+     * they get is handed over (ngx_http_tokenrefresh_handover.c).
+     */
 
-    if (zone->state
+    rc = ngx_http_tokenrefresh_adopt(zone, shm_zone->shm.log);
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (rc == NGX_DECLINED
+        && zone->state
         && ngx_http_tokenrefresh_state_load(zone, shm_zone->shm.log)
            != NGX_OK)
     {
@@ -149,9 +210,9 @@ ngx_http_tokenrefresh_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
 
 /*
- * The decision for one request, in one critical section: use the stored
- * token, start a refresh (taking the lease), wait for the refresh someone
- * else holds the lease for, or fail fast while backing off.
+ * What a request does with its credential, in three steps as limit_req
+ * does: find the credential (creating it if needed), decide, and hand
+ * out what the decision needs, in one critical section.
  */
 
 ngx_int_t
@@ -160,11 +221,9 @@ ngx_http_tokenrefresh_acquire(ngx_http_tokenrefresh_ctx_t *ctx,
     ngx_http_tokenrefresh_acquire_t *res)
 {
     int64_t                        now;
-    uint32_t                       hash;
     ngx_log_t                     *log;
-    ngx_uint_t                     grant, valid, warn;
-    ngx_pool_t                    *pool;
-    ngx_msec_t                     until;
+    ngx_int_t                      rc;
+    ngx_http_tokenrefresh_ref_t    ref;
     ngx_http_tokenrefresh_node_t  *node;
     ngx_http_tokenrefresh_zone_t  *zone;
 
@@ -172,33 +231,105 @@ ngx_http_tokenrefresh_acquire(ngx_http_tokenrefresh_ctx_t *ctx,
         return NGX_OK;
     }
 
-    ngx_memzero(res, sizeof(ngx_http_tokenrefresh_acquire_t));
-
     zone = ctx->zone;
     log = ctx->request->connection->log;
-    pool = ctx->request->pool;
+
+again:
+
+    ngx_memzero(res, sizeof(ngx_http_tokenrefresh_acquire_t));
 
     now = ngx_http_tokenrefresh_now();
-    hash = ctx->hash;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    node = ngx_http_tokenrefresh_lookup(zone, &ctx->name, hash);
+    node = ngx_http_tokenrefresh_find(zone, ctx, tlcf, log);
 
     if (node == NULL) {
-        node = ngx_http_tokenrefresh_create(zone, &ctx->name, hash, log);
+        zone->sh->nomem++;
+        ngx_shmtx_unlock(&zone->shpool->mutex);
 
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "tokenrefresh: zone \"%V\" is full, no room for "
+                      "credential \"%V\"",
+                      &zone->shm_zone->shm.name, &ctx->log_name);
+
+        res->action = NGX_HTTP_TOKENREFRESH_NOMEM;
+        return NGX_OK;
+    }
+
+    if (node->handover && ngx_http_tokenrefresh_take_over(zone, node, log)) {
+
+        /*
+         * the outcome of a refresh in the zone this one replaced, taken
+         * in with the lease still held: on disk before anyone may
+         * refresh again
+         */
+
+        ref.node = node;
+        ref.id = node->id;
+
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+
+        if (zone->state) {
+            (void) ngx_http_tokenrefresh_state_save(zone, log);
+        }
+
+        ngx_shmtx_lock(&zone->shpool->mutex);
+
+        node = ngx_http_tokenrefresh_deref(&ref);
+
+        if (node && node->handover) {
+            node->handover = 0;
+            node->lease_pid = 0;
+            node->seq++;
+        }
+
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+
+        ngx_http_tokenrefresh_wake_local();
+
+        goto again;
+    }
+
+    res->ref.node = node;
+    res->ref.id = node->id;
+    res->seq = node->seq;
+    res->action = ngx_http_tokenrefresh_decide(zone, node, tlcf, now, res);
+
+    rc = ngx_http_tokenrefresh_hand_out(zone, node, ctx, tlcf, res);
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    ngx_log_debug5(NGX_LOG_DEBUG_HTTP, log, 0,
+                   "tokenrefresh: credential \"%V\": %s, generation %ui, "
+                   "seq %ui, lease %ui",
+                   &ctx->log_name, ngx_http_tokenrefresh_actions[res->action],
+                   res->generation, res->seq, res->lease_seq);
+
+    return rc;
+}
+
+
+/* the credential of a request, found or created; the lock is held */
+
+static ngx_http_tokenrefresh_node_t *
+ngx_http_tokenrefresh_find(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_http_tokenrefresh_ctx_t *ctx, ngx_http_tokenrefresh_loc_conf_t *tlcf,
+    ngx_log_t *log)
+{
+    ngx_http_tokenrefresh_node_t  *node;
+
+    node = ngx_http_tokenrefresh_deref(&tlcf->fixed);
+
+    if (node == NULL) {
+        node = ngx_http_tokenrefresh_lookup(zone, &ctx->name, ctx->hash);
+    }
+
+    if (node == NULL) {
+        node = ngx_http_tokenrefresh_create(zone, &ctx->name, ctx->hash, 1,
+                                            log);
         if (node == NULL) {
-            zone->sh->nomem++;
-            ngx_shmtx_unlock(&zone->shpool->mutex);
-
-            ngx_log_error(NGX_LOG_ERR, log, 0,
-                          "tokenrefresh: zone \"%V\" is full, no room for "
-                          "credential \"%V\"",
-                          &zone->shm_zone->shm.name, &ctx->name);
-
-            res->action = NGX_HTTP_TOKENREFRESH_NOMEM;
-            return NGX_OK;
+            return NULL;
         }
 
     } else if (ngx_queue_head(&zone->sh->lru) != &node->lru) {
@@ -209,66 +340,107 @@ ngx_http_tokenrefresh_acquire(ngx_http_tokenrefresh_ctx_t *ctx,
 
     node->used = ngx_current_msec;
 
+    if (tlcf->login_uri.len) {
+        node->login = 1;
+    }
+
     if (!ctx->waiting) {
-        /* also added to without the lock, by the fast path */
-        (void) ngx_atomic_fetch_add(&node->counters.requests, 1);
+        node->counters.requests++;
     }
 
     if (tlcf->credential->lengths == NULL) {
         /* a fixed name: the next requests may skip the lookup */
-        tlcf->node = node;
-        tlcf->node_id = node->id;
+        tlcf->fixed.node = node;
+        tlcf->fixed.id = node->id;
+
+        if (tlcf->hits) {
+            node->counters.requests += tlcf->hits;
+            tlcf->hits = 0;
+        }
     }
 
-    res->node = node;
-    res->node_id = node->id;
-    res->seq = node->seq;
+    return node;
+}
 
-    valid = (node->access && now < node->expires
-             && node->rejected != node->generation);
 
-    if (node->refresh_len && tlcf->refresh_uri.len) {
-        grant = NGX_HTTP_TOKENREFRESH_GRANT_REFRESH;
+/* the decision alone: nothing is changed here but an expired lease */
 
-    } else if (tlcf->login_uri.len) {
-        grant = NGX_HTTP_TOKENREFRESH_GRANT_LOGIN;
+static ngx_uint_t
+ngx_http_tokenrefresh_decide(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_http_tokenrefresh_node_t *node, ngx_http_tokenrefresh_loc_conf_t *tlcf,
+    int64_t now, ngx_http_tokenrefresh_acquire_t *res)
+{
+    ngx_log_t  *log;
 
-    } else {
-        grant = NGX_HTTP_TOKENREFRESH_GRANT_NONE;
-    }
+    log = zone->shm_zone->shm.log;
 
-    if (valid) {
+    res->grant = ngx_http_tokenrefresh_grant(node, tlcf);
 
-        if (ngx_http_tokenrefresh_bearer(pool, &res->token, node->access,
-                                         node->access_len)
-            != NGX_OK)
+    if (ngx_http_tokenrefresh_token_valid(node, now)) {
+
+        if (now < ngx_http_tokenrefresh_refresh_at(node->issued,
+                                                   node->expires, tlcf->ahead)
+            || res->grant == NGX_HTTP_TOKENREFRESH_GRANT_NONE
+            || ngx_http_tokenrefresh_backing_off(node)
+            || !ngx_http_tokenrefresh_may_lease(zone)
+            || !ngx_http_tokenrefresh_lease_free(node, log))
         {
-            goto failed;
+            return NGX_HTTP_TOKENREFRESH_USE;
         }
 
-        res->generation = node->generation;
-        res->action = NGX_HTTP_TOKENREFRESH_USE;
-
-        if (now >= ngx_http_tokenrefresh_refresh_at(node->issued,
-                                                    node->expires,
-                                                    tlcf->ahead)
-            && grant != NGX_HTTP_TOKENREFRESH_GRANT_NONE
-            && (node->retry_at == 0
-                || (ngx_msec_int_t) (node->retry_at - ngx_current_msec) <= 0)
-            && ngx_http_tokenrefresh_lease_free(node, log))
-        {
-            ngx_http_tokenrefresh_take_lease(node, grant, tlcf);
-            res->action = NGX_HTTP_TOKENREFRESH_USE_AND_FETCH;
-            goto lease;
-        }
-
-        ngx_shmtx_unlock(&zone->shpool->mutex);
-        return NGX_OK;
+        return NGX_HTTP_TOKENREFRESH_USE_AND_FETCH;
     }
 
     if (!ngx_http_tokenrefresh_lease_free(node, log)) {
-
         /* someone, in this worker or another, is refreshing: wait */
+        return NGX_HTTP_TOKENREFRESH_WAIT;
+    }
+
+    if (ngx_http_tokenrefresh_backing_off(node)) {
+        res->status = node->fail_status;
+        res->retry_after = node->retry_at - ngx_current_msec;
+        return NGX_HTTP_TOKENREFRESH_FAIL;
+    }
+
+    if (res->grant == NGX_HTTP_TOKENREFRESH_GRANT_NONE) {
+        res->status = NGX_HTTP_BAD_GATEWAY;
+        return NGX_HTTP_TOKENREFRESH_FAIL;
+    }
+
+    if (!ngx_http_tokenrefresh_may_lease(zone)) {
+
+        /*
+         * a worker that is shutting down, or whose zone a reload
+         * replaced, starts no refresh: the client comes back to a worker
+         * that can
+         */
+
+        res->status = NGX_HTTP_SERVICE_UNAVAILABLE;
+        res->retry_after = 1000;
+        return NGX_HTTP_TOKENREFRESH_FAIL;
+    }
+
+    return NGX_HTTP_TOKENREFRESH_FETCH;
+}
+
+
+/* carries out the decision: copies and the lease; the lock is held */
+
+static ngx_int_t
+ngx_http_tokenrefresh_hand_out(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_http_tokenrefresh_node_t *node, ngx_http_tokenrefresh_ctx_t *ctx,
+    ngx_http_tokenrefresh_loc_conf_t *tlcf,
+    ngx_http_tokenrefresh_acquire_t *res)
+{
+    ngx_uint_t   warn;
+    ngx_msec_t   until;
+    ngx_pool_t  *pool;
+
+    pool = ctx->request->pool;
+
+    switch (res->action) {
+
+    case NGX_HTTP_TOKENREFRESH_WAIT:
 
         until = ngx_current_msec + tlcf->wait_timeout;
 
@@ -276,63 +448,71 @@ ngx_http_tokenrefresh_acquire(ngx_http_tokenrefresh_ctx_t *ctx,
             node->wait_until = until;
         }
 
-        res->action = NGX_HTTP_TOKENREFRESH_WAIT;
+        if (!ctx->waiting) {
+            node->waiting++;
+        }
+
+        return NGX_OK;
+
+    case NGX_HTTP_TOKENREFRESH_FAIL:
+
+        node->counters.failed++;
+
+        if (res->status != NGX_HTTP_BAD_GATEWAY || res->retry_after) {
+            return NGX_OK;
+        }
+
+        warn = !node->warned;
+        node->warned = 1;
+
+        if (warn) {
+            ngx_log_error(NGX_LOG_ERR, ctx->request->connection->log, 0,
+                          "tokenrefresh: credential \"%V\" has no token, "
+                          "no refresh token and no \"tokenrefresh_login\" "
+                          "location to get one", &ctx->log_name);
+        }
+
+        return NGX_OK;
+
+    case NGX_HTTP_TOKENREFRESH_FETCH:
 
         if (!ctx->waiting) {
             node->waiting++;
         }
 
-        ngx_shmtx_unlock(&zone->shpool->mutex);
-        return NGX_OK;
-    }
+        break;
 
-    if (node->retry_at
-        && (ngx_msec_int_t) (node->retry_at - ngx_current_msec) > 0)
-    {
-        res->action = NGX_HTTP_TOKENREFRESH_FAIL;
-        res->status = node->fail_status;
-        res->retry_after = node->retry_at - ngx_current_msec;
-        node->counters.failed++;
+    default: /* USE, USE_AND_FETCH */
 
-        ngx_shmtx_unlock(&zone->shpool->mutex);
-        return NGX_OK;
-    }
-
-    if (grant == NGX_HTTP_TOKENREFRESH_GRANT_NONE) {
-        res->action = NGX_HTTP_TOKENREFRESH_FAIL;
-        res->status = NGX_HTTP_BAD_GATEWAY;
-        node->counters.failed++;
-
-        warn = !node->warned;
-        node->warned = 1;
-
-        ngx_shmtx_unlock(&zone->shpool->mutex);
-
-        if (warn) {
-            ngx_log_error(NGX_LOG_ERR, log, 0,
-                          "tokenrefresh: credential \"%V\" has no token, "
-                          "no refresh token and no \"tokenrefresh_login\" "
-                          "location to get one", &ctx->name);
+        if (ngx_http_tokenrefresh_bearer(pool, &res->token, node->access,
+                                         node->access_len)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
         }
 
-        return NGX_OK;
+        res->generation = node->generation;
+
+        if (res->action == NGX_HTTP_TOKENREFRESH_USE) {
+            return NGX_OK;
+        }
     }
 
-    ngx_http_tokenrefresh_take_lease(node, grant, tlcf);
-    res->action = NGX_HTTP_TOKENREFRESH_FETCH;
+    /* FETCH, USE_AND_FETCH: this worker refreshes */
 
-    if (!ctx->waiting) {
-        node->waiting++;
-    }
+    res->after_reject = (node->access && node->rejected == node->generation);
 
-lease:
+    ngx_http_tokenrefresh_take_lease(node, res->grant, tlcf);
 
-    res->grant = grant;
     res->lease_seq = node->lease_seq;
 
-    /* the refresh subrequest sends it */
+    /* what the answer may replace: a seed given meanwhile is newer */
+    ngx_memcpy(res->refresh_digest, node->refresh_digest,
+               NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
 
-    if (grant == NGX_HTTP_TOKENREFRESH_GRANT_REFRESH
+    /* the token request may send both; their copies go with it */
+
+    if (res->grant == NGX_HTTP_TOKENREFRESH_GRANT_REFRESH
         && ngx_http_tokenrefresh_copy(pool, &res->refresh_token,
                                       node->refresh, node->refresh_len)
            != NGX_OK)
@@ -340,61 +520,150 @@ lease:
         goto failed;
     }
 
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    if (node->access
+        && ngx_http_tokenrefresh_copy(pool, &res->access_token,
+                                      node->access, node->access_len)
+           != NGX_OK)
+    {
+        goto failed;
+    }
 
     return NGX_OK;
 
 failed:
 
-    if (node->lease_pid == ngx_pid && node->lease_seq == res->lease_seq
-        && res->lease_seq)
-    {
-        node->lease_pid = 0;
-        node->seq++;
-    }
-
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    node->lease_pid = 0;
+    node->seq++;
 
     return NGX_ERROR;
+}
+
+
+static ngx_uint_t
+ngx_http_tokenrefresh_grant(ngx_http_tokenrefresh_node_t *node,
+    ngx_http_tokenrefresh_loc_conf_t *tlcf)
+{
+    if (node->refresh_len && tlcf->refresh_uri.len) {
+        return NGX_HTTP_TOKENREFRESH_GRANT_REFRESH;
+    }
+
+    if (tlcf->login_uri.len) {
+        return NGX_HTTP_TOKENREFRESH_GRANT_LOGIN;
+    }
+
+    return NGX_HTTP_TOKENREFRESH_GRANT_NONE;
+}
+
+
+static ngx_uint_t
+ngx_http_tokenrefresh_token_valid(ngx_http_tokenrefresh_node_t *node,
+    int64_t now)
+{
+    return node->access && now < node->expires
+           && node->rejected != node->generation;
+}
+
+
+static ngx_uint_t
+ngx_http_tokenrefresh_backing_off(ngx_http_tokenrefresh_node_t *node)
+{
+    return node->retry_at
+           && (ngx_msec_int_t) (node->retry_at - ngx_current_msec) > 0;
+}
+
+
+static ngx_uint_t
+ngx_http_tokenrefresh_may_lease(ngx_http_tokenrefresh_zone_t *zone)
+{
+    return !ngx_exiting && !ngx_terminate && !zone->sh->superseded;
+}
+
+
+static ngx_uint_t
+ngx_http_tokenrefresh_lease_held(ngx_http_tokenrefresh_node_t *node,
+    ngx_http_tokenrefresh_refresh_t *rf)
+{
+    return node->lease_pid == ngx_pid && node->lease_seq == rf->lease_seq
+           && !node->handover;
+}
+
+
+/*
+ * Not evicted: a credential whose refresh token is its only way back to a
+ * token (no location that uses it can log in).  Losing it would lose the
+ * credential for good.
+ */
+
+static ngx_uint_t
+ngx_http_tokenrefresh_protected(ngx_http_tokenrefresh_node_t *node)
+{
+    return node->refresh && !node->login;
 }
 
 
 /*
  * A new token is written in full before the old one is freed and before
  * the generation moves, so a reader never sees a half-written token; if
- * the zone has no room for it, the last good token stays.
+ * the zone has no room for it, the last good token stays.  Only the
+ * holder of the lease may store, and a refresh token replaces only the
+ * one the refresh started from: a seed given meanwhile is newer.
  */
 
 ngx_int_t
 ngx_http_tokenrefresh_store(ngx_http_tokenrefresh_refresh_t *rf,
     ngx_http_tokenrefresh_token_t *tok, ngx_log_t *log)
 {
+    ngx_uint_t                     keep_refresh;
     ngx_http_tokenrefresh_node_t  *node;
     ngx_http_tokenrefresh_zone_t  *zone;
+    ngx_http_tokenrefresh_token_t  t;
 
     zone = rf->zone;
+    t = *tok;
+    keep_refresh = 0;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    node = ngx_http_tokenrefresh_leased_node(rf);
+    node = ngx_http_tokenrefresh_deref(&rf->ref);
 
-    if (node == NULL) {
+    if (node == NULL || !ngx_http_tokenrefresh_lease_held(node, rf)) {
         ngx_shmtx_unlock(&zone->shpool->mutex);
 
-        ngx_log_error(NGX_LOG_WARN, log, 0,
-                      "tokenrefresh: credential \"%V\" was evicted while "
-                      "it was refreshed, the new token is dropped",
-                      &rf->name);
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "tokenrefresh: the %s answer for credential \"%V\" is "
+                      "dropped: %s",
+                      ngx_http_tokenrefresh_grant_names[rf->grant],
+                      &rf->log_name,
+                      node ? "this worker no longer holds the lease"
+                           : "the credential was evicted");
         return NGX_DECLINED;
+    }
+
+    if (t.refresh_token.len
+        && ngx_memcmp(node->refresh_digest, rf->digest,
+                      NGX_HTTP_TOKENREFRESH_DIGEST_LEN)
+           != 0)
+    {
+        /* a seed replaced the refresh token while this one was asked */
+        t.refresh_token.len = 0;
+        keep_refresh = 1;
     }
 
     /* no access token: keeping only the successor of a refresh token */
 
-    if (ngx_http_tokenrefresh_set_tokens(zone, node, tok,
-                                         node->generation + 1, log)
+    if (ngx_http_tokenrefresh_set_tokens(zone, node, &t,
+                                         node->generation + 1, 1, log)
         != NGX_OK)
     {
-        goto nomem;
+        zone->sh->nomem++;
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "tokenrefresh: zone \"%V\" is full, the new token of "
+                      "credential \"%V\" is dropped, the last good one is "
+                      "kept", &zone->shm_zone->shm.name, &rf->log_name);
+
+        return NGX_ERROR;
     }
 
     if (rf->grant == NGX_HTTP_TOKENREFRESH_GRANT_REFRESH
@@ -404,46 +673,43 @@ ngx_http_tokenrefresh_store(ngx_http_tokenrefresh_refresh_t *rf,
         ngx_http_tokenrefresh_spend(zone, rf->digest);
     }
 
-    if (tok->access_token.len == 0) {
-        ngx_shmtx_unlock(&zone->shpool->mutex);
-        return NGX_OK;
+    if (t.access_token.len) {
+        node->reissued = rf->after_reject ? node->generation : 0;
+        node->fails = 0;
+        node->retry_at = 0;
+        node->fail_status = 0;
+        node->failed = 0;
+        node->warned = 0;
+
+        node->counters.fetches[rf->grant][NGX_HTTP_TOKENREFRESH_OK]++;
+        node->last_outcome = NGX_HTTP_TOKENREFRESH_OK;
+        node->last_grant = rf->grant;
+        node->last_duration = ngx_current_msec - rf->start;
+        node->last_time = ngx_time();
+
+        /*
+         * waiting requests may use the token now; the lease is released
+         * by ngx_http_tokenrefresh_release(), once the state file has it
+         */
+
+        node->seq++;
     }
 
-    node->fails = 0;
-    node->retry_at = 0;
-    node->fail_status = 0;
-    node->failed = 0;
-    node->warned = 0;
-
-    node->counters.fetches[rf->grant][NGX_HTTP_TOKENREFRESH_OK]++;
-    node->last_outcome = NGX_HTTP_TOKENREFRESH_OK;
-    node->last_grant = rf->grant;
-    node->last_duration = ngx_current_msec - rf->start;
-    node->last_time = ngx_time();
-
-    /*
-     * waiting requests may use the token now; the lease is released by
-     * ngx_http_tokenrefresh_release(), once the state file has it
-     */
-
-    node->seq++;
-
     ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    if (keep_refresh) {
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                      "tokenrefresh: credential \"%V\" was given a new "
+                      "refresh token (a seed) while it was refreshed; the "
+                      "new seed is kept", &rf->log_name);
+    }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, log, 0,
+                   "tokenrefresh: credential \"%V\" stored, generation "
+                   "%ui, lease %ui", &rf->log_name, node->generation,
+                   rf->lease_seq);
 
     return NGX_OK;
-
-nomem:
-
-    zone->sh->nomem++;
-
-    ngx_shmtx_unlock(&zone->shpool->mutex);
-
-    ngx_log_error(NGX_LOG_ERR, log, 0,
-                  "tokenrefresh: zone \"%V\" is full, the new token of "
-                  "credential \"%V\" is dropped",
-                  &zone->shm_zone->shm.name, &rf->name);
-
-    return NGX_ERROR;
 }
 
 
@@ -456,7 +722,7 @@ nomem:
 static ngx_int_t
 ngx_http_tokenrefresh_set_tokens(ngx_http_tokenrefresh_zone_t *zone,
     ngx_http_tokenrefresh_node_t *node, ngx_http_tokenrefresh_token_t *tok,
-    ngx_uint_t generation, ngx_log_t *log)
+    ngx_uint_t generation, ngx_uint_t evict, ngx_log_t *log)
 {
     u_char  *access, *refresh;
 
@@ -465,7 +731,7 @@ ngx_http_tokenrefresh_set_tokens(ngx_http_tokenrefresh_zone_t *zone,
 
     if (tok->access_token.len) {
         access = ngx_http_tokenrefresh_alloc(zone, tok->access_token.len,
-                                             node, log);
+                                             node, evict, log);
         if (access == NULL) {
             return NGX_ERROR;
         }
@@ -473,7 +739,7 @@ ngx_http_tokenrefresh_set_tokens(ngx_http_tokenrefresh_zone_t *zone,
 
     if (tok->refresh_token.len) {
         refresh = ngx_http_tokenrefresh_alloc(zone, tok->refresh_token.len,
-                                              node, log);
+                                              node, evict, log);
         if (refresh == NULL) {
             if (access) {
                 ngx_slab_free_locked(zone->shpool, access);
@@ -510,6 +776,9 @@ ngx_http_tokenrefresh_set_tokens(ngx_http_tokenrefresh_zone_t *zone,
 
         node->refresh = refresh;
         node->refresh_len = tok->refresh_token.len;
+
+        ngx_http_tokenrefresh_digest(node->refresh_digest, refresh,
+                                     tok->refresh_token.len);
     }
 
     return NGX_OK;
@@ -517,18 +786,21 @@ ngx_http_tokenrefresh_set_tokens(ngx_http_tokenrefresh_zone_t *zone,
 
 
 /*
- * A refresh or login that did not produce a token: release the lease,
- * decide what happens next, and say so in one log line.
+ * A refresh or login that did not produce a token: decide what happens
+ * next, and say so in one log line.  The lease is kept until the caller
+ * has saved the state: ngx_http_tokenrefresh_release().  Returns NGX_OK
+ * if a refused refresh token was dropped (the state file must know).
  */
 
-void
+ngx_int_t
 ngx_http_tokenrefresh_fail(ngx_http_tokenrefresh_refresh_t *rf,
     ngx_uint_t outcome, ngx_str_t *reason, ngx_log_t *log)
 {
     int64_t                            now;
+    ngx_int_t                          rc;
     ngx_msec_t                         delay;
-    ngx_uint_t                         valid, relogin, level, status;
-    const char                        *what;
+    ngx_uint_t                         valid, relogin, level, status, held;
+    const char                        *what, *verb;
     ngx_http_tokenrefresh_node_t      *node;
     ngx_http_tokenrefresh_zone_t      *zone;
     ngx_http_tokenrefresh_loc_conf_t  *tlcf;
@@ -539,22 +811,29 @@ ngx_http_tokenrefresh_fail(ngx_http_tokenrefresh_refresh_t *rf,
     now = ngx_http_tokenrefresh_now();
     delay = 0;
     relogin = 0;
+    rc = NGX_DECLINED;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    node = ngx_http_tokenrefresh_leased_node(rf);
+    node = ngx_http_tokenrefresh_deref(&rf->ref);
+    held = (node && ngx_http_tokenrefresh_lease_held(node, rf));
 
-    if (node == NULL) {
+    if (!held) {
         ngx_shmtx_unlock(&zone->shpool->mutex);
 
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "tokenrefresh: %s of credential \"%V\" failed: %V; "
-                      "the credential was evicted meanwhile",
-                      what, &rf->name, reason);
-        return;
+                      "%s", what, &rf->log_name, reason,
+                      node ? "this worker no longer holds the lease"
+                           : "the credential was evicted meanwhile");
+        return NGX_DECLINED;
     }
 
     node->counters.fetches[rf->grant][outcome]++;
+
+    if (outcome == NGX_HTTP_TOKENREFRESH_UNKNOWN) {
+        zone->sh->unknown++;
+    }
 
     if (outcome != NGX_HTTP_TOKENREFRESH_ABORTED) {
         node->last_outcome = outcome;
@@ -564,21 +843,39 @@ ngx_http_tokenrefresh_fail(ngx_http_tokenrefresh_refresh_t *rf,
     }
 
     if (outcome == NGX_HTTP_TOKENREFRESH_REFUSED
-        && rf->grant == NGX_HTTP_TOKENREFRESH_GRANT_REFRESH
-        && node->refresh)
+        && rf->grant == NGX_HTTP_TOKENREFRESH_GRANT_REFRESH)
     {
         /* a refused refresh token is never sent again */
 
         ngx_http_tokenrefresh_spend(zone, rf->digest);
-        ngx_slab_free_locked(zone->shpool, node->refresh);
-        node->refresh = NULL;
-        node->refresh_len = 0;
+        rc = NGX_OK;
 
-        /* the next attempt, right away, is a login */
-        relogin = (tlcf->login_uri.len != 0);
+        /* but a newer one, a seed given meanwhile, is kept */
+
+        if (node->refresh
+            && ngx_memcmp(node->refresh_digest, rf->digest,
+                          NGX_HTTP_TOKENREFRESH_DIGEST_LEN)
+               == 0)
+        {
+            ngx_slab_free_locked(zone->shpool, node->refresh);
+            node->refresh = NULL;
+            node->refresh_len = 0;
+            ngx_memzero(node->refresh_digest,
+                        NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
+
+            /* the next attempt, right away, is a login */
+            relogin = (tlcf->login_uri.len != 0);
+
+        } else {
+            /* the next attempt, right away, uses the new one */
+            relogin = (node->refresh != NULL);
+        }
     }
 
-    if (outcome != NGX_HTTP_TOKENREFRESH_ABORTED && !relogin) {
+    if (outcome != NGX_HTTP_TOKENREFRESH_ABORTED
+        && outcome != NGX_HTTP_TOKENREFRESH_UNKNOWN
+        && !relogin)
+    {
         node->fails++;
 
         if (outcome == NGX_HTTP_TOKENREFRESH_REFUSED) {
@@ -603,16 +900,14 @@ ngx_http_tokenrefresh_fail(ngx_http_tokenrefresh_refresh_t *rf,
         }
 
         node->fail_status = (outcome == NGX_HTTP_TOKENREFRESH_TIMEDOUT)
-                            ? tlcf->timeout_status : tlcf->failure_status;
+                            ? tlcf->timeout_status
+                            : (outcome == NGX_HTTP_TOKENREFRESH_NOROOM)
+                            ? NGX_HTTP_SERVICE_UNAVAILABLE
+                            : tlcf->failure_status;
     }
 
-    valid = (node->access && now < node->expires
-             && node->rejected != node->generation);
+    valid = ngx_http_tokenrefresh_token_valid(node, now);
     status = node->fail_status;
-
-    if (node->lease_pid == ngx_pid && node->lease_seq == rf->lease_seq) {
-        node->lease_pid = 0;
-    }
 
     node->seq++;
 
@@ -620,37 +915,80 @@ ngx_http_tokenrefresh_fail(ngx_http_tokenrefresh_refresh_t *rf,
 
     if (outcome == NGX_HTTP_TOKENREFRESH_ABORTED) {
         ngx_log_error(NGX_LOG_INFO, log, 0,
-                      "tokenrefresh: %s of credential \"%V\" abandoned: %V; "
-                      "the next request takes over", what, &rf->name, reason);
-        return;
+                      "tokenrefresh: %s of credential \"%V\" abandoned "
+                      "before it was sent: %V; the next request takes over",
+                      what, &rf->log_name, reason);
+        return rc;
+    }
+
+    if (outcome == NGX_HTTP_TOKENREFRESH_UNKNOWN) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "tokenrefresh: %s of credential \"%V\" was cut after "
+                      "it was sent: %V; its outcome is unknown, the next "
+                      "request tries again", what, &rf->log_name, reason);
+        return rc;
     }
 
     if (relogin) {
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "tokenrefresh: refresh of credential \"%V\" refused: "
-                      "%V; the refresh token is dropped, logging in",
-                      &rf->name, reason);
-        return;
+                      "%V; the refresh token is dropped, %s",
+                      &rf->log_name, reason,
+                      node->refresh ? "using the newer one" : "logging in");
+        return rc;
     }
 
     level = valid ? NGX_LOG_WARN : NGX_LOG_ERR;
+    verb = (outcome == NGX_HTTP_TOKENREFRESH_REFUSED) ? "refused" : "failed";
 
     if (valid) {
         ngx_log_error(level, log, 0,
                       "tokenrefresh: %s of credential \"%V\" %s: %V; the "
                       "current token stays in use, next attempt in %M ms",
-                      what, &rf->name,
-                      outcome == NGX_HTTP_TOKENREFRESH_REFUSED
-                      ? "refused" : "failed", reason, delay);
-        return;
+                      what, &rf->log_name, verb, reason, delay);
+        return rc;
     }
 
     ngx_log_error(level, log, 0,
                   "tokenrefresh: %s of credential \"%V\" %s: %V; requests "
                   "fail with %ui, next attempt in %M ms",
-                  what, &rf->name,
-                  outcome == NGX_HTTP_TOKENREFRESH_REFUSED
-                  ? "refused" : "failed", reason, status, delay);
+                  what, &rf->log_name, verb, reason, status, delay);
+
+    return rc;
+}
+
+
+/* the only place where a lease held by this worker ends */
+
+void
+ngx_http_tokenrefresh_release(ngx_http_tokenrefresh_refresh_t *rf)
+{
+    ngx_http_tokenrefresh_node_t  *node;
+    ngx_http_tokenrefresh_zone_t  *zone;
+
+    zone = rf->zone;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    node = ngx_http_tokenrefresh_deref(&rf->ref);
+
+    if (node && ngx_http_tokenrefresh_lease_held(node, rf)) {
+        node->lease_pid = 0;
+        node->seq++;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "tokenrefresh: lease %ui of credential \"%V\" released",
+                   rf->lease_seq, &rf->log_name);
+}
+
+
+ngx_uint_t
+ngx_http_tokenrefresh_superseded(ngx_http_tokenrefresh_zone_t *zone)
+{
+    return zone->sh->superseded;
 }
 
 
@@ -658,38 +996,51 @@ ngx_http_tokenrefresh_fail(ngx_http_tokenrefresh_refresh_t *rf,
  * The upstream rejected the token a request was sent with.  If a newer
  * token is stored already, the request just goes again with it.  If the
  * rejected token is the current one, it is marked so that nobody uses it
- * again, and the next request to look for it starts the one refresh:
- * unless the token is younger than tokenrefresh_min_token_age.  An
- * upstream that rejects fresh tokens (wrong audience, wrong client) would
- * otherwise have the module refresh for every request; instead, refreshes
- * for that reason stop for a back-off interval, logged once.
+ * again, and the next request to look for it starts the one refresh.
+ *
+ * The loop guard: a token that was itself fetched because the one before
+ * it was rejected, and is rejected too, says that the upstream rejects
+ * every token (wrong audience, wrong client).  Refreshes for that reason
+ * stop for a back-off interval, then one more is tried; the token stays
+ * in use meanwhile and its rejections reach the clients.
  */
 
 ngx_uint_t
 ngx_http_tokenrefresh_reject(ngx_http_tokenrefresh_ctx_t *ctx,
-    ngx_http_tokenrefresh_loc_conf_t *tlcf, ngx_log_t *log)
+    ngx_http_tokenrefresh_loc_conf_t *tlcf, ngx_uint_t replay,
+    ngx_log_t *log)
 {
     int64_t                        age;
     ngx_msec_t                     delay;
-    ngx_uint_t                     rc;
+    ngx_uint_t                     rc, loop;
     ngx_http_tokenrefresh_node_t  *node;
     ngx_http_tokenrefresh_zone_t  *zone;
 
     zone = ctx->zone;
-    node = ctx->node;
     delay = 0;
     age = 0;
+    loop = 0;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    if (node->id != ctx->node_id) {
+    node = ngx_http_tokenrefresh_deref(&ctx->ref);
+
+    if (node == NULL) {
         rc = NGX_HTTP_TOKENREFRESH_STALE;
         goto done;
     }
 
-    node->counters.replays++;
+    if (replay) {
+        node->counters.replays++;
 
-    if (node->generation != ctx->generation) {
+    } else {
+        node->counters.replays_refused++;
+    }
+
+    if (node->generation != ctx->generation
+        || node->rejected == node->generation)
+    {
+        /* a newer token is there, or on its way */
         rc = NGX_HTTP_TOKENREFRESH_STALE;
         goto done;
     }
@@ -698,22 +1049,40 @@ ngx_http_tokenrefresh_reject(ngx_http_tokenrefresh_ctx_t *ctx,
 
     age = ngx_http_tokenrefresh_now() - node->issued;
 
-    if (age >= (int64_t) tlcf->min_token_age
-        && (ngx_msec_int_t) (node->reject_until - ngx_current_msec) <= 0)
-    {
-        ngx_http_tokenrefresh_write_begin(node);
-        node->rejected = node->generation;
-        ngx_http_tokenrefresh_write_end(node);
-
-        node->seq++;
-        rc = NGX_HTTP_TOKENREFRESH_RENEW;
-        goto done;
+    if (age < (int64_t) tlcf->min_token_age) {
+        rc = NGX_HTTP_TOKENREFRESH_SUSPECT;
+        goto backoff;
     }
 
-    rc = NGX_HTTP_TOKENREFRESH_SUSPECT;
+    if (node->reissued == node->generation) {
+
+        if ((ngx_msec_int_t) (node->reject_until - ngx_current_msec) > 0) {
+            rc = NGX_HTTP_TOKENREFRESH_LOOP;
+            goto done;
+        }
+
+        if (node->reject_gen != node->generation) {
+            loop = 1;
+            rc = NGX_HTTP_TOKENREFRESH_LOOP;
+            goto backoff;
+        }
+
+        /* the back-off for this token is over: one more refresh */
+    }
+
+    ngx_http_tokenrefresh_write_begin(node);
+    node->rejected = node->generation;
+    ngx_http_tokenrefresh_write_end(node);
+
+    node->seq++;
+    rc = NGX_HTTP_TOKENREFRESH_RENEW;
+    goto done;
+
+backoff:
 
     if ((ngx_msec_int_t) (node->reject_until - ngx_current_msec) <= 0) {
         node->reject_fails++;
+        node->reject_gen = node->generation;
         delay = ngx_http_tokenrefresh_backoff_delay(node->reject_fails,
                                                     tlcf->backoff_min,
                                                     tlcf->backoff_max);
@@ -724,19 +1093,30 @@ done:
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
-    if (delay) {
+    if (delay && loop) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "tokenrefresh: the upstream rejected again a token of "
+                      "credential \"%V\" that replaced a rejected one: it "
+                      "seems to reject every token; no refresh for that for "
+                      "%M ms", &ctx->log_name, delay);
+
+    } else if (delay) {
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "tokenrefresh: the upstream rejected a token of "
                       "credential \"%V\" that is %L ms old, younger than "
                       "tokenrefresh_min_token_age; no refresh for that for "
-                      "%M ms", &ctx->name, age, delay);
+                      "%M ms", &ctx->log_name, age, delay);
     }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, log, 0,
+                   "tokenrefresh: credential \"%V\" generation %ui "
+                   "rejected: %ui", &ctx->log_name, ctx->generation, rc);
 
     return rc;
 }
 
 
-/* the upstream took a token: rejections of fresh tokens are forgiven */
+/* the upstream took a token: its rejections are a fresh start again */
 
 void
 ngx_http_tokenrefresh_accepted(ngx_http_tokenrefresh_ctx_t *ctx)
@@ -744,9 +1124,13 @@ ngx_http_tokenrefresh_accepted(ngx_http_tokenrefresh_ctx_t *ctx)
     ngx_http_tokenrefresh_node_t  *node;
     ngx_http_tokenrefresh_zone_t  *zone;
 
-    node = ctx->node;
+    node = ctx->ref.node;
 
-    if (node->reject_fails == 0) {
+    /* an unlocked look first: nearly always there is nothing to forgive */
+
+    if (ngx_http_tokenrefresh_load(&node->reject_fails) == 0
+        && ngx_http_tokenrefresh_load(&node->reissued) != ctx->generation)
+    {
         return;
     }
 
@@ -754,11 +1138,49 @@ ngx_http_tokenrefresh_accepted(ngx_http_tokenrefresh_ctx_t *ctx)
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    if (node->id == ctx->node_id && node->generation == ctx->generation) {
+    node = ngx_http_tokenrefresh_deref(&ctx->ref);
+
+    if (node && node->generation == ctx->generation) {
         node->reject_fails = 0;
+        node->reissued = 0;
     }
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+/*
+ * The uses the lock-free path counted in a location, added to the node
+ * now (a status page, a timer); the node may be gone, then they are lost.
+ */
+
+void
+ngx_http_tokenrefresh_flush_hits(ngx_http_tokenrefresh_loc_conf_t *tlcf)
+{
+    ngx_http_tokenrefresh_node_t  *node;
+    ngx_http_tokenrefresh_zone_t  *zone;
+
+    if (tlcf->hits == 0) {
+        return;
+    }
+
+    zone = tlcf->shm_zone->data;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    node = ngx_http_tokenrefresh_deref(&tlcf->fixed);
+
+    if (node) {
+        node->counters.requests += tlcf->hits;
+
+        if ((ngx_msec_int_t) (tlcf->hit_time - node->used) > 0) {
+            node->used = tlcf->hit_time;
+        }
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    tlcf->hits = 0;
 }
 
 
@@ -782,6 +1204,8 @@ ngx_http_tokenrefresh_snapshot(ngx_http_tokenrefresh_zone_t *zone,
     zi->count = zone->sh->count;
     zi->evictions = zone->sh->evictions;
     zi->nomem = zone->sh->nomem;
+    zi->kept = zone->sh->kept;
+    zi->unknown = zone->sh->unknown;
 
     zi->credentials = ngx_array_create(pool, zi->count ? zi->count : 1,
                                        sizeof(ngx_http_tokenrefresh_info_t));
@@ -802,12 +1226,16 @@ ngx_http_tokenrefresh_snapshot(ngx_http_tokenrefresh_zone_t *zone,
 
         ngx_memzero(ci, sizeof(ngx_http_tokenrefresh_info_t));
 
-        if (ngx_http_tokenrefresh_copy(pool, &ci->name, tn->name,
-                                       tn->len)
-            != NGX_OK)
-        {
+        /* a name from client input is shown escaped */
+
+        ci->name.data = ngx_pnalloc(pool, 4 * tn->len);
+        if (ci->name.data == NULL) {
             goto failed;
         }
+
+        ci->name.len = ngx_http_tokenrefresh_printable(ci->name.data,
+                                                       tn->name, tn->len)
+                       - ci->name.data;
 
         if (tn->access
             && ngx_http_tokenrefresh_copy(pool, &ci->token, tn->access,
@@ -834,9 +1262,7 @@ ngx_http_tokenrefresh_snapshot(ngx_http_tokenrefresh_zone_t *zone,
         ci->fails = tn->fails;
         ci->failed = tn->failed;
 
-        if (tn->retry_at
-            && (ngx_msec_int_t) (tn->retry_at - ngx_current_msec) > 0)
-        {
+        if (ngx_http_tokenrefresh_backing_off(tn)) {
             ci->retry_in = tn->retry_at - ngx_current_msec;
         }
 
@@ -845,6 +1271,7 @@ ngx_http_tokenrefresh_snapshot(ngx_http_tokenrefresh_zone_t *zone,
         ci->last_duration = tn->last_duration;
         ci->last_time = tn->last_time;
         ci->waiting = tn->waiting;
+        ci->login = tn->login;
         ci->counters = tn->counters;
     }
 
@@ -857,29 +1284,6 @@ failed:
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
     return NGX_ERROR;
-}
-
-
-void
-ngx_http_tokenrefresh_release(ngx_http_tokenrefresh_refresh_t *rf)
-{
-    ngx_http_tokenrefresh_node_t  *node;
-    ngx_http_tokenrefresh_zone_t  *zone;
-
-    zone = rf->zone;
-
-    ngx_shmtx_lock(&zone->shpool->mutex);
-
-    node = ngx_http_tokenrefresh_leased_node(rf);
-
-    if (node && node->lease_pid == ngx_pid
-        && node->lease_seq == rf->lease_seq)
-    {
-        node->lease_pid = 0;
-        node->seq++;
-    }
-
-    ngx_shmtx_unlock(&zone->shpool->mutex);
 }
 
 
@@ -925,7 +1329,8 @@ ngx_http_tokenrefresh_spent(ngx_http_tokenrefresh_zone_t *zone,
 
 /*
  * A credential from the state file when the zone is created, or a seed.
- * What it brings replaces what the credential had.
+ * What it brings replaces what the credential had.  It never evicts: the
+ * credentials already there are as precious as this one.
  */
 
 ngx_int_t
@@ -943,13 +1348,13 @@ ngx_http_tokenrefresh_restore(ngx_http_tokenrefresh_zone_t *zone,
     tn = ngx_http_tokenrefresh_lookup(zone, name, hash);
 
     if (tn == NULL) {
-        tn = ngx_http_tokenrefresh_create(zone, name, hash, log);
+        tn = ngx_http_tokenrefresh_create(zone, name, hash, 0, log);
         if (tn == NULL) {
             goto nomem;
         }
     }
 
-    if (ngx_http_tokenrefresh_set_tokens(zone, tn, tok, generation, log)
+    if (ngx_http_tokenrefresh_set_tokens(zone, tn, tok, generation, 0, log)
         != NGX_OK)
     {
         goto nomem;
@@ -978,11 +1383,95 @@ nomem:
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
-    ngx_log_error(NGX_LOG_ERR, log, 0,
-                  "tokenrefresh: zone \"%V\" is too small for the tokens "
-                  "of credential \"%V\"", &zone->shm_zone->shm.name, name);
-
     return NGX_ERROR;
+}
+
+
+/* the caller holds the lock, or nobody else can use the zone yet */
+
+ngx_http_tokenrefresh_node_t *
+ngx_http_tokenrefresh_node_of(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_str_t *name)
+{
+    return ngx_http_tokenrefresh_lookup(zone, name,
+                                        ngx_crc32_short(name->data,
+                                                        name->len));
+}
+
+
+/*
+ * The outcome of a refresh made in the zone this one replaced, taken in
+ * under the lock (ngx_http_tokenrefresh_take_over()); the handover lease
+ * is released by the caller once the state file has it.
+ */
+
+ngx_int_t
+ngx_http_tokenrefresh_hand_in(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_http_tokenrefresh_node_t *node, ngx_http_tokenrefresh_token_t *tok,
+    ngx_uint_t outcome, ngx_uint_t grant, u_char *sent)
+{
+    node->last_outcome = outcome;
+    node->last_grant = grant;
+    node->last_time = ngx_time();
+    node->seq++;
+
+    if (outcome == NGX_HTTP_TOKENREFRESH_REFUSED
+        && grant == NGX_HTTP_TOKENREFRESH_GRANT_REFRESH
+        && node->refresh
+        && ngx_memcmp(node->refresh_digest, sent,
+                      NGX_HTTP_TOKENREFRESH_DIGEST_LEN)
+           == 0)
+    {
+        ngx_slab_free_locked(zone->shpool, node->refresh);
+        node->refresh = NULL;
+        node->refresh_len = 0;
+        ngx_memzero(node->refresh_digest, NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
+    }
+
+    if (tok->access_token.len == 0 && tok->refresh_token.len == 0) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_tokenrefresh_set_tokens(zone, node, tok,
+                                         node->generation + 1, 1,
+                                         zone->shm_zone->shm.log)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (tok->access_token.len) {
+        node->fails = 0;
+        node->retry_at = 0;
+        node->fail_status = 0;
+        node->failed = 0;
+        node->warned = 0;
+    }
+
+    return NGX_OK;
+}
+
+
+/* empties a zone that a state file did not fit, before anyone uses it */
+
+void
+ngx_http_tokenrefresh_forget_all(ngx_http_tokenrefresh_zone_t *zone)
+{
+    ngx_queue_t                   *q;
+    ngx_http_tokenrefresh_node_t  *tn;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    while (!ngx_queue_empty(&zone->sh->lru)) {
+        q = ngx_queue_head(&zone->sh->lru);
+        tn = ngx_queue_data(q, ngx_http_tokenrefresh_node_t, lru);
+        ngx_http_tokenrefresh_delete(zone, tn);
+    }
+
+    zone->sh->spent_count = 0;
+    zone->sh->spent_next = 0;
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
 }
 
 
@@ -1048,12 +1537,18 @@ ngx_http_tokenrefresh_seed(ngx_http_tokenrefresh_zone_t *zone,
 
         if (ngx_http_tokenrefresh_restore(zone, &seed[i].name, &tok, 0,
                                           digest, log)
-            == NGX_OK)
+            != NGX_OK)
         {
-            ngx_log_error(NGX_LOG_NOTICE, log, 0,
-                          "tokenrefresh: credential \"%V\" seeded from "
-                          "\"%V\"", &seed[i].name, &seed[i].file);
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "tokenrefresh: zone \"%V\" has no room for the "
+                          "seed of credential \"%V\"",
+                          &zone->shm_zone->shm.name, &seed[i].name);
+            continue;
         }
+
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                      "tokenrefresh: credential \"%V\" seeded from \"%V\"",
+                      &seed[i].name, &seed[i].file);
     }
 }
 
@@ -1091,6 +1586,7 @@ ngx_http_tokenrefresh_control(ngx_http_tokenrefresh_zone_t *zone,
         tn->retry_at = 0;
         tn->reject_fails = 0;
         tn->reject_until = 0;
+        tn->reissued = 0;
         tn->seq++;
 
         ngx_shmtx_unlock(&zone->shpool->mutex);
@@ -1116,7 +1612,9 @@ ngx_http_tokenrefresh_control(ngx_http_tokenrefresh_zone_t *zone,
  * The common case without the lock: a request with a fixed credential name
  * whose node this worker knows, and a valid token outside the refresh-ahead
  * window.  Anything else, or a write seen meanwhile, takes the locked path.
- * It sets only what NGX_HTTP_TOKENREFRESH_USE needs.
+ * It writes nothing into the node (which may have been evicted and its
+ * memory reused since it was looked at): its uses are counted in the
+ * location and added to the node under the lock.
  */
 
 static ngx_int_t
@@ -1127,32 +1625,34 @@ ngx_http_tokenrefresh_acquire_fast(ngx_http_tokenrefresh_ctx_t *ctx,
     u_char                        *access;
     size_t                         len;
     int64_t                        issued, expires;
-    ngx_uint_t                     id, generation;
+    ngx_uint_t                     id, generation, rejected;
     ngx_atomic_uint_t              w;
     ngx_http_tokenrefresh_node_t  *node;
 
-    node = tlcf->node;
+    node = tlcf->fixed.node;
 
-    if (node == NULL || ctx->waiting || tlcf->credential->lengths) {
+    if (node == NULL || ctx->waiting || tlcf->credential->lengths
+        || tlcf->hits >= NGX_HTTP_TOKENREFRESH_HITS_FLUSH)
+    {
         return NGX_DECLINED;
     }
 
-    id = tlcf->node_id;
+    id = tlcf->fixed.id;
 
-    w = node->wseq;
-    ngx_memory_barrier();
+    w = ngx_http_tokenrefresh_load_acquire(&node->wseq);
 
-    if ((w & 1) || node->id != id) {
+    if ((w & 1) || ngx_http_tokenrefresh_load(&node->id) != id) {
         return NGX_DECLINED;
     }
 
-    access = node->access;
-    len = node->access_len;
-    issued = node->issued;
-    expires = node->expires;
-    generation = node->generation;
+    access = ngx_http_tokenrefresh_load(&node->access);
+    len = ngx_http_tokenrefresh_load(&node->access_len);
+    issued = ngx_http_tokenrefresh_load(&node->issued);
+    expires = ngx_http_tokenrefresh_load(&node->expires);
+    generation = ngx_http_tokenrefresh_load(&node->generation);
+    rejected = ngx_http_tokenrefresh_load(&node->rejected);
 
-    if (access == NULL || node->rejected == generation
+    if (access == NULL || rejected == generation
         || len > ctx->zone->max_token_size)
     {
         return NGX_DECLINED;
@@ -1173,17 +1673,20 @@ ngx_http_tokenrefresh_acquire_fast(ngx_http_tokenrefresh_ctx_t *ctx,
 
     ngx_memory_barrier();
 
-    if (node->wseq != w) {
+    if (ngx_http_tokenrefresh_load(&node->wseq) != w) {
         return NGX_DECLINED;
     }
 
-    (void) ngx_atomic_fetch_add(&node->counters.requests, 1);
-    node->used = ngx_current_msec;
+    if (tlcf->hits++ == 0) {
+        ngx_http_tokenrefresh_arm_flush();
+    }
+
+    tlcf->hit_time = ngx_current_msec;
 
     res->action = NGX_HTTP_TOKENREFRESH_USE;
-    res->node = node;
-    res->node_id = id;
-    res->seq = node->seq;
+    res->ref.node = node;
+    res->ref.id = id;
+    res->seq = 0;
     res->generation = generation;
 
     return NGX_OK;
@@ -1197,16 +1700,25 @@ ngx_http_tokenrefresh_changed(ngx_http_tokenrefresh_ctx_t *ctx)
 {
     ngx_http_tokenrefresh_node_t  *node;
 
-    node = ctx->node;
+    node = ctx->ref.node;
 
-    if (node->id != ctx->node_id || node->seq != ctx->seq) {
+    if (ngx_http_tokenrefresh_load(&node->id) != ctx->ref.id
+        || ngx_http_tokenrefresh_load(&node->seq) != ctx->seq)
+    {
         return 1;
     }
 
-    if (node->lease_pid
-        && (ngx_msec_int_t) (node->lease_deadline - ngx_current_msec) <= 0)
+    if (ngx_http_tokenrefresh_load(&node->lease_pid)
+        && (ngx_msec_int_t) (ngx_http_tokenrefresh_load(&node->lease_deadline)
+                             - ngx_current_msec)
+           <= 0)
     {
         /* the lease holder died or hung: someone must take over */
+        return 1;
+    }
+
+    if (node->handover && ngx_http_tokenrefresh_handed(ctx->zone)) {
+        /* the zone this one replaced may have finished its refresh */
         return 1;
     }
 
@@ -1225,11 +1737,12 @@ ngx_http_tokenrefresh_account_wait(ngx_http_tokenrefresh_ctx_t *ctx,
     ctx->waiting = 0;
 
     zone = ctx->zone;
-    node = ctx->node;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    if (node && node->id == ctx->node_id) {
+    node = ngx_http_tokenrefresh_deref(&ctx->ref);
+
+    if (node) {
         if (node->waiting) {
             node->waiting--;
         }
@@ -1254,6 +1767,9 @@ static ngx_uint_t
 ngx_http_tokenrefresh_lease_free(ngx_http_tokenrefresh_node_t *node,
     ngx_log_t *log)
 {
+    u_char  name[4 * NGX_HTTP_TOKENREFRESH_MAX_NAME];
+    u_char  *last;
+
     if (node->lease_pid == 0) {
         return 1;
     }
@@ -1262,12 +1778,15 @@ ngx_http_tokenrefresh_lease_free(ngx_http_tokenrefresh_node_t *node,
         return 0;
     }
 
+    last = ngx_http_tokenrefresh_printable(name, node->name, node->len);
+
     ngx_log_error(NGX_LOG_WARN, log, 0,
                   "tokenrefresh: the lease of worker %P on credential "
                   "\"%*s\" expired, taking over",
-                  node->lease_pid, (size_t) node->len, node->name);
+                  node->lease_pid, (size_t) (last - name), name);
 
     node->lease_pid = 0;
+    node->handover = 0;
 
     return 1;
 }
@@ -1282,19 +1801,7 @@ ngx_http_tokenrefresh_take_lease(ngx_http_tokenrefresh_node_t *node,
                            + NGX_HTTP_TOKENREFRESH_LEASE_MARGIN;
     node->lease_seq++;
     node->lease_grant = grant;
-}
-
-
-/* the node a refresh was started for, if it still exists */
-
-static ngx_http_tokenrefresh_node_t *
-ngx_http_tokenrefresh_leased_node(ngx_http_tokenrefresh_refresh_t *rf)
-{
-    if (rf->node->id != rf->node_id) {
-        return NULL;
-    }
-
-    return rf->node;
+    node->handover = 0;
 }
 
 
@@ -1340,14 +1847,14 @@ ngx_http_tokenrefresh_lookup(ngx_http_tokenrefresh_zone_t *zone,
 
 static ngx_http_tokenrefresh_node_t *
 ngx_http_tokenrefresh_create(ngx_http_tokenrefresh_zone_t *zone,
-    ngx_str_t *name, uint32_t hash, ngx_log_t *log)
+    ngx_str_t *name, uint32_t hash, ngx_uint_t evict, ngx_log_t *log)
 {
     size_t                         size;
     ngx_http_tokenrefresh_node_t  *tn;
 
     size = offsetof(ngx_http_tokenrefresh_node_t, name) + name->len;
 
-    tn = ngx_http_tokenrefresh_alloc(zone, size, NULL, log);
+    tn = ngx_http_tokenrefresh_alloc(zone, size, NULL, evict, log);
     if (tn == NULL) {
         return NULL;
     }
@@ -1372,14 +1879,14 @@ ngx_http_tokenrefresh_create(ngx_http_tokenrefresh_zone_t *zone,
 
 static void *
 ngx_http_tokenrefresh_alloc(ngx_http_tokenrefresh_zone_t *zone, size_t size,
-    ngx_http_tokenrefresh_node_t *keep, ngx_log_t *log)
+    ngx_http_tokenrefresh_node_t *keep, ngx_uint_t evict, ngx_log_t *log)
 {
     void  *p;
 
     for ( ;; ) {
         p = ngx_slab_alloc_locked(zone->shpool, size);
 
-        if (p) {
+        if (p || !evict) {
             return p;
         }
 
@@ -1391,15 +1898,18 @@ ngx_http_tokenrefresh_alloc(ngx_http_tokenrefresh_zone_t *zone, size_t size,
 
 
 /*
- * Evicts the least recently used credential that nobody needs right now:
- * no lease, nobody waiting for it.  Returns 0 if there is none.
+ * Evicts the least recently used credential that nobody needs right now
+ * and that can be had again: no lease, nobody waiting for it, and not the
+ * only copy of a refresh token.  Returns 0 if there is none.
  */
 
 static ngx_uint_t
 ngx_http_tokenrefresh_evict(ngx_http_tokenrefresh_zone_t *zone,
     ngx_http_tokenrefresh_node_t *keep, ngx_log_t *log)
 {
-    ngx_uint_t                     n;
+    u_char                         name[4 * NGX_HTTP_TOKENREFRESH_MAX_NAME];
+    u_char                        *last;
+    ngx_uint_t                     n, kept;
     ngx_queue_t                   *q, *prev;
     ngx_http_tokenrefresh_node_t  *tn;
 
@@ -1409,6 +1919,7 @@ ngx_http_tokenrefresh_evict(ngx_http_tokenrefresh_zone_t *zone,
      */
 
     n = 2 * zone->sh->count;
+    kept = 0;
 
     for (q = ngx_queue_last(&zone->sh->lru);
          q != ngx_queue_sentinel(&zone->sh->lru) && n--;
@@ -1418,6 +1929,11 @@ ngx_http_tokenrefresh_evict(ngx_http_tokenrefresh_zone_t *zone,
         tn = ngx_queue_data(q, ngx_http_tokenrefresh_node_t, lru);
 
         if (tn == keep) {
+            continue;
+        }
+
+        if (ngx_http_tokenrefresh_protected(tn)) {
+            kept = 1;
             continue;
         }
 
@@ -1445,16 +1961,23 @@ ngx_http_tokenrefresh_evict(ngx_http_tokenrefresh_zone_t *zone,
             continue;
         }
 
+        last = ngx_http_tokenrefresh_printable(name, tn->name, tn->len);
+
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "tokenrefresh: zone \"%V\" is full, evicting idle "
                       "credential \"%*s\"",
-                      &zone->shm_zone->shm.name, (size_t) tn->len, tn->name);
+                      &zone->shm_zone->shm.name, (size_t) (last - name),
+                      name);
 
         ngx_http_tokenrefresh_delete(zone, tn);
 
         zone->sh->evictions++;
 
         return 1;
+    }
+
+    if (kept) {
+        zone->sh->kept++;
     }
 
     return 0;
@@ -1465,7 +1988,7 @@ static void
 ngx_http_tokenrefresh_delete(ngx_http_tokenrefresh_zone_t *zone,
     ngx_http_tokenrefresh_node_t *tn)
 {
-    /* a stale pointer to this node must not match it any more */
+    /* a stale reference to this node must not match it any more */
 
     ngx_http_tokenrefresh_write_begin(tn);
     tn->id = 0;

@@ -8,13 +8,14 @@
  * $http_authorization, subrequests (mirror, auth_request) and error_page
  * targets would all see.
  *
- * A token variable has a value only
- *   - in the client request, in the location where the module attached the
- *     token (an internal redirect resets the module context), and only
- *     while the upstream request is being built; or
- *   - for the refresh token, in the module's own refresh subrequest.
- * Everywhere else (add_header, return, log_format, subrequests) it is
- * empty.
+ * A token variable has a value only while the request to the upstream is
+ * being built: in the client request, where the module attached the token
+ * in this pass; and in the module's own token requests, for the refresh
+ * token, the current access token and the client assertion.  It is empty
+ * everywhere else: in add_header, return, log_format (the access log line
+ * of a token request with log_subrequest on too), in error pages and in
+ * every response nginx makes itself (502, 504, 499), in other
+ * subrequests.
  */
 
 
@@ -38,6 +39,9 @@ static ngx_int_t ngx_http_tokenrefresh_outcome_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_tokenrefresh_wait_time_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_uint_t ngx_http_tokenrefresh_building(ngx_http_request_t *r);
+static void ngx_http_tokenrefresh_sent(ngx_http_request_t *r,
+    ngx_http_tokenrefresh_ctx_t *ctx);
 static ngx_int_t ngx_http_tokenrefresh_escape(ngx_http_request_t *r,
     ngx_str_t *token, ngx_uint_t how, ngx_http_variable_value_t *v);
 
@@ -139,42 +143,102 @@ ngx_http_tokenrefresh_token_variable(ngx_http_request_t *r,
 
     token = NULL;
 
+    if (!ngx_http_tokenrefresh_building(r)) {
+        goto not_found;
+    }
+
     if (r == r->main) {
         ctx = ngx_http_get_module_ctx(r, ngx_http_tokenrefresh_module);
 
-        if (ctx && ctx->attached
-            && (data & NGX_HTTP_TOKENREFRESH_VAR_ACCESS)
-            && r->upstream && r->upstream->headers_in.status_n == 0)
+        if (ctx == NULL || !ctx->attached
+            || !(data & NGX_HTTP_TOKENREFRESH_VAR_ACCESS))
         {
-            ctx->sent = 1;
-
-            if (data & NGX_HTTP_TOKENREFRESH_VAR_BEARER) {
-                /* made when the token was attached */
-                v->data = ctx->authorization.data;
-                v->len = ctx->authorization.len;
-                v->valid = 1;
-                v->no_cacheable = 1;
-                v->not_found = 0;
-                return NGX_OK;
-            }
-
-            token = &ctx->token;
+            goto not_found;
         }
+
+        if (!ctx->sent) {
+            ngx_http_tokenrefresh_sent(r, ctx);
+        }
+
+        if (data & NGX_HTTP_TOKENREFRESH_VAR_BEARER) {
+            /* made when the token was attached */
+            v->data = ctx->authorization.data;
+            v->len = ctx->authorization.len;
+            v->valid = 1;
+            v->no_cacheable = 1;
+            v->not_found = 0;
+            return NGX_OK;
+        }
+
+        token = &ctx->token;
 
     } else {
         rf = ngx_http_tokenrefresh_get_refresh(r);
 
-        if (rf && (data & NGX_HTTP_TOKENREFRESH_VAR_REFRESH)) {
-            token = &rf->refresh_token;
+        if (rf == NULL) {
+            goto not_found;
         }
+
+        token = (data & NGX_HTTP_TOKENREFRESH_VAR_REFRESH)
+                ? &rf->refresh_token : &rf->access_token;
     }
 
-    if (token == NULL || token->len == 0) {
-        v->not_found = 1;
-        return NGX_OK;
+    if (token->len == 0) {
+        goto not_found;
     }
 
     return ngx_http_tokenrefresh_escape(r, token, data, v);
+
+not_found:
+
+    v->not_found = 1;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Is the request to the upstream being built?  The upstream module's
+ * create_request() evaluates the headers and body it sends, and replaces
+ * u->request_bufs, which until then is the client's body (or nothing).
+ * Once the request is made, sent, or an answer is being made (the
+ * upstream's, an error page, one of nginx's own), it is not.
+ */
+
+static ngx_uint_t
+ngx_http_tokenrefresh_building(ngx_http_request_t *r)
+{
+    ngx_http_upstream_t  *u;
+
+    u = r->upstream;
+
+    if (u == NULL || u->request_sent || u->headers_in.status_n
+        || r->headers_out.status || r->header_sent)
+    {
+        return 0;
+    }
+
+    return u->request_bufs == NULL
+           || (r->request_body && u->request_bufs == r->request_body->bufs);
+}
+
+
+/*
+ * The token is in the request to this upstream: a rejection from it is
+ * ours to act on.  If an error_page may take over its answer, the context
+ * must be found again after the redirect.
+ */
+
+static void
+ngx_http_tokenrefresh_sent(ngx_http_request_t *r,
+    ngx_http_tokenrefresh_ctx_t *ctx)
+{
+    ctx->sent = 1;
+    ctx->upstream = r->upstream;
+
+    if (r->upstream->conf && r->upstream->conf->intercept_errors) {
+        (void) ngx_http_tokenrefresh_keep_ctx(r, ctx);
+    }
 }
 
 
@@ -182,74 +246,58 @@ static ngx_int_t
 ngx_http_tokenrefresh_escape(ngx_http_request_t *r, ngx_str_t *token,
     ngx_uint_t how, ngx_http_variable_value_t *v)
 {
-    u_char         *p, *s, *end;
-    size_t          len;
-    static u_char   hex[] = "0123456789ABCDEF";
+    u_char  *p;
+    size_t   len;
 
-    end = token->data + token->len;
-    len = token->len;
+    if (how & NGX_HTTP_TOKENREFRESH_VAR_FORM) {
 
-    if (how & NGX_HTTP_TOKENREFRESH_VAR_BEARER) {
-        len += sizeof("Bearer ") - 1;
+        /* application/x-www-form-urlencoded keeps unreserved bytes only */
 
-    } else if (how & (NGX_HTTP_TOKENREFRESH_VAR_FORM
-                      |NGX_HTTP_TOKENREFRESH_VAR_JSON))
-    {
-        /* the worst case: every byte escaped */
-        len *= 3;
+        len = token->len
+              + 2 * ngx_escape_uri(NULL, token->data, token->len,
+                                   NGX_ESCAPE_URI_COMPONENT);
+
+        p = ngx_pnalloc(r->pool, len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        (void) ngx_escape_uri(p, token->data, token->len,
+                              NGX_ESCAPE_URI_COMPONENT);
+
+    } else if (how & NGX_HTTP_TOKENREFRESH_VAR_JSON) {
+
+        len = token->len + ngx_escape_json(NULL, token->data, token->len);
+
+        p = ngx_pnalloc(r->pool, len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        (void) ngx_escape_json(p, token->data, token->len);
+
+    } else if (how & NGX_HTTP_TOKENREFRESH_VAR_BEARER) {
+
+        /* the current access token in a token request, as a header */
+
+        len = NGX_HTTP_TOKENREFRESH_BEARER_LEN + token->len;
+
+        p = ngx_pnalloc(r->pool, len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(ngx_cpymem(p, NGX_HTTP_TOKENREFRESH_BEARER,
+                              NGX_HTTP_TOKENREFRESH_BEARER_LEN),
+                   token->data, token->len);
 
     } else {
-        v->data = token->data;
-        v->len = token->len;
-        goto done;
-    }
-
-    p = ngx_pnalloc(r->pool, len);
-    if (p == NULL) {
-        return NGX_ERROR;
+        p = token->data;
+        len = token->len;
     }
 
     v->data = p;
-
-    if (how & NGX_HTTP_TOKENREFRESH_VAR_BEARER) {
-        p = ngx_cpymem(p, "Bearer ", sizeof("Bearer ") - 1);
-        p = ngx_cpymem(p, token->data, token->len);
-
-    } else if (how & NGX_HTTP_TOKENREFRESH_VAR_FORM) {
-
-        /* application/x-www-form-urlencoded keeps only unreserved bytes */
-
-        for (s = token->data; s < end; s++) {
-            if ((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z')
-                || (*s >= '0' && *s <= '9')
-                || *s == '-' || *s == '.' || *s == '_' || *s == '~')
-            {
-                *p++ = *s;
-                continue;
-            }
-
-            *p++ = '%';
-            *p++ = hex[*s >> 4];
-            *p++ = hex[*s & 0xf];
-        }
-
-    } else {
-
-        /* a stored token is 0x21-0x7E: only '"' and '\' need escaping */
-
-        for (s = token->data; s < end; s++) {
-            if (*s == '"' || *s == '\\') {
-                *p++ = '\\';
-            }
-
-            *p++ = *s;
-        }
-    }
-
-    v->len = p - v->data;
-
-done:
-
+    v->len = len;
     v->valid = 1;
     v->no_cacheable = 1;
     v->not_found = 0;
@@ -270,7 +318,8 @@ ngx_http_tokenrefresh_assertion_variable(ngx_http_request_t *r,
     tlcf = ngx_http_get_module_loc_conf(r, ngx_http_tokenrefresh_module);
 
     if (tlcf->assertion == NULL
-        || ngx_http_tokenrefresh_get_refresh(r) == NULL)
+        || ngx_http_tokenrefresh_get_refresh(r) == NULL
+        || !ngx_http_tokenrefresh_building(r))
     {
         v->not_found = 1;
         return NGX_OK;

@@ -94,7 +94,7 @@ ngx_http_tokenrefresh_park(ngx_http_request_t *r,
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "tokenrefresh: request parked for credential \"%V\", "
                    "leader:%ui seq:%ui",
-                   &ctx->name, (ngx_uint_t) ctx->leader, ctx->seq);
+                   &ctx->log_name, (ngx_uint_t) ctx->leader, ctx->seq);
 
     ngx_queue_insert_tail(&ngx_http_tokenrefresh_parked, &pk->queue);
     ctx->parked = 1;
@@ -111,13 +111,11 @@ ngx_http_tokenrefresh_park(ngx_http_request_t *r,
 
     /*
      * A waiter whose client goes away is dropped (ngx_http_test_reading
-     * finalizes it with 499, and the pool cleanup unparks it).  The
-     * request that drives a refresh ignores its client until the refresh
-     * is done, so that the refresh completes and is stored for the others.
+     * finalizes it with 499, and the pool cleanup unparks it): the refresh
+     * it waits for is the worker's, and goes on without it.
      */
 
-    r->read_event_handler = ctx->leader ? ngx_http_block_reading
-                                        : ngx_http_test_reading;
+    r->read_event_handler = ngx_http_test_reading;
     r->write_event_handler = ngx_http_request_empty_handler;
 
     if (!ngx_http_tokenrefresh_poll_event.timer_set) {
@@ -223,7 +221,7 @@ ngx_http_tokenrefresh_resume(ngx_http_tokenrefresh_ctx_t *ctx)
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
                    "tokenrefresh: request resumed for credential \"%V\"",
-                   &ctx->name);
+                   &ctx->log_name);
 
     r->read_event_handler = ngx_http_block_reading;
     r->write_event_handler = ngx_http_core_run_phases;

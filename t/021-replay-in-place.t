@@ -481,7 +481,7 @@ ok(wait_until(sub {
     return scalar @lines;
 }, 5), 'logged');
 is(scalar @lines, 1, 'once');
-like($lines[0], qr{^/lg/b 200 replayed 401, 200$}, 'status 200, both upstream statuses');
+like($lines[0], qr{^/lg/b 200 replayed 401 : 200$}, 'status 200, both upstream answers');
 --- request
 GET /calls
 --- response_body

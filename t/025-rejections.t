@@ -100,7 +100,7 @@ cmp_ok($calls, '>=', 1, 'the first rejection was believed');
 --- request
 GET /calls
 --- response_body_like
-^calls=\d+
+^calls=\d+ client_credentials=1 refresh_token=\d+
 --- error_log
 rejected again
 --- timeout: 30
