@@ -175,7 +175,14 @@ ngx_http_tokenrefresh_token_variable(ngx_http_request_t *r,
     } else {
         rf = ngx_http_tokenrefresh_get_refresh(r);
 
-        if (rf == NULL) {
+        /*
+         * $tokenrefresh_authorization stays empty in a token request: a
+         * proxy_set_header inherited from the server must not send the
+         * access token to the token endpoint; the backends that want it
+         * get it by name
+         */
+
+        if (rf == NULL || (data & NGX_HTTP_TOKENREFRESH_VAR_BEARER)) {
             goto not_found;
         }
 
@@ -275,21 +282,6 @@ ngx_http_tokenrefresh_escape(ngx_http_request_t *r, ngx_str_t *token,
         }
 
         (void) ngx_escape_json(p, token->data, token->len);
-
-    } else if (how & NGX_HTTP_TOKENREFRESH_VAR_BEARER) {
-
-        /* the current access token in a token request, as a header */
-
-        len = NGX_HTTP_TOKENREFRESH_BEARER_LEN + token->len;
-
-        p = ngx_pnalloc(r->pool, len);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(ngx_cpymem(p, NGX_HTTP_TOKENREFRESH_BEARER,
-                              NGX_HTTP_TOKENREFRESH_BEARER_LEN),
-                   token->data, token->len);
 
     } else {
         p = token->data;

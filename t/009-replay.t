@@ -201,7 +201,7 @@ WWW-Authenticate: Bearer error="invalid_token"
 --- response_body
 api: rejected
 --- error_log
-the upstream rejected the token of credential "billing" again with status 401, passing it to the client
+the upstream rejected again the token of credential "billing" with status 401; the request is not replayed: it was sent again already, passing the answer to the client
 --- no_error_log
 [error]
 

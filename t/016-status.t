@@ -117,6 +117,8 @@ Content-Type: text/plain; version=0.0.4; charset=utf-8
 
 
 === TEST 3: label values are escaped
+A name shows a quote and a backslash as \x22 and \x5c (as any byte that is
+not printable), and the label escapes the backslash.
 --- config
     location = /metrics {
         tokenrefresh_status prometheus;
@@ -125,7 +127,7 @@ Content-Type: text/plain; version=0.0.4; charset=utf-8
 ["GET /api/a?c=we\"ird\\name", "GET /metrics"]
 --- response_body_like eval
 [qr/"cred":"we\\"ird\\\\name"/,
- qr/^tokenrefresh_requests_total\{zone="tokens",credential="we\\"ird\\\\name"\} 1$/m]
+ qr/^tokenrefresh_requests_total\{zone="tokens",credential="we\\\\x22ird\\\\x5cname"\} 1$/m]
 
 
 
