@@ -231,6 +231,10 @@ typedef struct {
     /* refreshes whose outcome nobody knows: cut after they were sent */
     ngx_uint_t                        unknown;
 
+    /* the largest tokens stored: the room a new credential will need */
+    size_t                            access_max;
+    size_t                            refresh_max;
+
     /*
      * Set by a reload that replaced this zone with a bigger or smaller
      * one: the workers that still use it take no new lease and hand the

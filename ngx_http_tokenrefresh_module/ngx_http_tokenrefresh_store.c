@@ -56,6 +56,8 @@ static ngx_int_t ngx_http_tokenrefresh_acquire_fast(
 static ngx_http_tokenrefresh_node_t *ngx_http_tokenrefresh_find(
     ngx_http_tokenrefresh_zone_t *zone, ngx_http_tokenrefresh_ctx_t *ctx,
     ngx_http_tokenrefresh_loc_conf_t *tlcf, ngx_log_t *log);
+static ngx_int_t ngx_http_tokenrefresh_room(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_http_tokenrefresh_node_t *node, ngx_log_t *log);
 static ngx_uint_t ngx_http_tokenrefresh_decide(
     ngx_http_tokenrefresh_zone_t *zone, ngx_http_tokenrefresh_node_t *node,
     ngx_http_tokenrefresh_loc_conf_t *tlcf, int64_t now,
@@ -191,12 +193,12 @@ ngx_http_tokenrefresh_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     rc = ngx_http_tokenrefresh_adopt(zone, shm_zone->shm.log);
 
-    if (rc == NGX_ERROR) {
-        return NGX_ERROR;
+    if (rc != NGX_DECLINED) {
+        /* seeds apply at the commit point, after the last copy */
+        return rc;
     }
 
-    if (rc == NGX_DECLINED
-        && zone->state
+    if (zone->state
         && ngx_http_tokenrefresh_state_load(zone, shm_zone->shm.log)
            != NGX_OK)
     {
@@ -332,6 +334,11 @@ ngx_http_tokenrefresh_find(ngx_http_tokenrefresh_zone_t *zone,
             return NULL;
         }
 
+        if (ngx_http_tokenrefresh_room(zone, node, log) != NGX_OK) {
+            ngx_http_tokenrefresh_delete(zone, node);
+            return NULL;
+        }
+
     } else if (ngx_queue_head(&zone->sh->lru) != &node->lru) {
         ngx_queue_remove(&node->lru);
         ngx_queue_insert_head(&zone->sh->lru, &node->lru);
@@ -360,6 +367,52 @@ ngx_http_tokenrefresh_find(ngx_http_tokenrefresh_zone_t *zone,
     }
 
     return node;
+}
+
+
+/*
+ * A new credential must have room for its tokens too, or its login would
+ * be a call to the token endpoint for a token the zone then drops: the
+ * room is made now (evicting what can be evicted), as large as the
+ * largest tokens stored so far, and given back for the store to use.
+ */
+
+static ngx_int_t
+ngx_http_tokenrefresh_room(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_http_tokenrefresh_node_t *node, ngx_log_t *log)
+{
+    u_char  *access, *refresh;
+
+    access = NULL;
+    refresh = NULL;
+
+    if (zone->sh->access_max) {
+        access = ngx_http_tokenrefresh_alloc(zone, zone->sh->access_max,
+                                             node, 1, log);
+        if (access == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (zone->sh->refresh_max) {
+        refresh = ngx_http_tokenrefresh_alloc(zone, zone->sh->refresh_max,
+                                              node, 1, log);
+        if (refresh == NULL) {
+            if (access) {
+                ngx_slab_free_locked(zone->shpool, access);
+            }
+
+            return NGX_ERROR;
+        }
+
+        ngx_slab_free_locked(zone->shpool, refresh);
+    }
+
+    if (access) {
+        ngx_slab_free_locked(zone->shpool, access);
+    }
+
+    return NGX_OK;
 }
 
 
@@ -747,6 +800,14 @@ ngx_http_tokenrefresh_set_tokens(ngx_http_tokenrefresh_zone_t *zone,
 
             return NGX_ERROR;
         }
+    }
+
+    if (tok->access_token.len > zone->sh->access_max) {
+        zone->sh->access_max = tok->access_token.len;
+    }
+
+    if (tok->refresh_token.len > zone->sh->refresh_max) {
+        zone->sh->refresh_max = tok->refresh_token.len;
     }
 
     if (access) {

@@ -68,6 +68,8 @@ ngx_http_tokenrefresh_task_create(ngx_http_request_t *cr, ngx_str_t *uri)
         goto failed_fds;
     }
 
+    c->number = ngx_atomic_fetch_add(ngx_connection_counter, 1);
+
     pool = ngx_create_pool(512, cc->log);
     if (pool == NULL) {
         ngx_free_connection(c);
@@ -97,10 +99,15 @@ ngx_http_tokenrefresh_task_create(ngx_http_request_t *cr, ngx_str_t *uri)
         goto failed;
     }
 
+    /* a log of its own: the client's goes with the client's pool */
+
     *log = *cc->log;
+    log->connection = c->number;
     log->handler = ngx_http_tokenrefresh_task_log_error;
     log->data = lctx;
     log->action = NULL;
+
+    pool->log = log;
 
     c->log = log;
     c->read->log = log;
@@ -115,7 +122,6 @@ ngx_http_tokenrefresh_task_create(ngx_http_request_t *cr, ngx_str_t *uri)
     c->read->handler = ngx_http_tokenrefresh_task_handler;
     c->write->handler = ngx_http_tokenrefresh_task_handler;
 
-    c->number = ngx_atomic_fetch_add(ngx_connection_counter, 1);
     c->start_time = ngx_current_msec;
 
     /* the server of the request that noticed the need */
@@ -211,6 +217,10 @@ ngx_http_tokenrefresh_task_create(ngx_http_request_t *cr, ngx_str_t *uri)
     return r;
 
 failed:
+
+    if (fds[1] != (ngx_socket_t) -1) {
+        ngx_close_socket(fds[1]);
+    }
 
     ngx_close_connection(c);
     ngx_destroy_pool(pool);

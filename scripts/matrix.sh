@@ -27,14 +27,16 @@ versions=${MATRIX:-host trixie}
 summary=()
 failed=0
 
-# the prove summary of a log: the names of the failed tests, the failed
-# files and "Result: ..."
+# the prove summary of a log: the first failed tests by name, the failed
+# files, a bail-out, "Result: ..."
 prove_summary() {
-    grep -E -A1 "^#   Failed test" "$1" | grep -E "^#  " | head -n 40 \
-        | sed 's/^/      /'
+    local n
+    n=$(grep -c "^#   Failed test" "$1")
+    grep "^#   Failed test" "$1" | head -n 12 | sed 's/^#   Failed test /      - /'
+    [ "$n" -le 12 ] || echo "      - ... $((n - 12)) more in $1"
     sed -n '/^Test Summary Report/,$p' "$1" \
-        | grep -E '^(t/|  Failed test|  Non-zero|  Parse errors|Result:)' \
-        | sed 's/^/      /'
+        | grep -E '^(t/|  Non-zero|  Parse errors|Result:|FAILED--)' \
+        | cut -c1-300 | sed 's/^/      /'
     grep -q '^Result:' "$1" || echo "      (no prove result: see $1)"
 }
 
