@@ -319,6 +319,53 @@ ngx_http_tokenrefresh_parse_response(ngx_pool_t *pool, u_char *data,
 
 
 /*
+ * The "error" of an error response (RFC 6749, section 5.2): it tells a
+ * refresh token the provider refused (invalid_grant) from a client it
+ * refused (invalid_client, unauthorized_client, ...).  Only a short
+ * lower-case code is returned, so that it may be logged.
+ */
+
+ngx_int_t
+ngx_http_tokenrefresh_parse_error(ngx_pool_t *pool, u_char *data,
+    size_t len, ngx_http_tokenrefresh_pointer_t *ptr, ngx_str_t *code)
+{
+    size_t                         i;
+    ngx_http_tokenrefresh_value_t  *v;
+    ngx_http_tokenrefresh_json_t    js;
+
+    ngx_memzero(&js, sizeof(ngx_http_tokenrefresh_json_t));
+    ngx_str_null(code);
+
+    js.pool = pool;
+    js.fields[NGX_HTTP_TOKENREFRESH_F_ACCESS] = ptr;
+
+    if (data == NULL || ngx_http_tokenrefresh_json_run(&js, data, len)) {
+        return NGX_DECLINED;
+    }
+
+    v = &js.values[NGX_HTTP_TOKENREFRESH_F_ACCESS];
+
+    if (v->type != NGX_HTTP_TOKENREFRESH_V_STRING
+        || v->value.len == 0 || v->value.len > 32)
+    {
+        return NGX_DECLINED;
+    }
+
+    for (i = 0; i < v->value.len; i++) {
+        if ((v->value.data[i] < 'a' || v->value.data[i] > 'z')
+            && v->value.data[i] != '_')
+        {
+            return NGX_DECLINED;
+        }
+    }
+
+    *code = v->value;
+
+    return NGX_OK;
+}
+
+
+/*
  * A token goes into a request header: only printable ASCII without space
  * (what RFC 6750 allows in a bearer token is a subset), and not too long.
  */

@@ -816,6 +816,7 @@ ngx_http_tokenrefresh_create_main_conf(ngx_conf_t *cf)
     ngx_str_set(&tmcf->access_token.text, "/access_token");
     ngx_str_set(&tmcf->refresh_token.text, "/refresh_token");
     ngx_str_set(&tmcf->expires_in.text, "/expires_in");
+    ngx_str_set(&tmcf->error.text, "/error");
 
     if (ngx_http_tokenrefresh_compile_pointer(cf->pool, &tmcf->access_token)
         != NGX_OK
@@ -823,6 +824,8 @@ ngx_http_tokenrefresh_create_main_conf(ngx_conf_t *cf)
                                                  &tmcf->refresh_token)
            != NGX_OK
         || ngx_http_tokenrefresh_compile_pointer(cf->pool, &tmcf->expires_in)
+           != NGX_OK
+        || ngx_http_tokenrefresh_compile_pointer(cf->pool, &tmcf->error)
            != NGX_OK)
     {
         return NULL;

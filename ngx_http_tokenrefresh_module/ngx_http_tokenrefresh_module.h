@@ -68,7 +68,8 @@
 #define NGX_HTTP_TOKENREFRESH_ABORTED        4
 #define NGX_HTTP_TOKENREFRESH_UNKNOWN        5
 #define NGX_HTTP_TOKENREFRESH_NOROOM         6
-#define NGX_HTTP_TOKENREFRESH_OUTCOMES       7
+#define NGX_HTTP_TOKENREFRESH_DENIED         7
+#define NGX_HTTP_TOKENREFRESH_OUTCOMES       8
 
 
 /* what a rejected token means, see ngx_http_tokenrefresh_reject() */
@@ -327,10 +328,11 @@ typedef struct {
     /* the locations with a fixed credential name, for the hit counters */
     ngx_array_t                       fixed;
 
-    /* RFC 6749, section 5.1 */
+    /* RFC 6749, sections 5.1 and 5.2 */
     ngx_http_tokenrefresh_pointer_t   access_token;
     ngx_http_tokenrefresh_pointer_t   refresh_token;
     ngx_http_tokenrefresh_pointer_t   expires_in;
+    ngx_http_tokenrefresh_pointer_t   error;
 } ngx_http_tokenrefresh_main_conf_t;
 
 
@@ -399,6 +401,7 @@ typedef struct {
                                           [NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
     ngx_uint_t                        status;
     ngx_msec_t                        retry_after;
+    unsigned                          no_grant:1;
 } ngx_http_tokenrefresh_acquire_t;
 
 
@@ -673,6 +676,8 @@ const char *ngx_http_tokenrefresh_parse_response(ngx_pool_t *pool,
     size_t max_token_size, int64_t now, ngx_http_tokenrefresh_token_t *tok);
 const char *ngx_http_tokenrefresh_check_token(ngx_str_t *token,
     size_t max_size);
+ngx_int_t ngx_http_tokenrefresh_parse_error(ngx_pool_t *pool, u_char *data,
+    size_t len, ngx_http_tokenrefresh_pointer_t *ptr, ngx_str_t *code);
 
 /* ngx_http_tokenrefresh_crypto.c */
 #define NGX_HTTP_TOKENREFRESH_FP_LEN  12

@@ -539,7 +539,9 @@ static ngx_uint_t
 ngx_http_tokenrefresh_outcome(ngx_http_tokenrefresh_refresh_t *rf,
     ngx_int_t rc, ngx_str_t *reason)
 {
-    u_char  *p, *last;
+    u_char                             *p, *last;
+    ngx_str_t                           code;
+    ngx_http_tokenrefresh_main_conf_t  *tmcf;
 
     p = reason->data;
     last = p + NGX_MAX_ERROR_STR;
@@ -563,6 +565,38 @@ ngx_http_tokenrefresh_outcome(ngx_http_tokenrefresh_refresh_t *rf,
     if (rf->status == NGX_HTTP_BAD_REQUEST
         || rf->status == NGX_HTTP_UNAUTHORIZED)
     {
+        /*
+         * RFC 6749: only invalid_grant says that the grant (the refresh
+         * token, the user's password) is no good; any other error is about
+         * the client or the request, and a refresh token the provider did
+         * not even look at is kept.  A custom login API that answers
+         * without an error code says "no" by its status alone.
+         */
+
+        tmcf = ngx_http_get_module_main_conf(rf->request,
+                                             ngx_http_tokenrefresh_module);
+
+        if (rf->body
+            && ngx_http_tokenrefresh_parse_error(rf->request->pool,
+                                                 rf->body->pos,
+                                                 rf->body->last
+                                                 - rf->body->pos,
+                                                 &tmcf->error, &code)
+               == NGX_OK)
+        {
+            p = ngx_slprintf(p, last, "the token endpoint answered %ui %V",
+                             rf->status, &code);
+            reason->len = p - reason->data;
+
+            if (code.len == sizeof("invalid_grant") - 1
+                && ngx_strncmp(code.data, "invalid_grant", code.len) == 0)
+            {
+                return NGX_HTTP_TOKENREFRESH_REFUSED;
+            }
+
+            return NGX_HTTP_TOKENREFRESH_DENIED;
+        }
+
         p = ngx_slprintf(p, last, "the token endpoint answered %ui",
                          rf->status);
         reason->len = p - reason->data;

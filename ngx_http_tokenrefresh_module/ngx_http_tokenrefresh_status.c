@@ -79,7 +79,8 @@ static const char  *ngx_http_tokenrefresh_states[] = {
 #define NGX_HTTP_TOKENREFRESH_STATES         7
 
 static const char  *ngx_http_tokenrefresh_outcome_names[] = {
-    "ok", "refused", "bad", "timeout", "abandoned", "unknown", "no_room"
+    "ok", "refused", "bad", "timeout", "abandoned", "unknown", "no_room",
+    "denied"
 };
 
 

@@ -456,7 +456,12 @@ ngx_http_tokenrefresh_decide(ngx_http_tokenrefresh_zone_t *zone,
     }
 
     if (res->grant == NGX_HTTP_TOKENREFRESH_GRANT_NONE) {
-        res->status = NGX_HTTP_BAD_GATEWAY;
+
+        /* until an operator gives it a seed, or a location a login */
+
+        res->status = tlcf->failure_status;
+        res->retry_after = tlcf->backoff_max;
+        res->no_grant = 1;
         return NGX_HTTP_TOKENREFRESH_FAIL;
     }
 
@@ -511,7 +516,7 @@ ngx_http_tokenrefresh_hand_out(ngx_http_tokenrefresh_zone_t *zone,
 
         node->counters.failed++;
 
-        if (res->status != NGX_HTTP_BAD_GATEWAY || res->retry_after) {
+        if (!res->no_grant) {
             return NGX_OK;
         }
 
@@ -939,7 +944,9 @@ ngx_http_tokenrefresh_fail(ngx_http_tokenrefresh_refresh_t *rf,
     {
         node->fails++;
 
-        if (outcome == NGX_HTTP_TOKENREFRESH_REFUSED) {
+        if (outcome == NGX_HTTP_TOKENREFRESH_REFUSED
+            || outcome == NGX_HTTP_TOKENREFRESH_DENIED)
+        {
             /* the provider said no to our credentials: the longest wait */
             delay = tlcf->backoff_max;
             node->failed = 1;
@@ -1000,7 +1007,9 @@ ngx_http_tokenrefresh_fail(ngx_http_tokenrefresh_refresh_t *rf,
     }
 
     level = valid ? NGX_LOG_WARN : NGX_LOG_ERR;
-    verb = (outcome == NGX_HTTP_TOKENREFRESH_REFUSED) ? "refused" : "failed";
+    verb = (outcome == NGX_HTTP_TOKENREFRESH_REFUSED
+            || outcome == NGX_HTTP_TOKENREFRESH_DENIED)
+           ? "refused" : "failed";
 
     if (valid) {
         ngx_log_error(level, log, 0,

@@ -175,7 +175,7 @@ wait_until(sub { time > $expires + 0.05 }, 3);
 [qr/"token_n":3\b/,
  "^calls=3 client_credentials=2 refresh_token=1\n\$"]
 --- error_log
-refresh of credential "billing" refused: the token endpoint answered 400; the refresh token is dropped, logging in
+refresh of credential "billing" refused: the token endpoint answered 400 invalid_grant; the refresh token is dropped, logging in
 --- no_error_log
 [error]
 

@@ -88,7 +88,7 @@ GET /calls
  qr/login of credential "notoken" failed: invalid token response: no access token/,
  qr/login of credential "huge" failed: an oversized answer from the token endpoint/,
  qr/login of credential "badbytes" failed: invalid token response: token contains bytes not allowed/,
- qr/login of credential "invalid_client" refused: the token endpoint answered 401; requests fail with 502, next attempt in @{[ scaled(640000) ]} ms/]
+ qr/login of credential "invalid_client" refused: the token endpoint answered 401 invalid_client; requests fail with 502, next attempt in @{[ scaled(640000) ]} ms/]
 --- no_error_log
 [alert]
 [crit]
@@ -244,8 +244,8 @@ GET /calls
 --- response_body
 calls=3 client_credentials=2 refresh_token=1
 --- error_log eval
-[qr/refresh of credential "billing" refused: the token endpoint answered 400; the refresh token is dropped, logging in/,
- qr/login of credential "billing" refused: the token endpoint answered 400; requests fail with 502, next attempt in @{[ scaled(3000) ]} ms/]
+[qr/refresh of credential "billing" refused: the token endpoint answered 400 invalid_grant; the refresh token is dropped, logging in/,
+ qr/login of credential "billing" refused: the token endpoint answered 400 invalid_grant; requests fail with 502, next attempt in @{[ scaled(3000) ]} ms/]
 
 
 

@@ -216,3 +216,49 @@ cmp_ok($c->{issued}, '<=', int($t0) + 1, 'issued when it was asked for');
 GET /calls
 --- response_body
 calls=1 client_credentials=1
+
+
+
+=== TEST 6: a refresh the provider refuses for the client (invalid_client) keeps the refresh token
+RFC 6749: only invalid_grant says the refresh token is no good.  A wrong
+client secret, fixed by the operator, finds the refresh token still there.
+--- config
+    location /api/ {
+        tokenrefresh tokens billing;
+        tokenrefresh_login /_login;
+        tokenrefresh_refresh /_refresh;
+        tokenrefresh_backoff 200ms 200ms;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+--- init
+is(hit(GET => '/api/a')->{status}, 200, 'logged in');
+revoke();
+mock(fault => 'invalid_client', fault_grant => 'refresh_token', fault_count => 1);
+my $log0 = error_log_size();
+is(hit(GET => '/api/b')->{status}, 502, 'the refresh is refused');
+ok(scalar(grep { /refresh of credential "billing" refused: the token endpoint answered 401 invalid_client/ }
+          error_log_since($log0)), 'the log says why');
+ok(wait_until(sub { hit(GET => '/api/c')->{status} == 200 }, 5),
+   'after the back-off, the same refresh token works');
+--- request
+GET /calls
+--- response_body
+calls=3 client_credentials=1 refresh_token=2
+
+
+
+=== TEST 7: no token, no refresh token, no login: the configured failure status
+--- config
+    location /api/ {
+        tokenrefresh tokens nobody;
+        tokenrefresh_refresh /_refresh;
+        tokenrefresh_failure_status 503;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+--- request
+GET /api/a
+--- error_code: 503
+--- error_log
+credential "nobody" has no token, no refresh token and no "tokenrefresh_login" location to get one
