@@ -234,7 +234,46 @@ calls=3 login=2 refresh=1
 
 
 
-=== TEST 7: guide: a provider that nests its fields
+=== TEST 7: guide: a refresh with both tokens
+--- doc: guide-refresh-both
+--- http_config
+    upstream backend { server 127.0.0.1:$TEST_NGINX_IDP_PORT; }
+--- config
+    location = /_login {
+        internal;
+        tokenrefresh_json_access_token  /token;
+        tokenrefresh_json_refresh_token /refreshToken;
+        proxy_set_header Content-Type application/json;
+        proxy_set_body '{"email":"$tokenrefresh_credential","password":"secret-$tokenrefresh_credential"}';
+        proxy_pass http://backend/api/tokens;
+    }
+
+    location /v1/ {
+        tokenrefresh         tokens ops@acme.example;
+        tokenrefresh_login   /_login;
+        tokenrefresh_refresh /_refresh;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+--- init
+mock(refresh_needs_access => 1);
+is(hit(GET => '/v1/a')->{status}, 200, 'logged in');
+revoke();
+my $r = hit(GET => '/v1/b');
+is($r->{status}, 200, 'refreshed with both tokens, and replayed');
+my ($refresh) = grep { $_->{path} eq '/api/tokens/refresh' } @{ requests() };
+like($refresh->{body}, qr/^\{"token":"at-1-\w+","refreshToken":"rt-2-\w+"\}$/,
+     'the body had both');
+--- request
+GET /calls
+--- response_body
+calls=2 login=1 refresh=1
+--- no_error_log
+[error]
+
+
+
+=== TEST 8: guide: a provider that nests its fields
 --- doc: guide-nested
 --- init
 mock(lifetime => 1);
@@ -253,7 +292,7 @@ calls=2 client_credentials=1 refresh_token=1
 
 
 
-=== TEST 8: guide: watching it
+=== TEST 9: guide: watching it
 --- doc: guide-status
 --- init
 main::doc(GET => '/api/a');
@@ -282,7 +321,7 @@ calls=1 client_credentials=1
 
 
 
-=== TEST 9: directives: a zone with a state file
+=== TEST 10: directives: a zone with a state file
 --- doc: directives-zone-state
 --- config
     location = /_login {
@@ -312,7 +351,7 @@ calls=1 client_credentials=1
 
 
 
-=== TEST 10: directives: a seed
+=== TEST 11: directives: a seed
 --- doc: directives-seed
 --- config
     location = /_refresh {
@@ -337,7 +376,7 @@ qr/credential "reports" seeded from/
 
 
 
-=== TEST 11: directives: a client assertion in the token location
+=== TEST 12: directives: a client assertion in the token location
 --- doc: directives-assertion
 --- config
     location /api/ {
@@ -360,7 +399,7 @@ calls=1 client_credentials=1
 
 
 
-=== TEST 12: guide: rotating refresh tokens, a seed, restarts
+=== TEST 13: guide: rotating refresh tokens, a seed, restarts
 --- doc: guide-rotation
 --- init
 mock(rotate => 1, lifetime => 1);
@@ -382,7 +421,7 @@ calls=2 refresh_token=2
 
 
 
-=== TEST 13: guide: signed client assertions
+=== TEST 14: guide: signed client assertions
 --- doc: guide-assertion
 --- init
 like(main::doc(GET => '/api/a')->{content}, qr/"cred":"ledger-gateway"/,
