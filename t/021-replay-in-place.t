@@ -24,6 +24,10 @@ add_block_preprocessor(sub {
         proxy_set_body "grant_type=refresh_token&refresh_token=$tokenrefresh_refresh_token_form";
         proxy_pass http://idp/token;
     }
+
+    location = /status {
+        tokenrefresh_status;
+    }
 _EOC_
 });
 
@@ -394,6 +398,9 @@ ok(wait_until(sub { grep { $_ eq '/up/stream' } receiving() }, 5),
    'the upstream got the first half');
 print { $h->{sock} } 'b' x 10000;
 is(collect($h)->{status}, 401, 'the 401 passes through');
+my $st = JSON::PP::decode_json(hit(GET => '/status')->{content});
+is($st->{zones}{tokens}{credentials}{billing}{replays_refused}, 1,
+   'counted as a replay refused');
 --- request
 GET /up/c
 --- response_body_like: "token_n":3\b

@@ -273,6 +273,10 @@ ok(@seeded > 5, scalar(@seeded) . ' seeds fit');
 my @ok = grep { hit(GET => "/s/x?c=$_")->{status} == 200 }
          map { /credential "(s\d+)" seeded/ } @seeded;
 is(scalar @ok, scalar @seeded, 'every seeded credential is still served');
+my $st = JSON::PP::decode_json(hit(GET => '/status')->{content});
+cmp_ok($st->{zones}{small}{evictions_refused}, '>=', 1,
+       'the status page counts the evictions refused');
+is($st->{zones}{small}{evictions}, 0, 'and nothing was evicted');
 --- request
 GET /calls
 --- response_body_like
