@@ -379,7 +379,9 @@ was intercepted by an error_page, it is not replayed
 
 
 
-=== TEST 11: a streamed body cannot go again, but the rejection is recorded
+=== TEST 11: a streamed body cannot go again, but the rejection is recorded: the next upload has the new token
+A location that only takes streamed uploads must not keep getting 401
+until the token expires.
 --- config
     location /up/ {
         tokenrefresh tokens billing;
@@ -392,18 +394,28 @@ was intercepted by an error_page, it is not replayed
 --- init
 is(hit(GET => '/up/a')->{status}, 200, 'logged in');
 revoke();
-my $h = fire(POST => '/up/stream', headers => { 'Content-Length' => 20000 },
-             body => 'a' x 10000);
-ok(wait_until(sub { grep { $_ eq '/up/stream' } receiving() }, 5),
-   'the upstream got the first half');
-print { $h->{sock} } 'b' x 10000;
-is(collect($h)->{status}, 401, 'the 401 passes through');
+for my $n (1, 2) {
+    my $h = fire(POST => "/up/stream$n",
+                 headers => { 'Content-Length' => 20000 },
+                 body => 'a' x 10000);
+    ok(wait_until(sub { grep { $_ eq "/up/stream$n" } receiving() }, 5),
+       "upload $n: the upstream got the first half");
+    print { $h->{sock} } 'b' x 10000;
+    my $r = collect($h);
+    if ($n == 1) {
+        is($r->{status}, 401, 'the first upload gets the 401');
+    } else {
+        is($r->{status}, 200, 'the second upload has the new token');
+        like($r->{body}, qr/"token_n":3\b/, 'the refreshed one');
+    }
+}
 my $st = JSON::PP::decode_json(hit(GET => '/status')->{content});
 is($st->{zones}{tokens}{credentials}{billing}{replays_refused}, 1,
    'counted as a replay refused');
 --- request
-GET /up/c
---- response_body_like: "token_n":3\b
+GET /calls
+--- response_body
+calls=2 client_credentials=1 refresh_token=1
 --- error_log
 the request body was streamed to it (proxy_request_buffering off) and cannot be sent again
 --- no_error_log

@@ -47,7 +47,8 @@ my $idp_port = $ENV{TEST_NGINX_IDP_PORT};
 my $api_port = $ENV{TEST_NGINX_API_PORT};
 my $dir = dirname(abs_path(__FILE__));
 my $json = JSON::PP->new->canonical;
-my $http = HTTP::Tiny->new(timeout => 10, keep_alive => 0);
+my $http = HTTP::Tiny->new(timeout => 10 * ($ENV{TEST_TIME_SCALE} || 1),
+                           keep_alive => 0);
 
 my $mock_pid;
 
