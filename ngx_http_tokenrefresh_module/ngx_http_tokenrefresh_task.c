@@ -25,6 +25,11 @@
 #include "ngx_http_tokenrefresh_module.h"
 
 
+static ngx_connection_t *ngx_http_tokenrefresh_task_connection(
+    ngx_http_request_t *cr);
+static ngx_http_request_t *ngx_http_tokenrefresh_task_request(
+    ngx_connection_t *c, ngx_http_request_t *cr, ngx_str_t *uri);
+static void ngx_http_tokenrefresh_task_close_connection(ngx_connection_t *c);
 static void ngx_http_tokenrefresh_task_handler(ngx_event_t *ev);
 static void ngx_http_tokenrefresh_task_done(ngx_http_request_t *r);
 static void ngx_http_tokenrefresh_task_close_peer(void *data);
@@ -37,16 +42,41 @@ static ngx_int_t ngx_http_tokenrefresh_task_copy_addr(ngx_pool_t *pool,
 ngx_http_request_t *
 ngx_http_tokenrefresh_task_create(ngx_http_request_t *cr, ngx_str_t *uri)
 {
-    int                                fds[2];
-    ngx_log_t                         *log;
-    ngx_pool_t                        *pool;
-    ngx_time_t                        *tp;
-    ngx_connection_t                  *c, *cc;
-    ngx_pool_cleanup_t                *cln;
-    ngx_http_request_t                *r;
-    ngx_http_connection_t             *hc;
-    ngx_http_core_srv_conf_t          *cscf;
-    ngx_http_core_main_conf_t         *cmcf;
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    c = ngx_http_tokenrefresh_task_connection(cr);
+    if (c == NULL) {
+        return NULL;
+    }
+
+    r = ngx_http_tokenrefresh_task_request(c, cr, uri);
+    if (r == NULL) {
+        ngx_http_tokenrefresh_task_close_connection(c);
+        return NULL;
+    }
+
+#if (NGX_STAT_STUB)
+    (void) ngx_atomic_fetch_add(ngx_stat_active, 1);
+#endif
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "tokenrefresh: worker request *%uA created", c->number);
+
+    return r;
+}
+
+
+/* the connection: one end of a socketpair, a log and addresses */
+
+static ngx_connection_t *
+ngx_http_tokenrefresh_task_connection(ngx_http_request_t *cr)
+{
+    int                  fds[2];
+    ngx_log_t           *log;
+    ngx_pool_t          *pool;
+    ngx_connection_t    *c, *cc;
+    ngx_pool_cleanup_t  *cln;
     ngx_http_log_ctx_t  *lctx;
 
     cc = cr->connection;
@@ -60,43 +90,45 @@ ngx_http_tokenrefresh_task_create(ngx_http_request_t *cr, ngx_str_t *uri)
     if (ngx_nonblocking(fds[0]) == -1 || ngx_nonblocking(fds[1]) == -1) {
         ngx_log_error(NGX_LOG_ALERT, cc->log, ngx_socket_errno,
                       ngx_nonblocking_n " failed");
-        goto failed_fds;
+        goto failed;
     }
-
-    c = ngx_get_connection(fds[0], cc->log);
-    if (c == NULL) {
-        goto failed_fds;
-    }
-
-    c->number = ngx_atomic_fetch_add(ngx_connection_counter, 1);
 
     pool = ngx_create_pool(512, cc->log);
     if (pool == NULL) {
-        ngx_free_connection(c);
-        goto failed_fds;
+        goto failed;
     }
 
-    c->pool = pool;
+    /* nginx's close path closes fds[0]; the pool's cleanup, the other */
 
     cln = ngx_pool_cleanup_add(pool, sizeof(ngx_socket_t));
     if (cln == NULL) {
+        ngx_destroy_pool(pool);
         goto failed;
     }
 
-    /* nginx's close path closes fds[0]; the cleanup, the silent end */
-
     cln->handler = ngx_http_tokenrefresh_task_close_peer;
     *(ngx_socket_t *) cln->data = fds[1];
-    fds[1] = (ngx_socket_t) -1;
+
+    c = ngx_get_connection(fds[0], cc->log);
+    if (c == NULL) {
+        ngx_close_socket(fds[0]);
+        ngx_destroy_pool(pool);
+        return NULL;
+    }
+
+    c->pool = pool;
+    c->number = ngx_atomic_fetch_add(ngx_connection_counter, 1);
+    c->start_time = ngx_current_msec;
 
     log = ngx_palloc(pool, sizeof(ngx_log_t));
     lctx = ngx_pcalloc(pool, sizeof(ngx_http_log_ctx_t));
-    hc = ngx_pcalloc(pool, sizeof(ngx_http_connection_t));
+    c->data = ngx_pcalloc(pool, sizeof(ngx_http_connection_t));
 
-    if (log == NULL || lctx == NULL || hc == NULL
+    if (log == NULL || lctx == NULL || c->data == NULL
         || ngx_http_tokenrefresh_task_copy_addr(pool, c, cc) != NGX_OK)
     {
-        goto failed;
+        ngx_http_tokenrefresh_task_close_connection(c);
+        return NULL;
     }
 
     /* a log of its own: the client's goes with the client's pool */
@@ -122,21 +154,45 @@ ngx_http_tokenrefresh_task_create(ngx_http_request_t *cr, ngx_str_t *uri)
     c->read->handler = ngx_http_tokenrefresh_task_handler;
     c->write->handler = ngx_http_tokenrefresh_task_handler;
 
-    c->start_time = ngx_current_msec;
+    lctx->connection = c;
 
-    /* the server of the request that noticed the need */
+    return c;
+
+failed:
+
+    ngx_close_socket(fds[0]);
+    ngx_close_socket(fds[1]);
+
+    return NULL;
+}
+
+
+/* the request: the client's server, no headers, never logged itself */
+
+static ngx_http_request_t *
+ngx_http_tokenrefresh_task_request(ngx_connection_t *c,
+    ngx_http_request_t *cr, ngx_str_t *uri)
+{
+    ngx_time_t                 *tp;
+    ngx_http_request_t         *r;
+    ngx_http_log_ctx_t         *lctx;
+    ngx_http_connection_t      *hc;
+    ngx_http_core_srv_conf_t   *cscf;
+    ngx_http_core_main_conf_t  *cmcf;
 
     cscf = ngx_http_get_module_srv_conf(cr, ngx_http_core_module);
+
+    hc = c->data;
     hc->conf_ctx = cscf->ctx;
 
-    r = ngx_pcalloc(pool, sizeof(ngx_http_request_t));
+    r = ngx_pcalloc(c->pool, sizeof(ngx_http_request_t));
     if (r == NULL) {
-        goto failed;
+        return NULL;
     }
 
-    r->pool = ngx_create_pool(cscf->request_pool_size, log);
+    r->pool = ngx_create_pool(cscf->request_pool_size, c->log);
     if (r->pool == NULL) {
-        goto failed;
+        return NULL;
     }
 
     r->signature = NGX_HTTP_MODULE;
@@ -148,15 +204,20 @@ ngx_http_tokenrefresh_task_create(ngx_http_request_t *cr, ngx_str_t *uri)
     r->main = r;
     r->count = 1;
 
-    r->ctx = ngx_pcalloc(r->pool, sizeof(void *) * ngx_http_max_module);
-    r->header_in = ngx_create_temp_buf(r->pool, 1);
-
     cmcf = ngx_http_get_module_main_conf(r, ngx_http_core_module);
 
+    r->ctx = ngx_pcalloc(r->pool, sizeof(void *) * ngx_http_max_module);
+    r->header_in = ngx_create_temp_buf(r->pool, 1);
     r->variables = ngx_pcalloc(r->pool, cmcf->variables.nelts
                                         * sizeof(ngx_http_variable_value_t));
 
+    /* $host in the token location: the client's */
+
+    r->headers_in.server.data = ngx_pstrdup(r->pool, &cr->headers_in.server);
+    r->headers_in.server.len = cr->headers_in.server.len;
+
     if (r->ctx == NULL || r->header_in == NULL || r->variables == NULL
+        || (cr->headers_in.server.len && r->headers_in.server.data == NULL)
         || ngx_list_init(&r->headers_out.headers, r->pool, 1,
                          sizeof(ngx_table_elt_t))
            != NGX_OK
@@ -168,13 +229,9 @@ ngx_http_tokenrefresh_task_create(ngx_http_request_t *cr, ngx_str_t *uri)
            != NGX_OK)
     {
         ngx_destroy_pool(r->pool);
-        goto failed;
+        return NULL;
     }
 
-    /* $host in the token location: the client's */
-
-    r->headers_in.server.data = ngx_pstrdup(r->pool, &cr->headers_in.server);
-    r->headers_in.server.len = cr->headers_in.server.len;
     r->headers_in.content_length_n = -1;
     r->headers_in.keep_alive_n = -1;
 
@@ -201,41 +258,27 @@ ngx_http_tokenrefresh_task_create(ngx_http_request_t *cr, ngx_str_t *uri)
     r->read_event_handler = ngx_http_block_reading;
     r->write_event_handler = ngx_http_tokenrefresh_task_done;
 
-    lctx->connection = c;
+    lctx = c->log->data;
     lctx->request = r;
     lctx->current_request = r;
 
     c->data = r;
 
-#if (NGX_STAT_STUB)
-    (void) ngx_atomic_fetch_add(ngx_stat_active, 1);
-#endif
-
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
-                   "tokenrefresh: worker request *%uA created", c->number);
-
     return r;
+}
 
-failed:
 
-    if (fds[1] != (ngx_socket_t) -1) {
-        ngx_close_socket(fds[1]);
-    }
+/* before the request holds it, the connection closes on its own */
+
+static void
+ngx_http_tokenrefresh_task_close_connection(ngx_connection_t *c)
+{
+    ngx_pool_t  *pool;
+
+    pool = c->pool;
 
     ngx_close_connection(c);
     ngx_destroy_pool(pool);
-
-    return NULL;
-
-failed_fds:
-
-    ngx_close_socket(fds[0]);
-
-    if (fds[1] != (ngx_socket_t) -1) {
-        ngx_close_socket(fds[1]);
-    }
-
-    return NULL;
 }
 
 

@@ -117,7 +117,10 @@ ns_inner() {
         mounted+=("$root$writable")
     fi
 
-    cp -L /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
+    # the host's resolver; --remove-destination: never write through a
+    # symbolic link in the chroot onto a file of the host
+    cp -L --remove-destination /etc/resolv.conf "$root/etc/resolv.conf" \
+        2>/dev/null || true
 
     # a clean environment, and the tests' settings passed through
     local envs=(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
