@@ -10,10 +10,16 @@
 #   make fuzz         run the libFuzzer target for FUZZ_SECONDS (600)
 #   make bench        the benchmarks of docs/benchmarks.md (about 8 minutes)
 #   make install      install the module where Debian's nginx looks for it
+#   make deb          the Debian package libnginx-mod-http-tokenrefresh
+#   make test-interop the interop suite against a real OpenID provider
+#   make test-matrix  the suite against nginx 1.22 (Debian 12) and 1.26
+#                     (Debian 13, in a chroot)
 #   make clean
 #
 # Every target installs what is missing first (scripts/setup.sh: Debian 12
 # packages, and Test::Nginx from Debian unstable pinned to that package).
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 BUILD     ?= build
 SO         = $(BUILD)/ngx_http_tokenrefresh_module.so
@@ -27,7 +33,7 @@ CONF_NAME      = mod-http-tokenrefresh.conf
 FUZZ_SECONDS ?= 600
 
 .PHONY: all setup test test-asan test-valgrind fuzz bench demo install \
-        uninstall clean
+        uninstall deb test-interop test-matrix clean
 
 all: $(SO)
 
@@ -51,6 +57,12 @@ fuzz: setup
 	@scripts/setup.sh --check fuzz || scripts/setup.sh fuzz
 	scripts/fuzz.sh $(FUZZ_SECONDS)
 
+test-interop:
+	scripts/interop.sh $(T)
+
+test-matrix:
+	scripts/matrix.sh $(T)
+
 bench: $(SO)
 	@scripts/setup.sh --check bench || scripts/setup.sh bench
 	ulimit -n "$$(ulimit -Hn)"; perl bench/bench.pl
@@ -58,7 +70,18 @@ bench: $(SO)
 demo: $(SO)
 	scripts/demo.sh
 
+# "make install" and the package (make deb) install the same files: each
+# refuses to overwrite the other's
 install: $(SO)
+	@for f in $(MODULES_DIR)/ngx_http_tokenrefresh_module.so \
+	          $(MODULES_CONF)/$(CONF_NAME); do \
+	    if [ -z "$(DESTDIR)" ] && dpkg-query -S "$$f" >/dev/null 2>&1; then \
+	        echo "install: $$f belongs to the package" \
+	             "$$(dpkg-query -S "$$f" | cut -d: -f1); remove it" \
+	             "(apt-get remove) or upgrade it instead" >&2; \
+	        exit 1; \
+	    fi; \
+	done
 	install -d $(DESTDIR)$(MODULES_DIR) $(DESTDIR)$(MODULES_CONF) \
 	           $(DESTDIR)$(MODULES_ON)
 	install -m 0644 $(SO) $(DESTDIR)$(MODULES_DIR)/
@@ -68,9 +91,21 @@ install: $(SO)
 	    $(DESTDIR)$(MODULES_ON)/50-$(CONF_NAME)
 
 uninstall:
+	@if [ -z "$(DESTDIR)" ] \
+	    && dpkg-query -S $(MODULES_DIR)/ngx_http_tokenrefresh_module.so \
+	       >/dev/null 2>&1; then \
+	    echo "uninstall: the module belongs to a package; remove it with" \
+	         "apt-get remove libnginx-mod-http-tokenrefresh" >&2; \
+	    exit 1; \
+	fi
 	rm -f $(DESTDIR)$(MODULES_DIR)/ngx_http_tokenrefresh_module.so \
 	      $(DESTDIR)$(MODULES_CONF)/$(CONF_NAME) \
 	      $(DESTDIR)$(MODULES_ON)/50-$(CONF_NAME)
+
+# the Debian package, built as Debian builds its nginx modules
+deb: setup
+	@scripts/setup.sh --check deb || scripts/setup.sh deb
+	scripts/deb.sh
 
 clean:
 	rm -rf $(BUILD) t/servroot

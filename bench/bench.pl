@@ -15,6 +15,8 @@
 #
 # Usage: bench/bench.pl [--rounds N] [--steady-rounds N] [--seconds S]
 #                        [--only steady|storm|scaling] [--out DIR]
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use strict;
 use warnings;

@@ -4,6 +4,8 @@
 # run and nothing else:
 #
 #   perl bench/report.pl [build/bench/results.json]
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use strict;
 use warnings;

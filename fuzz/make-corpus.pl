@@ -5,6 +5,8 @@
 # /data/accessToken, /data/refreshToken and /data/accessTokenExp (ms).
 # The corpus seeds the fuzzer and is replayed through nginx by
 # t/015-corpus.t.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use strict;
 use warnings;

@@ -1,6 +1,7 @@
 
 /*
- * Copyright (C) ngx_http_tokenrefresh_module authors
+ * Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+ * BSD 2-Clause License: see the file LICENSE.
  *
  * libFuzzer target for the token response parser and the token checks
  * (ngx_http_tokenrefresh_json.c), linked with nginx's own pool, array and

@@ -15,6 +15,8 @@
 //
 // Exit status 1, with the step that failed on stderr, if anything is not
 // as a certified provider must answer.
+// Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+// BSD 2-Clause License: see the file LICENSE.
 
 import * as http from 'node:http';
 import * as crypto from 'node:crypto';

@@ -50,6 +50,8 @@
 //   GET  /admin/requests  the last token endpoint requests: raw headers
 //                         (duplicates kept), parameters (secrets masked),
 //                         status and error
+// Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+// BSD 2-Clause License: see the file LICENSE.
 
 import * as http from 'node:http';
 import * as crypto from 'node:crypto';

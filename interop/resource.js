@@ -25,6 +25,8 @@
 //                        token issued later is accepted
 //   POST /admin/reject   {"on": true}: reject every token (an API that
 //                        rejects fresh tokens); {"on": false} to stop
+// Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+// BSD 2-Clause License: see the file LICENSE.
 
 import * as http from 'node:http';
 import * as crypto from 'node:crypto';

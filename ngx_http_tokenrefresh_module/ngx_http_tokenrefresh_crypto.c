@@ -1,6 +1,7 @@
 
 /*
- * Copyright (C) ngx_http_tokenrefresh_module authors
+ * Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+ * BSD 2-Clause License: see the file LICENSE.
  *
  * Cryptography, all of it through OpenSSL's EVP interface: token
  * fingerprints, the AES-256-GCM sealing of the state file, and the signed

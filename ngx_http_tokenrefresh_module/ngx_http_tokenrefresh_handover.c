@@ -1,6 +1,7 @@
 
 /*
- * Copyright (C) ngx_http_tokenrefresh_module authors
+ * Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+ * BSD 2-Clause License: see the file LICENSE.
  *
  * A reload that changes a zone's size gives it a new shared memory zone:
  * nginx keeps a zone across a reload only if its size is the same.  The

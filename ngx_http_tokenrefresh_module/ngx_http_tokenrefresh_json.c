@@ -1,6 +1,7 @@
 
 /*
- * Copyright (C) ngx_http_tokenrefresh_module authors
+ * Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+ * BSD 2-Clause License: see the file LICENSE.
  *
  * Token responses: a streaming yajl parse that picks the configured
  * fields by JSON Pointer (RFC 6901), the JWT "exp" claim, and the checks

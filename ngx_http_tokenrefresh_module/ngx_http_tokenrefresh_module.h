@@ -1,6 +1,7 @@
 
 /*
- * Copyright (C) ngx_http_tokenrefresh_module authors
+ * Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+ * BSD 2-Clause License: see the file LICENSE.
  *
  * Types shared by the files of ngx_http_tokenrefresh_module.
  */

@@ -1,6 +1,7 @@
 
 /*
- * Copyright (C) ngx_http_tokenrefresh_module authors
+ * Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+ * BSD 2-Clause License: see the file LICENSE.
  *
  * Refreshes and logins: started by the worker that took the lease, sent to
  * a user-configured internal location, their answer collected by this

@@ -1,6 +1,7 @@
 
 /*
- * Copyright (C) ngx_http_tokenrefresh_module authors
+ * Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+ * BSD 2-Clause License: see the file LICENSE.
  *
  * Recovering from a rejected token: when the upstream answers 401 (or
  * another configured status) to a request that carried a token of ours,

@@ -1,6 +1,7 @@
 
 /*
- * Copyright (C) ngx_http_tokenrefresh_module authors
+ * Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+ * BSD 2-Clause License: see the file LICENSE.
  *
  * Variables.  The token reaches the upstream through a variable that the
  * configuration passes explicitly (proxy_set_header, grpc_set_header,

@@ -1,6 +1,7 @@
 
 /*
- * Copyright (C) ngx_http_tokenrefresh_module authors
+ * Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+ * BSD 2-Clause License: see the file LICENSE.
  *
  * Parking requests that need a token which is being fetched, and waking
  * them.  nginx offers a module no way to signal other workers, so each

@@ -4,6 +4,8 @@
 # Test::Nginx suite against it.  Fails on any ASan report.
 #
 # Usage: scripts/asan.sh [test files]
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 set -euo pipefail
 

@@ -4,6 +4,8 @@
 # nginx binary), the way Debian's own dh_nginx builds dynamic modules.
 #
 # Usage: scripts/build.sh [BUILD_DIR]     (default: build)
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 set -euo pipefail
 

@@ -3,6 +3,8 @@
 # API, a mock identity provider that answers in 300 ms and issues tokens
 # that live 5 seconds.  Everything runs on loopback and is stopped at the
 # end.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 set -euo pipefail
 

@@ -5,6 +5,8 @@
 # it; new inputs go to build/fuzz/work, findings to build/fuzz/crashes.
 #
 # Usage: scripts/fuzz.sh [seconds]    (default 600)
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 set -euo pipefail
 

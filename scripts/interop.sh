@@ -20,6 +20,8 @@
 #   INTEROP_API_PORT   the API's port (39860)
 #   TEST_NGINX_PORT    nginx's port (3984; the main suite uses 1984)
 #   INTEROP_CYCLES     refresh cycles of t/002-rotation.t (24)
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 set -euo pipefail
 

@@ -14,6 +14,8 @@
 # the module built against trixie's nginx-dev into build/trixie-build/
 # (the only writable directory of the project there), the server root in
 # build/trixie-build/servroot.  Logs: build/matrix/<version>.log.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 set -uo pipefail
 

@@ -3,6 +3,8 @@
 # build/nginx-src, for the AddressSanitizer build and the fuzzer.  The
 # upstream tarball comes from Debian's archive (apt-get source); a deb-src
 # entry for bookworm is added once.  Prints the source directory.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 set -euo pipefail
 

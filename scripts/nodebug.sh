@@ -16,6 +16,8 @@
 # Against Debian 13's nginx 1.26 (the chroot of scripts/trixie.sh):
 #   scripts/trixie.sh run --project /bin/bash -c \
 #       "cd $PWD && scripts/nodebug.sh build/trixie-build/nodebug"
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 set -euo pipefail
 

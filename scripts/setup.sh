@@ -11,7 +11,10 @@
 # Usage: scripts/setup.sh [--check] [extra...]
 #   --check   exit 1 if something is missing, install nothing
 #   extra     also what one more target needs: fuzz (clang), valgrind,
-#             bench (wrk, gnuplot, Debian's lua module for a comparison)
+#             bench (wrk, gnuplot, Debian's lua module for a comparison),
+#             deb (debhelper, lintian)
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 set -eu
 
@@ -29,6 +32,7 @@ for arg in "$@"; do
         valgrind) PKGS="$PKGS valgrind" ;;
         bench)    PKGS="$PKGS wrk gnuplot-nox valgrind libnginx-mod-http-lua \
                         libnginx-mod-http-ndk" ;;
+        deb)      PKGS="$PKGS debhelper dpkg-dev lintian fakeroot" ;;
         *)        echo "setup: unknown argument \"$arg\"" >&2; exit 2 ;;
     esac
 done

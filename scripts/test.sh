@@ -1,6 +1,8 @@
 #!/bin/bash
 # Run the Test::Nginx suite against Debian's nginx binary with the module
 # built by scripts/build.sh.  Arguments: test files (default: all of t/).
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 set -euo pipefail
 

@@ -21,6 +21,8 @@
 # "rm -rf build" on the host cannot reach /proc or the project through
 # the chroot, and the kernel drops every mount when the command ends, even
 # when it is killed.  The mounts are also undone on exit as usual.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 set -euo pipefail
 

@@ -5,6 +5,8 @@
 # (t/valgrind.suppress).  Fails on any error valgrind reports.
 #
 # Usage: scripts/valgrind.sh [test files]
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 set -euo pipefail
 

@@ -1,5 +1,7 @@
 # The token lifecycle, one worker: log in on first use, reuse the token,
 # put it where the API wants it, one credential per name.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use Test::Nginx::Socket 'no_plan';
 use t::TokenRefresh;

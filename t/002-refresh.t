@@ -1,6 +1,8 @@
 # Expiry and refresh, one worker: one refresh when the token expires, a
 # background refresh ahead of expiry that does not delay anyone, a refresh
 # answer without a new refresh token, a refused refresh token.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use Test::Nginx::Socket 'no_plan';
 use t::TokenRefresh;

@@ -1,6 +1,8 @@
 # Token responses: the standard shape, nested fields found by JSON Pointer,
 # absolute expiry, the "exp" claim of a JWT, a custom login API; and the
 # answers that must be refused without losing the last good token.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use Test::Nginx::Socket 'no_plan';
 use t::TokenRefresh;

@@ -3,6 +3,8 @@
 # auth_request subrequests, not the token endpoint, not error_page
 # targets, not response headers or logs.  A mock endpoint,
 # http://idp/_mock/echo, records every request it gets.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use Test::Nginx::Socket 'no_plan';
 use t::TokenRefresh;

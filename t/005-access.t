@@ -1,5 +1,7 @@
 # The module runs after nginx's access control has decided: it never
 # grants access, and a request that nginx refuses never causes a login.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use Test::Nginx::Socket 'no_plan';
 use t::TokenRefresh;

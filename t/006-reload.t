@@ -1,6 +1,8 @@
 # Tokens live in the shared zone and survive "nginx -s reload": no new
 # login after a reload.  A reload that changes the zone's size starts from
 # an empty zone.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use Test::Nginx::Socket 'no_plan';
 use t::TokenRefresh;

@@ -2,6 +2,8 @@
 # same moment, in two worker processes; the provider is slow.  Exactly one
 # token call is made, every client is served, and requests waited in both
 # workers (otherwise the test would prove nothing about the lease).
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use Test::Nginx::Socket 'no_plan';
 use t::TokenRefresh;

@@ -1,5 +1,7 @@
 # "nginx -t" refuses bad configuration with a message that names the
 # directive, the file and the line.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use Test::Nginx::Socket 'no_plan';
 use t::TokenRefresh;

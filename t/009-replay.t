@@ -1,6 +1,8 @@
 # The upstream rejects a token (revoked, rotated, a clock that disagrees):
 # nothing of the 401 reaches the client; one refresh; the request goes
 # again, with its body, at most once.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use Test::Nginx::Socket 'no_plan';
 use t::TokenRefresh;

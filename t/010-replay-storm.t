@@ -3,6 +3,8 @@
 # bodies, all arrive with it, in two workers, while the provider takes
 # 300 ms.  Exactly one refresh; every client gets 200 and its own answer;
 # the API sees each request at most twice.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use Test::Nginx::Socket 'no_plan';
 use t::TokenRefresh;

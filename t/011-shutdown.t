@@ -1,5 +1,7 @@
 # Graceful shutdown ("nginx -s quit") does not hang on waiting requests
 # beyond the wait limit, even when the provider never answers.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use Test::Nginx::Socket 'no_plan';
 use t::TokenRefresh;

@@ -2,6 +2,8 @@
 # waiting requests with a clear status and Retry-After, never overwrites
 # the last good token, and is retried at most once per back-off interval
 # across all workers.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use Test::Nginx::Socket 'no_plan';
 use t::TokenRefresh;

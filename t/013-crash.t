@@ -1,6 +1,8 @@
 # A worker killed (SIGKILL) while it holds the lease, the provider being
 # slow: after the lease deadline another worker takes over, and requests
 # waiting in the other workers are served.  Nothing stays wedged.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use Test::Nginx::Socket 'no_plan';
 use t::TokenRefresh;

@@ -1,6 +1,8 @@
 # A full zone: memory per credential is bounded; idle credentials are
 # evicted least recently used first, never one with a lease or waiters;
 # when nothing can be evicted the request gets 503 and the log says why.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use Test::Nginx::Socket 'no_plan';
 use t::TokenRefresh;

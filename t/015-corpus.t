@@ -2,6 +2,8 @@
 # through nginx as token responses: ok-* must be stored and used, bad-*
 # refused with 502, and nothing may crash.  Under "make test-asan" this
 # also checks every byte read.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use Test::Nginx::Socket 'no_plan';
 use t::TokenRefresh;

@@ -1,5 +1,7 @@
 # The status page: JSON and Prometheus, states and counters, and the
 # operator controls (force a refresh, forget a credential).
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use Test::Nginx::Socket 'no_plan';
 use t::TokenRefresh;

@@ -9,6 +9,8 @@
 # assertions, which are secrets too.  nginx's own debug lines do print upstream request
 # headers and variable values, tokens included: that is why only the
 # module's lines are held to this at debug level.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use Test::Nginx::Socket 'no_plan';
 use t::TokenRefresh;

@@ -4,6 +4,8 @@
 # one it runs with "--- doc: NAME".  What changes on the way: load_module
 # and events go (Test::Nginx provides them), the example hosts become the
 # mock provider and API, https becomes http, "listen 80" a local port.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use Test::Nginx::Socket 'no_plan';
 use t::TokenRefresh;

@@ -1,6 +1,8 @@
 # The state file: rotated refresh tokens survive restarts and are never
 # sent twice; seeds; what happens to a state file that is damaged, sealed
 # with another key, or readable by others; and what "nginx -t" refuses.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use Test::Nginx::Socket 'no_plan';
 use t::TokenRefresh;

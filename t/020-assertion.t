@@ -3,6 +3,8 @@
 # each token request.  The test checks each algorithm's signature with the
 # openssl command (RS256, ES256) or Digest::SHA (HS256), and the claims;
 # and that "nginx -t" refuses keys that are missing, wrong or exposed.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use Test::Nginx::Socket 'no_plan';
 use t::TokenRefresh;

@@ -2,6 +2,8 @@
 # location, same request line bytes, same headers but Authorization, same
 # body; rewrite, set, auth_request, try_files and mirror do not run again.
 # Rejections are recorded even when a request cannot be replayed.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use Test::Nginx::Socket 'no_plan';
 use t::TokenRefresh;

@@ -3,6 +3,8 @@
 # answer can cancel a refresh that was sent, and a refresh ahead of expiry
 # delays neither the client that started it nor the next request on its
 # connection.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use Test::Nginx::Socket 'no_plan';
 use t::TokenRefresh;

@@ -2,6 +2,8 @@
 # resizes a zone during a refresh, not by a late refusal of a token that
 # was replaced meanwhile, not by eviction from a full zone, not by a state
 # file restored into a zone too small for it.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use Test::Nginx::Socket 'no_plan';
 use t::TokenRefresh;

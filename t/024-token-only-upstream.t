@@ -2,6 +2,8 @@
 # being built: never in a response nginx makes itself (502, 504, 499, an
 # error page), in add_header, in an access log line, or in the access log
 # line of a token subrequest (log_subrequest on).
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use Test::Nginx::Socket 'no_plan';
 use t::TokenRefresh;

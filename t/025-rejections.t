@@ -3,6 +3,8 @@
 # the refresh location can send the current access token; the token
 # subrequests carry each header once; and a token's lifetime counts from
 # when it was asked for.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use Test::Nginx::Socket 'no_plan';
 use t::TokenRefresh;

@@ -2,6 +2,8 @@
 # status page valid JSON and valid Prometheus text and are escaped in the
 # error log; the state file is never followed through a symlink, its
 # directory must exist at "nginx -t", and a long zone name is safe.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use Test::Nginx::Socket 'no_plan';
 use t::TokenRefresh;

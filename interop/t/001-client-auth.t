@@ -9,6 +9,8 @@
 # Then two misconfigurations a real provider exposes and the Perl mock
 # does not: an assertion audience that the provider computes from the Host
 # header, and a token request without the resource indicator.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use lib '.';
 use t::Interop;

@@ -16,6 +16,8 @@
 #
 # At the provider: exactly one refresh per cycle, never two at once, no
 # reuse detected, the grant alive; every request answered 200.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use lib '.';
 use t::Interop;

@@ -10,6 +10,8 @@
 # /admin/revoke, as an operator or a user's "log out everywhere" does) and
 # by the provider itself, when a rotated refresh token comes back (reuse
 # detection: someone else used a copy of the credential's refresh token).
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use lib '.';
 use t::Interop;

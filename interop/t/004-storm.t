@@ -3,6 +3,8 @@
 # current token (a revocation, a key rotation at the API).  However many
 # requests, the provider sees exactly one token request, never two at once,
 # and every request is answered 200 by the API.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use lib '.';
 use t::Interop;

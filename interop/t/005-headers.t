@@ -11,6 +11,8 @@
 # these requests, but a strict server may not (Content-Type is a singleton
 # field, RFC 9110).  proxy_pass_request_headers off and explicit headers
 # avoid it.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use lib '.';
 use t::Interop;

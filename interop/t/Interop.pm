@@ -1,3 +1,6 @@
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
+
 package t::Interop;
 
 # Test::Nginx glue for the interop suite: ngx_http_tokenrefresh_module

@@ -19,6 +19,8 @@
 #
 # Everything is event driven (IO::Poll), so hundreds of connections and
 # slow answers do not block each other.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
 
 use strict;
 use warnings;

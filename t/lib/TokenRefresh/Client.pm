@@ -1,3 +1,6 @@
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
+
 package TokenRefresh::Client;
 
 # An HTTP/1.1 client for storms: every connection is opened first, then
