@@ -117,9 +117,11 @@ static ngx_int_t ngx_http_tokenrefresh_set_tokens(
     ngx_uint_t evict, ngx_log_t *log);
 
 
+#if (NGX_DEBUG)
 static const char  *ngx_http_tokenrefresh_actions[] = {
     "use", "use and refresh ahead", "fetch", "wait", "fail", "no room"
 };
+#endif
 
 
 ngx_int_t
