@@ -259,6 +259,7 @@ EOF
 {
     my $pid = fork // die "fork";
     if ($pid == 0) {
+        open STDOUT, '>', '/dev/null';
         exec $^X, "$top/t/lib/mock_server.pl", '--idp-port', $port{idp},
              '--api-port', $port{api};
     }

@@ -80,7 +80,8 @@ http {
 }
 EOF
 
-perl "$top/t/lib/mock_server.pl" --idp-port "$idp_port" --api-port "$api_port" &
+perl "$top/t/lib/mock_server.pl" --idp-port "$idp_port" --api-port "$api_port" \
+    > /dev/null &
 mock_pid=$!
 
 for _ in $(seq 100); do

@@ -38,6 +38,7 @@ use Errno qw(EINPROGRESS EAGAIN EWOULDBLOCK EINTR);
 use Socket qw(inet_aton pack_sockaddr_in);
 use Time::HiRes qw(time sleep);
 use Digest::SHA qw(sha256_hex);
+use POSIX ();
 
 my $base = $ENV{TEST_NGINX_MOCK_PORT} // 19850;
 
@@ -56,26 +57,34 @@ my $http = HTTP::Tiny->new(timeout => 10 * ($ENV{TEST_TIME_SCALE} || 1),
 my $mock_pid;
 
 sub start_mock {
+    # the mock says "ready" on a pipe once it listens: a mock that cannot
+    # (another one has the ports) must fail the test file, not let it talk
+    # to the other one
+    pipe(my $ready, my $w) or die "pipe: $!";
+
     $mock_pid = fork;
     die "fork: $!" unless defined $mock_pid;
 
     if ($mock_pid == 0) {
+        close $ready;
+        open STDOUT, '>&', $w or die "stdout: $!";
         exec $^X, "$dir/lib/mock_server.pl", '--idp-port', $idp_port,
              '--api-port', $api_port, '--corpus', "$dir/../fuzz/corpus";
         die "exec: $!";
     }
 
-    # the mock is ready when both ports accept connections
-    wait_until(sub {
-        for my $p ($idp_port, $api_port) {
-            my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-                                          PeerPort => $p, Timeout => 1)
-                or return 0;
-            close $s;
-        }
-        return 1;
-    }, 10) or die "mock server did not start on ports $idp_port/$api_port";
+    close $w;
+
+    my $line = '';
+    if (IO::Select->new($ready)->can_read(scaled(10))) {
+        $line = <$ready> // '';
+    }
+    close $ready;
+
+    $line eq "ready\n"
+        or die "mock server did not start on ports $idp_port/$api_port\n";
 }
+
 
 sub stop_mock {
     return unless $mock_pid;

@@ -105,6 +105,11 @@ if ($pidfile) {
     close $fh;
 }
 
+# whoever started it waits for this line (t/TokenRefresh.pm)
+$| = 1;
+print "ready\n";
+open STDOUT, '>', '/dev/null';
+
 $SIG{TERM} = $SIG{INT} = sub { unlink $pidfile if $pidfile; exit 0 };
 
 my $poll = IO::Poll->new;
@@ -119,7 +124,7 @@ my @timers;      # [ due, code ]
 my $parent = getppid();
 
 while (1) {
-    exit 0 if getppid() != $parent;
+    exit 0 if getppid() != $parent || getppid() == 1;
 
     my $timeout = 1;
     if (@timers) {
@@ -152,7 +157,13 @@ while (1) {
             }
             if ($r == 0) {
                 $c->{eof} = 1;
-                close_conn($c) unless $c->{busy};
+                if ($c->{busy}) {
+                    # the answer is still due (a delay, a hang): stop
+                    # polling for a read that would return at once, forever
+                    $poll->mask($c->{sock} => 0);
+                } else {
+                    close_conn($c);
+                }
                 next;
             }
             $c->{in} .= $buf;
@@ -193,8 +204,8 @@ sub flush {
         }
         substr($c->{out}, 0, $w, '');
     }
-    $poll->mask($c->{sock} => POLLIN);
-    if ($c->{close}) {
+    $poll->mask($c->{sock} => $c->{eof} ? 0 : POLLIN);
+    if ($c->{close} || $c->{eof}) {
         close_conn($c);
     }
 }
