@@ -37,6 +37,12 @@
 /* a published outcome nobody took is dropped after this, in ms */
 #define NGX_HTTP_TOKENREFRESH_CHANNEL_TTL   60000
 
+/* how often a full channel is tried again, and drained, in ms */
+#define NGX_HTTP_TOKENREFRESH_CHANNEL_RETRY 50
+
+/* outcomes taken in by one drain, at most */
+#define NGX_HTTP_TOKENREFRESH_DRAIN_MAX     64
+
 
 typedef struct {
     ngx_queue_t                       records;
@@ -62,13 +68,33 @@ typedef struct {
 } ngx_http_tokenrefresh_record_t;
 
 
+/* an outcome an old worker could not publish yet, in its own memory */
+typedef struct {
+    ngx_queue_t                       queue;
+    ngx_shm_zone_t                   *channel;
+    size_t                            size;
+    ngx_http_tokenrefresh_record_t    rec;
+} ngx_http_tokenrefresh_pending_t;
+
+
 static ngx_int_t ngx_http_tokenrefresh_init_channel(ngx_shm_zone_t *shm_zone,
     void *data);
+static ngx_int_t ngx_http_tokenrefresh_publish(
+    ngx_http_tokenrefresh_pending_t *pd);
+static void ngx_http_tokenrefresh_retry(ngx_event_t *ev);
+static void ngx_http_tokenrefresh_drain(ngx_event_t *ev);
+static void ngx_http_tokenrefresh_drain_zone(
+    ngx_http_tokenrefresh_zone_t *zone, ngx_log_t *log);
+static void ngx_http_tokenrefresh_take_in(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_http_tokenrefresh_node_t *node, ngx_http_tokenrefresh_record_t *rec,
+    ngx_log_t *log);
 static ngx_http_tokenrefresh_zone_t *ngx_http_tokenrefresh_old_zone(
     ngx_http_tokenrefresh_zone_t *zone);
 static ngx_int_t ngx_http_tokenrefresh_copy_zone(
     ngx_http_tokenrefresh_zone_t *zone, ngx_http_tokenrefresh_zone_t *ozone,
     ngx_log_t *log);
+static ngx_uint_t ngx_http_tokenrefresh_must_keep(
+    ngx_http_tokenrefresh_node_t *on);
 static ngx_int_t ngx_http_tokenrefresh_copy_node(
     ngx_http_tokenrefresh_zone_t *zone, ngx_http_tokenrefresh_node_t *on,
     ngx_log_t *log);
@@ -78,7 +104,12 @@ static ngx_uint_t ngx_http_tokenrefresh_record_is(
 
 
 /* the address is the channel's tag, the same in every cycle */
-static ngx_uint_t  ngx_http_tokenrefresh_channel_tag;
+static ngx_uint_t        ngx_http_tokenrefresh_channel_tag;
+
+static ngx_queue_t       ngx_http_tokenrefresh_pending;
+static ngx_event_t       ngx_http_tokenrefresh_retry_event;
+static ngx_event_t       ngx_http_tokenrefresh_drain_event;
+static ngx_connection_t  ngx_http_tokenrefresh_handover_conn;
 
 
 /*
@@ -158,13 +189,14 @@ ngx_http_tokenrefresh_adopt(ngx_http_tokenrefresh_zone_t *zone,
         return NGX_DECLINED;
     }
 
-    if (ngx_http_tokenrefresh_copy_zone(zone, ozone, log) != NGX_OK) {
+    if (ngx_http_tokenrefresh_copy_zone(zone, ozone, log) == NGX_ERROR) {
         ngx_log_error(NGX_LOG_EMERG, log, 0,
                       "tokenrefresh: zone \"%V\" of %uz bytes cannot hold "
-                      "the %ui credentials of the zone it replaces (%uz "
-                      "bytes): the reload is refused",
+                      "the credentials of the zone it replaces (%uz bytes) "
+                      "that hold their only refresh token or a refresh in "
+                      "flight: the reload is refused",
                       &zone->shm_zone->shm.name, zone->shm_zone->shm.size,
-                      ozone->sh->count, ozone->shm_zone->shm.size);
+                      ozone->shm_zone->shm.size);
         return NGX_ERROR;
     }
 
@@ -184,6 +216,7 @@ void
 ngx_http_tokenrefresh_commit(ngx_http_tokenrefresh_zone_t *zone,
     ngx_log_t *log)
 {
+    ngx_int_t                      left;
     ngx_uint_t                     count;
     ngx_http_tokenrefresh_zone_t  *ozone;
 
@@ -198,11 +231,14 @@ ngx_http_tokenrefresh_commit(ngx_http_tokenrefresh_zone_t *zone,
 
     ngx_http_tokenrefresh_forget_all(zone);
 
-    if (ngx_http_tokenrefresh_copy_zone(zone, ozone, log) != NGX_OK) {
+    left = ngx_http_tokenrefresh_copy_zone(zone, ozone, log);
+
+    if (left == NGX_ERROR) {
         ngx_log_error(NGX_LOG_ALERT, log, 0,
-                      "tokenrefresh: zone \"%V\" no longer holds every "
-                      "credential of the zone it replaces; some may have "
-                      "to log in again", &zone->shm_zone->shm.name);
+                      "tokenrefresh: zone \"%V\" no longer holds the "
+                      "credentials of the zone it replaces that hold their "
+                      "only refresh token: some of them are lost",
+                      &zone->shm_zone->shm.name);
     }
 
     ozone->sh->superseded = 1;
@@ -211,6 +247,13 @@ ngx_http_tokenrefresh_commit(ngx_http_tokenrefresh_zone_t *zone,
     ngx_shmtx_unlock(&ozone->shpool->mutex);
 
     ngx_http_tokenrefresh_seed(zone, log);
+
+    if (left > 0) {
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                      "tokenrefresh: %i credentials that can log in again "
+                      "were left out of zone \"%V\": they did not fit",
+                      left, &zone->shm_zone->shm.name);
+    }
 
     ngx_log_error(NGX_LOG_NOTICE, log, 0,
                   "tokenrefresh: zone \"%V\" resized from %uz to %uz "
@@ -275,17 +318,27 @@ ngx_http_tokenrefresh_old_zone(ngx_http_tokenrefresh_zone_t *zone)
 
 /* the caller holds the old zone's lock, or nobody else may change it */
 
+/*
+ * First what could not be had again: the credentials whose refresh token
+ * is their only way back to a token, and those with a refresh in flight;
+ * if they do not fit, nothing does.  Then the others, the most recently
+ * used first, as long as they fit: they can log in again.  Returns the
+ * number of those left out, or NGX_ERROR.
+ */
+
 static ngx_int_t
 ngx_http_tokenrefresh_copy_zone(ngx_http_tokenrefresh_zone_t *zone,
     ngx_http_tokenrefresh_zone_t *ozone, ngx_log_t *log)
 {
+    ngx_int_t                       left;
     ngx_uint_t                      i;
     ngx_queue_t                    *q;
-    ngx_http_tokenrefresh_node_t   *on;
+    ngx_http_tokenrefresh_node_t   *on, *tn;
     ngx_http_tokenrefresh_shctx_t  *sh, *osh;
 
     sh = zone->sh;
     osh = ozone->sh;
+    left = 0;
 
     /* from the least recently used: each goes to the head of the queue */
 
@@ -295,9 +348,35 @@ ngx_http_tokenrefresh_copy_zone(ngx_http_tokenrefresh_zone_t *zone,
     {
         on = ngx_queue_data(q, ngx_http_tokenrefresh_node_t, lru);
 
-        if (ngx_http_tokenrefresh_copy_node(zone, on, log) != NGX_OK) {
+        if (ngx_http_tokenrefresh_must_keep(on)
+            && ngx_http_tokenrefresh_copy_node(zone, on, log) != NGX_OK)
+        {
             return NGX_ERROR;
         }
+    }
+
+    /* the most recently used first: each goes to the tail */
+
+    for (q = ngx_queue_head(&osh->lru);
+         q != ngx_queue_sentinel(&osh->lru);
+         q = ngx_queue_next(q))
+    {
+        on = ngx_queue_data(q, ngx_http_tokenrefresh_node_t, lru);
+
+        if (ngx_http_tokenrefresh_must_keep(on)) {
+            continue;
+        }
+
+        if (ngx_http_tokenrefresh_copy_node(zone, on, log) != NGX_OK) {
+            left++;
+            continue;
+        }
+
+        tn = ngx_queue_data(ngx_queue_head(&sh->lru),
+                            ngx_http_tokenrefresh_node_t, lru);
+
+        ngx_queue_remove(&tn->lru);
+        ngx_queue_insert_tail(&sh->lru, &tn->lru);
     }
 
     for (i = 0; i < osh->spent_count; i++) {
@@ -307,12 +386,24 @@ ngx_http_tokenrefresh_copy_zone(ngx_http_tokenrefresh_zone_t *zone,
 
     sh->spent_count = osh->spent_count;
     sh->spent_next = osh->spent_next;
-    sh->evictions = osh->evictions;
+    sh->evictions = osh->evictions + left;
     sh->nomem = osh->nomem;
     sh->kept = osh->kept;
     sh->unknown = osh->unknown;
+    sh->access_max = osh->access_max;
+    sh->refresh_max = osh->refresh_max;
 
-    return NGX_OK;
+    return left;
+}
+
+
+static ngx_uint_t
+ngx_http_tokenrefresh_must_keep(ngx_http_tokenrefresh_node_t *on)
+{
+    return ngx_http_tokenrefresh_node_protected(on)
+           || (on->lease_pid
+               && (ngx_msec_int_t) (on->lease_deadline - ngx_current_msec)
+                  > 0);
 }
 
 
@@ -340,6 +431,8 @@ ngx_http_tokenrefresh_copy_node(ngx_http_tokenrefresh_zone_t *zone,
                                       on->seed, log)
         != NGX_OK)
     {
+        /* no half copies: a node without its tokens goes again */
+        ngx_http_tokenrefresh_remove(zone, &name);
         return NGX_ERROR;
     }
 
@@ -348,10 +441,10 @@ ngx_http_tokenrefresh_copy_node(ngx_http_tokenrefresh_zone_t *zone,
     tn = ngx_http_tokenrefresh_node_of(zone, &name);
 
     tn->rejected = on->rejected;
-    tn->reissued = on->reissued;
-    tn->reject_gen = on->reject_gen;
-    tn->reject_fails = on->reject_fails;
-    tn->reject_until = on->reject_until;
+    tn->reject_tokens = on->reject_tokens;
+    tn->young_until = on->young_until;
+    tn->reject_last = on->reject_last;
+    tn->reject_interval = on->reject_interval;
     tn->fails = on->fails;
     tn->retry_at = on->retry_at;
     tn->fail_status = on->fail_status;
@@ -374,6 +467,7 @@ ngx_http_tokenrefresh_copy_node(ngx_http_tokenrefresh_zone_t *zone,
         tn->lease_seq = on->lease_seq;
         tn->lease_grant = on->lease_grant;
         tn->handover = 1;
+        zone->sh->handovers++;
     }
 
     return NGX_OK;
@@ -382,8 +476,11 @@ ngx_http_tokenrefresh_copy_node(ngx_http_tokenrefresh_zone_t *zone,
 
 /*
  * An old worker settled a refresh of a superseded zone: the new zone's
- * workers take its outcome from here.  The tokens are what was stored in
- * the old zone, or nothing (a failure, or an answer nobody could store).
+ * workers take its outcome from the channel.  The tokens are what was
+ * stored in the old zone, or nothing (a failure).  A channel without room
+ * does not lose it: the worker keeps it and tries again until it fits
+ * (the new workers drain the channel), and stays alive meanwhile, so that
+ * the new zone's handover lease lasts.
  */
 
 void
@@ -393,16 +490,13 @@ ngx_http_tokenrefresh_hand_over(ngx_http_tokenrefresh_refresh_t *rf,
     u_char                           *p;
     size_t                            size;
     ngx_str_t                        *zname;
-    ngx_slab_pool_t                  *shpool;
     ngx_http_tokenrefresh_record_t   *rec;
-    ngx_http_tokenrefresh_channel_t  *ch;
+    ngx_http_tokenrefresh_pending_t  *pd;
 
     if (rf->zone->channel == NULL || rf->zone->channel->data == NULL) {
         return;
     }
 
-    shpool = (ngx_slab_pool_t *) rf->zone->channel->shm.addr;
-    ch = rf->zone->channel->data;
     zname = &rf->zone->shm_zone->shm.name;
 
     size = offsetof(ngx_http_tokenrefresh_record_t, data) + zname->len
@@ -412,25 +506,19 @@ ngx_http_tokenrefresh_hand_over(ngx_http_tokenrefresh_refresh_t *rf,
         size += tok->access_token.len + tok->refresh_token.len;
     }
 
-    ngx_shmtx_lock(&shpool->mutex);
-
-    rec = ngx_slab_alloc_locked(shpool, size);
-
-    if (rec == NULL) {
-        ngx_shmtx_unlock(&shpool->mutex);
-
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "tokenrefresh: the outcome of the %s of credential "
-                      "\"%V\" could not be handed to the resized zone "
-                      "\"%V\": it will try again when the lease expires",
-                      ngx_http_tokenrefresh_grant_names[rf->grant],
-                      &rf->log_name, zname);
+    pd = ngx_alloc(offsetof(ngx_http_tokenrefresh_pending_t, rec) + size,
+                   log);
+    if (pd == NULL) {
         return;
     }
 
+    pd->channel = rf->zone->channel;
+    pd->size = size;
+
+    rec = &pd->rec;
+
     ngx_memzero(rec, offsetof(ngx_http_tokenrefresh_record_t, data));
 
-    rec->drop_at = ngx_current_msec + NGX_HTTP_TOKENREFRESH_CHANNEL_TTL;
     rec->pid = ngx_pid;
     rec->lease_seq = rf->lease_seq;
     rec->outcome = outcome;
@@ -452,16 +540,87 @@ ngx_http_tokenrefresh_hand_over(ngx_http_tokenrefresh_refresh_t *rf,
         ngx_memcpy(p, tok->refresh_token.data, tok->refresh_token.len);
     }
 
+    if (ngx_http_tokenrefresh_publish(pd) == NGX_OK) {
+        ngx_free(pd);
+
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                      "tokenrefresh: the outcome of the %s of credential "
+                      "\"%V\" is handed to the resized zone \"%V\"",
+                      ngx_http_tokenrefresh_grant_names[rf->grant],
+                      &rf->log_name, zname);
+        return;
+    }
+
+    ngx_queue_insert_tail(&ngx_http_tokenrefresh_pending, &pd->queue);
+
+    if (!ngx_http_tokenrefresh_retry_event.timer_set) {
+        ngx_add_timer(&ngx_http_tokenrefresh_retry_event,
+                      NGX_HTTP_TOKENREFRESH_CHANNEL_RETRY);
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                  "tokenrefresh: the handover zone has no room for the "
+                  "outcome of the %s of credential \"%V\" now; it is kept "
+                  "until it fits", ngx_http_tokenrefresh_grant_names[rf->grant],
+                  &rf->log_name);
+}
+
+
+static ngx_int_t
+ngx_http_tokenrefresh_publish(ngx_http_tokenrefresh_pending_t *pd)
+{
+    ngx_slab_pool_t                  *shpool;
+    ngx_http_tokenrefresh_record_t   *rec;
+    ngx_http_tokenrefresh_channel_t  *ch;
+
+    shpool = (ngx_slab_pool_t *) pd->channel->shm.addr;
+    ch = pd->channel->data;
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    rec = ngx_slab_alloc_locked(shpool, pd->size);
+
+    if (rec == NULL) {
+        ngx_shmtx_unlock(&shpool->mutex);
+        return NGX_DECLINED;
+    }
+
+    ngx_memcpy(rec, &pd->rec, pd->size);
+    rec->drop_at = ngx_current_msec + NGX_HTTP_TOKENREFRESH_CHANNEL_TTL;
+
     ngx_queue_insert_tail(&ch->records, &rec->queue);
     ch->count++;
 
     ngx_shmtx_unlock(&shpool->mutex);
 
-    ngx_log_error(NGX_LOG_NOTICE, log, 0,
-                  "tokenrefresh: the outcome of the %s of credential \"%V\" "
-                  "is handed to the resized zone \"%V\"",
-                  ngx_http_tokenrefresh_grant_names[rf->grant], &rf->log_name,
-                  zname);
+    return NGX_OK;
+}
+
+
+/* not cancelable: an exiting old worker waits until it has handed over */
+
+static void
+ngx_http_tokenrefresh_retry(ngx_event_t *ev)
+{
+    ngx_queue_t                      *q, *next;
+    ngx_http_tokenrefresh_pending_t  *pd;
+
+    for (q = ngx_queue_head(&ngx_http_tokenrefresh_pending);
+         q != ngx_queue_sentinel(&ngx_http_tokenrefresh_pending);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        pd = ngx_queue_data(q, ngx_http_tokenrefresh_pending_t, queue);
+
+        if (ngx_http_tokenrefresh_publish(pd) == NGX_OK) {
+            ngx_queue_remove(q);
+            ngx_free(pd);
+        }
+    }
+
+    if (!ngx_queue_empty(&ngx_http_tokenrefresh_pending)) {
+        ngx_add_timer(ev, NGX_HTTP_TOKENREFRESH_CHANNEL_RETRY);
+    }
 }
 
 
@@ -493,12 +652,11 @@ ngx_uint_t
 ngx_http_tokenrefresh_take_over(ngx_http_tokenrefresh_zone_t *zone,
     ngx_http_tokenrefresh_node_t *node, ngx_log_t *log)
 {
-    u_char                           *p;
+    ngx_uint_t                        taken;
     ngx_queue_t                      *q, *next;
     ngx_slab_pool_t                  *shpool;
-    ngx_http_tokenrefresh_record_t   *rec, *found;
+    ngx_http_tokenrefresh_record_t   *rec;
     ngx_http_tokenrefresh_channel_t  *ch;
-    ngx_http_tokenrefresh_token_t     tok;
 
     if (!ngx_http_tokenrefresh_handed(zone)) {
         return 0;
@@ -506,7 +664,7 @@ ngx_http_tokenrefresh_take_over(ngx_http_tokenrefresh_zone_t *zone,
 
     shpool = (ngx_slab_pool_t *) zone->channel->shm.addr;
     ch = zone->channel->data;
-    found = NULL;
+    taken = 0;
 
     ngx_shmtx_lock(&shpool->mutex);
 
@@ -518,26 +676,186 @@ ngx_http_tokenrefresh_take_over(ngx_http_tokenrefresh_zone_t *zone,
         rec = ngx_queue_data(q, ngx_http_tokenrefresh_record_t, queue);
 
         if (ngx_http_tokenrefresh_record_is(rec, zone, node)) {
-            found = rec;
-            ngx_queue_remove(q);
-            ch->count--;
-            break;
+            ngx_http_tokenrefresh_take_in(zone, node, rec, log);
+            taken = 1;
+
+        } else if ((ngx_msec_int_t) (rec->drop_at - ngx_current_msec) >= 0) {
+            continue;
         }
 
-        if ((ngx_msec_int_t) (rec->drop_at - ngx_current_msec) < 0) {
-            ngx_queue_remove(q);
-            ch->count--;
-            ngx_slab_free_locked(shpool, rec);
+        ngx_queue_remove(q);
+        ch->count--;
+        ngx_slab_free_locked(shpool, rec);
+
+        if (taken) {
+            break;
         }
     }
 
     ngx_shmtx_unlock(&shpool->mutex);
 
-    if (found == NULL) {
-        return 0;
+    return taken;
+}
+
+
+/*
+ * The new workers drain the channel while their zones have handover
+ * leases, so that an outcome is taken in even if no request asks for its
+ * credential, and the channel has room for the next ones.  The leases are
+ * released once the state file has the outcomes.
+ */
+
+static void
+ngx_http_tokenrefresh_drain(ngx_event_t *ev)
+{
+    ngx_uint_t                     i, more;
+    ngx_list_part_t               *part;
+    ngx_shm_zone_t                *shm_zone;
+    ngx_http_tokenrefresh_zone_t  *zone;
+
+    more = 0;
+
+    part = (ngx_list_part_t *) &ngx_cycle->shared_memory.part;
+    shm_zone = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            shm_zone = part->elts;
+            i = 0;
+        }
+
+        if (shm_zone[i].tag != &ngx_http_tokenrefresh_module
+            || shm_zone[i].data == NULL)
+        {
+            continue;
+        }
+
+        zone = shm_zone[i].data;
+
+        if (zone->sh && zone->sh->handovers) {
+            ngx_http_tokenrefresh_drain_zone(zone, ev->log);
+            more |= (zone->sh->handovers != 0);
+        }
     }
 
-    rec = found;
+    if (more && !ngx_exiting && !ngx_terminate) {
+        ngx_add_timer(ev, NGX_HTTP_TOKENREFRESH_CHANNEL_RETRY);
+    }
+}
+
+
+static void
+ngx_http_tokenrefresh_drain_zone(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_log_t *log)
+{
+    u_char                           *name;
+    ngx_str_t                         key;
+    ngx_uint_t                        n, i;
+    ngx_queue_t                      *q, *next;
+    ngx_slab_pool_t                  *shpool;
+    ngx_http_tokenrefresh_ref_t       refs[NGX_HTTP_TOKENREFRESH_DRAIN_MAX];
+    ngx_http_tokenrefresh_node_t     *node;
+    ngx_http_tokenrefresh_record_t   *rec;
+    ngx_http_tokenrefresh_channel_t  *ch;
+
+    if (!ngx_http_tokenrefresh_handed(zone)) {
+        return;
+    }
+
+    shpool = (ngx_slab_pool_t *) zone->channel->shm.addr;
+    ch = zone->channel->data;
+    n = 0;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+    ngx_shmtx_lock(&shpool->mutex);
+
+    for (q = ngx_queue_head(&ch->records);
+         q != ngx_queue_sentinel(&ch->records)
+         && n < NGX_HTTP_TOKENREFRESH_DRAIN_MAX;
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        rec = ngx_queue_data(q, ngx_http_tokenrefresh_record_t, queue);
+
+        if (rec->zone_len != zone->shm_zone->shm.name.len
+            || ngx_memcmp(rec->data, zone->shm_zone->shm.name.data,
+                          rec->zone_len)
+               != 0)
+        {
+            /* another zone's: its workers take it, or it expires */
+
+            if ((ngx_msec_int_t) (rec->drop_at - ngx_current_msec) >= 0) {
+                continue;
+            }
+
+        } else {
+            name = rec->data + rec->zone_len;
+            key.data = name;
+            key.len = rec->name_len;
+
+            node = ngx_http_tokenrefresh_node_of(zone, &key);
+
+            /* an outcome nobody waits for any more is dropped */
+
+            if (node && ngx_http_tokenrefresh_record_is(rec, zone, node)) {
+                ngx_http_tokenrefresh_take_in(zone, node, rec, log);
+                refs[n].node = node;
+                refs[n].id = node->id;
+                n++;
+            }
+        }
+
+        ngx_queue_remove(q);
+        ch->count--;
+        ngx_slab_free_locked(shpool, rec);
+    }
+
+    ngx_shmtx_unlock(&shpool->mutex);
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    if (n == 0) {
+        return;
+    }
+
+    /* on disk before the leases end */
+
+    if (zone->state) {
+        (void) ngx_http_tokenrefresh_state_save(zone, log);
+    }
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    for (i = 0; i < n; i++) {
+        node = ngx_http_tokenrefresh_deref(&refs[i]);
+
+        if (node && node->handover) {
+            ngx_http_tokenrefresh_handover_end(zone, node);
+            node->lease_pid = 0;
+            node->seq++;
+        }
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    ngx_http_tokenrefresh_wake_local();
+}
+
+
+/* an outcome into a node; both locks are held */
+
+static void
+ngx_http_tokenrefresh_take_in(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_http_tokenrefresh_node_t *node, ngx_http_tokenrefresh_record_t *rec,
+    ngx_log_t *log)
+{
+    u_char                         *p;
+    ngx_http_tokenrefresh_token_t   tok;
 
     ngx_memzero(&tok, sizeof(ngx_http_tokenrefresh_token_t));
 
@@ -584,12 +902,6 @@ ngx_http_tokenrefresh_take_over(ngx_http_tokenrefresh_zone_t *zone,
                   "replaced by a reload is taken in",
                   ngx_http_tokenrefresh_grant_names[rec->grant],
                   &zone->shm_zone->shm.name);
-
-    ngx_shmtx_lock(&shpool->mutex);
-    ngx_slab_free_locked(shpool, rec);
-    ngx_shmtx_unlock(&shpool->mutex);
-
-    return 1;
 }
 
 
@@ -601,11 +913,44 @@ ngx_http_tokenrefresh_record_is(ngx_http_tokenrefresh_record_t *rec,
 
     zname = &zone->shm_zone->shm.name;
 
-    return rec->pid == node->lease_pid
+    return node->handover
+           && rec->pid == node->lease_pid
            && rec->lease_seq == node->lease_seq
            && rec->zone_len == zname->len
            && rec->name_len == node->len
            && ngx_memcmp(rec->data, zname->data, zname->len) == 0
            && ngx_memcmp(rec->data + rec->zone_len, node->name, node->len)
               == 0;
+}
+
+
+/* the events of this worker: the retry of old workers, the drain of new */
+
+ngx_int_t
+ngx_http_tokenrefresh_init_handover(ngx_cycle_t *cycle)
+{
+    ngx_event_t  *ev;
+
+    ngx_queue_init(&ngx_http_tokenrefresh_pending);
+
+    ngx_http_tokenrefresh_handover_conn.fd = (ngx_socket_t) -1;
+
+    ev = &ngx_http_tokenrefresh_retry_event;
+    ngx_memzero(ev, sizeof(ngx_event_t));
+    ev->handler = ngx_http_tokenrefresh_retry;
+    ev->data = &ngx_http_tokenrefresh_handover_conn;
+    ev->log = cycle->log;
+
+    ev = &ngx_http_tokenrefresh_drain_event;
+    ngx_memzero(ev, sizeof(ngx_event_t));
+    ev->handler = ngx_http_tokenrefresh_drain;
+    ev->data = &ngx_http_tokenrefresh_handover_conn;
+    ev->log = cycle->log;
+    ev->cancelable = 1;
+
+    /* a zone that a reload just resized may have leases to wait for */
+
+    ngx_add_timer(ev, NGX_HTTP_TOKENREFRESH_CHANNEL_RETRY);
+
+    return NGX_OK;
 }

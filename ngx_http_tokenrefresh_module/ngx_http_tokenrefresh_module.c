@@ -56,6 +56,8 @@ static ngx_int_t ngx_http_tokenrefresh_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_tokenrefresh_init_process(ngx_cycle_t *cycle);
 static void ngx_http_tokenrefresh_exit_process(ngx_cycle_t *cycle);
 static void ngx_http_tokenrefresh_flush(ngx_event_t *ev);
+static ngx_int_t ngx_http_tokenrefresh_answer_status(ngx_conf_t *cf,
+    ngx_str_t *value);
 
 
 /* the index of the attach step in the phase engine, for a replay */
@@ -91,6 +93,25 @@ const char  *ngx_http_tokenrefresh_grant_names[] = {
 
 static ngx_conf_num_bounds_t  ngx_http_tokenrefresh_status_bounds = {
     ngx_conf_check_num_bounds, 400, 599
+};
+
+static char *ngx_http_tokenrefresh_positive_msec(ngx_conf_t *cf, void *post,
+    void *data);
+static char *ngx_http_tokenrefresh_positive_size(ngx_conf_t *cf, void *post,
+    void *data);
+static char *ngx_http_tokenrefresh_lifetime(ngx_conf_t *cf, void *post,
+    void *data);
+
+static ngx_conf_post_t  ngx_http_tokenrefresh_positive_msec_post = {
+    ngx_http_tokenrefresh_positive_msec
+};
+
+static ngx_conf_post_t  ngx_http_tokenrefresh_positive_size_post = {
+    ngx_http_tokenrefresh_positive_size
+};
+
+static ngx_conf_post_t  ngx_http_tokenrefresh_lifetime_post = {
+    ngx_http_tokenrefresh_lifetime
 };
 
 
@@ -150,14 +171,14 @@ static ngx_command_t  ngx_http_tokenrefresh_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_tokenrefresh_loc_conf_t, wait_timeout),
-      NULL },
+      &ngx_http_tokenrefresh_positive_msec_post },
 
     { ngx_string("tokenrefresh_refresh_timeout"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_tokenrefresh_loc_conf_t, refresh_timeout),
-      NULL },
+      &ngx_http_tokenrefresh_positive_msec_post },
 
     { ngx_string("tokenrefresh_backoff"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
@@ -249,7 +270,7 @@ static ngx_command_t  ngx_http_tokenrefresh_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_tokenrefresh_loc_conf_t,
                format.default_lifetime),
-      NULL },
+      &ngx_http_tokenrefresh_lifetime_post },
 
     { ngx_string("tokenrefresh_max_response_size"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -257,7 +278,7 @@ static ngx_command_t  ngx_http_tokenrefresh_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_tokenrefresh_loc_conf_t,
                format.max_response_size),
-      NULL },
+      &ngx_http_tokenrefresh_positive_size_post },
 
       ngx_null_command
 };
@@ -398,9 +419,17 @@ ngx_http_tokenrefresh_handler(ngx_http_request_t *r)
         ngx_http_tokenrefresh_wait_begin(ctx, tlcf);
 
         if (ngx_http_tokenrefresh_start(r, ctx, &res, tlcf) != NGX_OK) {
+
+            /* no connection left, no memory: the worker is overloaded */
+
             ngx_http_tokenrefresh_account_wait(ctx, 1);
             ctx->outcome = NGX_HTTP_TOKENREFRESH_R_FAILED;
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+
+            if (ngx_http_tokenrefresh_set_retry_after(r, 1000) != NGX_OK) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            return tlcf->failure_status;
         }
 
         ctx->leader = 1;
@@ -1134,8 +1163,9 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         if (shm[i].tag == &ngx_http_tokenrefresh_module
             && other && other->state
-            && other->state->path.len == zone->state->path.len
-            && ngx_strcmp(other->state->path.data, zone->state->path.data)
+            && other->state->real.len == zone->state->real.len
+            && ngx_strncmp(other->state->real.data, zone->state->real.data,
+                           zone->state->real.len)
                == 0)
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -1571,12 +1601,8 @@ ngx_http_tokenrefresh_failure_status(ngx_conf_t *cf, ngx_command_t *cmd,
 
     value = cf->args->elts;
 
-    n = ngx_atoi(value[1].data, value[1].len);
-
-    if (n < 400 || n > 599) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid status \"%V\", a status from 400 to "
-                           "599 is expected", &value[1]);
+    n = ngx_http_tokenrefresh_answer_status(cf, &value[1]);
+    if (n == NGX_ERROR) {
         return NGX_CONF_ERROR;
     }
 
@@ -1597,12 +1623,8 @@ ngx_http_tokenrefresh_failure_status(ngx_conf_t *cf, ngx_command_t *cmd,
     s.data = value[2].data + 8;
     s.len = value[2].len - 8;
 
-    n = ngx_atoi(s.data, s.len);
-
-    if (n < 400 || n > 599) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid status \"%V\", a status from 400 to "
-                           "599 is expected", &s);
+    n = ngx_http_tokenrefresh_answer_status(cf, &s);
+    if (n == NGX_ERROR) {
         return NGX_CONF_ERROR;
     }
 
@@ -1620,7 +1642,7 @@ ngx_http_tokenrefresh_rejected_status(ngx_conf_t *cf, ngx_command_t *cmd,
 
     ngx_int_t    n;
     ngx_str_t   *value;
-    ngx_uint_t   i, *s;
+    ngx_uint_t   i, j, *s;
 
     if (tlcf->rejected != NGX_CONF_UNSET_PTR) {
         return "is duplicate";
@@ -1642,6 +1664,16 @@ ngx_http_tokenrefresh_rejected_status(ngx_conf_t *cf, ngx_command_t *cmd,
                                "invalid status \"%V\", a status from 400 "
                                "to 599 is expected", &value[i]);
             return NGX_CONF_ERROR;
+        }
+
+        s = tlcf->rejected->elts;
+
+        for (j = 0; j < tlcf->rejected->nelts; j++) {
+            if (s[j] == (ngx_uint_t) n) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "duplicate status \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
         }
 
         s = ngx_array_push(tlcf->rejected);
@@ -1734,6 +1766,88 @@ ngx_http_tokenrefresh_json(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     *field = ptr;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * A status the client gets: 444 and 499 are nginx's own (close, and the
+ * client closed): a client would never see them.
+ */
+
+static ngx_int_t
+ngx_http_tokenrefresh_answer_status(ngx_conf_t *cf, ngx_str_t *value)
+{
+    ngx_int_t  n;
+
+    n = ngx_atoi(value->data, value->len);
+
+    if (n < 400 || n > 599 || n == NGX_HTTP_CLOSE
+        || n == NGX_HTTP_CLIENT_CLOSED_REQUEST)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid status \"%V\", a status from 400 to "
+                           "599 is expected, and not nginx's own 444 or 499",
+                           value);
+        return NGX_ERROR;
+    }
+
+    return n;
+}
+
+
+static char *
+ngx_http_tokenrefresh_positive_msec(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_msec_t  *ms = data;
+
+    ngx_str_t  *value;
+
+    if (*ms == 0) {
+        value = cf->args->elts;
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" must be more than 0", &value[0]);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_tokenrefresh_positive_size(ngx_conf_t *cf, void *post, void *data)
+{
+    size_t  *sp = data;
+
+    ngx_str_t  *value;
+
+    if (*sp == 0) {
+        value = cf->args->elts;
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" must be more than 0", &value[0]);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* shorter than a second, a token would expire on its way */
+
+static char *
+ngx_http_tokenrefresh_lifetime(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_msec_t  *ms = data;
+
+    ngx_str_t  *value;
+
+    if (*ms < 1000) {
+        value = cf->args->elts;
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" must be at least 1s", &value[0]);
+        return NGX_CONF_ERROR;
+    }
 
     return NGX_CONF_OK;
 }
@@ -1866,7 +1980,9 @@ ngx_http_tokenrefresh_init_process(ngx_cycle_t *cycle)
     ev->log = cycle->log;
     ev->cancelable = 1;
 
-    if (ngx_http_tokenrefresh_init_refresh(cycle) != NGX_OK) {
+    if (ngx_http_tokenrefresh_init_refresh(cycle) != NGX_OK
+        || ngx_http_tokenrefresh_init_handover(cycle) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 

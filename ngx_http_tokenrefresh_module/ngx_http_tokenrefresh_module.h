@@ -34,6 +34,9 @@
 #define NGX_HTTP_TOKENREFRESH_TAG_LEN        16
 #define NGX_HTTP_TOKENREFRESH_KEY_LEN        32
 
+/* refreshes rejections may start at once, then one per interval */
+#define NGX_HTTP_TOKENREFRESH_REJECT_BURST   3
+
 /* refresh tokens remembered as spent, per zone */
 #define NGX_HTTP_TOKENREFRESH_SPENT          64
 
@@ -88,6 +91,7 @@
 #define NGX_HTTP_TOKENREFRESH_R_FAILED       4
 #define NGX_HTTP_TOKENREFRESH_R_DENIED       5
 #define NGX_HTTP_TOKENREFRESH_R_REPLAYED     6
+#define NGX_HTTP_TOKENREFRESH_R_GONE         7
 
 
 typedef struct {
@@ -148,15 +152,19 @@ typedef struct {
     ngx_uint_t                        rejected;
 
     /*
-     * This generation was fetched because the one before it was
-     * rejected: if the upstream rejects it too, the upstream rejects
-     * every token (the loop guard), and refreshes for that reason stop
-     * until reject_until (monotonic).
+     * The loop guard: the refreshes a rejection may start are a bucket of
+     * NGX_HTTP_TOKENREFRESH_REJECT_BURST, refilled one per reject_interval
+     * (monotonic ms since reject_last), so that an upstream that rejects
+     * every token, or one endpoint that answers 401 to every token beside
+     * others that take it, cannot have a refresh per request.  The
+     * interval doubles each time the bucket runs dry, and is back to its
+     * minimum once it is full again.  young_until: the last "younger than
+     * tokenrefresh_min_token_age" line.
      */
-    ngx_uint_t                        reissued;
-    ngx_uint_t                        reject_gen;
-    ngx_uint_t                        reject_fails;
-    ngx_msec_t                        reject_until;
+    ngx_uint_t                        reject_tokens;
+    ngx_msec_t                        reject_last;
+    ngx_msec_t                        reject_interval;
+    ngx_msec_t                        young_until;
 
     /* the lease: at most one refresh in flight, across all workers */
     ngx_pid_t                         lease_pid;
@@ -214,6 +222,15 @@ typedef struct {
 } ngx_http_tokenrefresh_ref_t;
 
 
+/*
+ * Not evicted: a credential whose refresh token is its only way back to a
+ * token (no location that uses it can log in).  Losing it would lose the
+ * credential for good.
+ */
+#define ngx_http_tokenrefresh_node_protected(node)                            \
+    ((node)->refresh && !(node)->login)
+
+
 #define ngx_http_tokenrefresh_deref(ref)                                      \
     (((ref)->node && (ref)->node->id == (ref)->id) ? (ref)->node : NULL)
 
@@ -232,6 +249,9 @@ typedef struct {
 
     /* refreshes whose outcome nobody knows: cut after they were sent */
     ngx_uint_t                        unknown;
+
+    /* credentials with a handover lease (ngx_http_tokenrefresh_handover.c) */
+    ngx_uint_t                        handovers;
 
     /* the largest tokens stored: the room a new credential will need */
     size_t                            access_max;
@@ -257,9 +277,13 @@ typedef struct {
 
 typedef struct {
     ngx_str_t                         path;
+    ngx_str_t                         real;     /* its directory resolved */
     ngx_str_t                         lock;
     ngx_str_t                         dir;
     u_char                            key[NGX_HTTP_TOKENREFRESH_KEY_LEN];
+
+    /* a rejected file could not be kept aside: never save over it */
+    ngx_uint_t                        blocked;
 } ngx_http_tokenrefresh_state_t;
 
 
@@ -383,6 +407,11 @@ struct ngx_http_tokenrefresh_loc_conf_s {
     ngx_flag_t                        status_write;
 
     ngx_http_tokenrefresh_assertion_t *assertion;
+
+    /* said once per worker: a token location that is not internal, a
+     * location whose upstream request got no token variable */
+    unsigned                          warned_open:1;
+    unsigned                          warned_unused:1;
 };
 
 
@@ -394,7 +423,6 @@ typedef struct {
     ngx_uint_t                        generation;
     ngx_uint_t                        lease_seq;
     ngx_uint_t                        grant;
-    ngx_uint_t                        after_reject;
     ngx_str_t                         token;          /* "Bearer <token>" */
     ngx_str_t                         refresh_token;
     ngx_str_t                         access_token;   /* for the refresh */
@@ -466,7 +494,6 @@ typedef struct {
     ngx_http_tokenrefresh_ref_t       ref;
     ngx_uint_t                        lease_seq;
     ngx_uint_t                        grant;
-    ngx_uint_t                        after_reject;
     ngx_str_t                         name;
     ngx_str_t                         log_name;     /* printable */
     ngx_str_t                         refresh_token;
@@ -546,6 +573,9 @@ struct ngx_http_tokenrefresh_park_s {
     ngx_queue_t                       queue;
     ngx_event_t                       event;
     ngx_http_tokenrefresh_ctx_t      *ctx;
+
+    /* when it last looked whether the lease holder is alive */
+    ngx_msec_t                        checked;
 };
 
 
@@ -590,7 +620,6 @@ ngx_uint_t ngx_http_tokenrefresh_changed(ngx_http_tokenrefresh_ctx_t *ctx);
 ngx_uint_t ngx_http_tokenrefresh_reject(ngx_http_tokenrefresh_ctx_t *ctx,
     ngx_http_tokenrefresh_loc_conf_t *tlcf, ngx_uint_t replay,
     ngx_log_t *log);
-void ngx_http_tokenrefresh_accepted(ngx_http_tokenrefresh_ctx_t *ctx);
 void ngx_http_tokenrefresh_flush_hits(ngx_http_tokenrefresh_loc_conf_t *tlcf);
 ngx_int_t ngx_http_tokenrefresh_snapshot(ngx_http_tokenrefresh_zone_t *zone,
     ngx_pool_t *pool, ngx_http_tokenrefresh_zone_info_t *zi);
@@ -602,6 +631,10 @@ ngx_int_t ngx_http_tokenrefresh_restore(ngx_http_tokenrefresh_zone_t *zone,
     ngx_str_t *name, ngx_http_tokenrefresh_token_t *tok,
     ngx_uint_t generation, u_char *seed, ngx_log_t *log);
 void ngx_http_tokenrefresh_forget_all(ngx_http_tokenrefresh_zone_t *zone);
+void ngx_http_tokenrefresh_handover_end(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_http_tokenrefresh_node_t *node);
+void ngx_http_tokenrefresh_remove(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_str_t *name);
 ngx_http_tokenrefresh_node_t *ngx_http_tokenrefresh_node_of(
     ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *name);
 ngx_int_t ngx_http_tokenrefresh_hand_in(ngx_http_tokenrefresh_zone_t *zone,
@@ -619,6 +652,7 @@ ngx_int_t ngx_http_tokenrefresh_adopt(ngx_http_tokenrefresh_zone_t *zone,
 void ngx_http_tokenrefresh_commit(ngx_http_tokenrefresh_zone_t *zone,
     ngx_log_t *log);
 ngx_uint_t ngx_http_tokenrefresh_handed(ngx_http_tokenrefresh_zone_t *zone);
+ngx_int_t ngx_http_tokenrefresh_init_handover(ngx_cycle_t *cycle);
 void ngx_http_tokenrefresh_hand_over(ngx_http_tokenrefresh_refresh_t *rf,
     ngx_http_tokenrefresh_token_t *tok, ngx_uint_t outcome, ngx_log_t *log);
 ngx_uint_t ngx_http_tokenrefresh_take_over(

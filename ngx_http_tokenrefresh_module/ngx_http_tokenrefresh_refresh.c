@@ -37,6 +37,7 @@ static ngx_http_tokenrefresh_format_t *ngx_http_tokenrefresh_resolve_format(
     ngx_http_request_t *sr, ngx_http_tokenrefresh_refresh_t *rf);
 static void ngx_http_tokenrefresh_deadline(ngx_event_t *ev);
 static void ngx_http_tokenrefresh_refresh_cleanup(void *data);
+static void ngx_http_tokenrefresh_open_location(ngx_http_request_t *r);
 static void ngx_http_tokenrefresh_retry_after(ngx_http_request_t *sr,
     ngx_http_tokenrefresh_refresh_t *rf);
 static ngx_int_t ngx_http_tokenrefresh_header_filter(ngx_http_request_t *r);
@@ -219,7 +220,6 @@ ngx_http_tokenrefresh_refresh_init(ngx_http_tokenrefresh_refresh_t *rf,
     rf->ref = res->ref;
     rf->lease_seq = res->lease_seq;
     rf->grant = res->grant;
-    rf->after_reject = res->after_reject;
     rf->start = ngx_current_msec;
     rf->asked = ngx_http_tokenrefresh_now();
 
@@ -386,6 +386,25 @@ ngx_http_tokenrefresh_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
                                       && rf->grant
                                          == NGX_HTTP_TOKENREFRESH_GRANT_REFRESH)
                                      ? &tok : NULL,
+                                     &reason, sr->connection->log);
+        return NGX_OK;
+    }
+
+    if (tok.expires <= ngx_http_tokenrefresh_now()) {
+
+        /*
+         * a lifetime shorter than the way here: storing it would have
+         * every waiting request ask for the next one at once
+         */
+
+        reason.len = ngx_snprintf(buf, sizeof(buf),
+                                  "the token expired before it arrived "
+                                  "(a lifetime of %L ms, the answer took "
+                                  "%M ms)", tok.expires - tok.issued,
+                                  ngx_current_msec - rf->start)
+                     - buf;
+
+        ngx_http_tokenrefresh_settle(rf, NGX_HTTP_TOKENREFRESH_BAD, NULL,
                                      &reason, sr->connection->log);
         return NGX_OK;
     }
@@ -557,8 +576,12 @@ ngx_http_tokenrefresh_outcome(ngx_http_tokenrefresh_refresh_t *rf,
             return NGX_HTTP_TOKENREFRESH_TIMEDOUT;
         }
 
-        p = ngx_slprintf(p, last, "no answer from the token endpoint (%i)",
-                         rc);
+        p = (rf->request->upstream == NULL && rc >= NGX_HTTP_SPECIAL_RESPONSE)
+            ? ngx_slprintf(p, last, "the token location answered %i "
+                           "itself: it has no proxy_pass to a token "
+                           "endpoint?", rc)
+            : ngx_slprintf(p, last, "no answer from the token endpoint "
+                           "(%i)", rc);
         reason->len = p - reason->data;
         return NGX_HTTP_TOKENREFRESH_BAD;
     }
@@ -756,6 +779,8 @@ ngx_http_tokenrefresh_header_filter(ngx_http_request_t *r)
 
     rf->status = r->headers_out.status;
 
+    ngx_http_tokenrefresh_open_location(r);
+
     ngx_http_tokenrefresh_retry_after(r, rf);
 
     fmt = ngx_http_tokenrefresh_resolve_format(r, rf);
@@ -776,6 +801,34 @@ ngx_http_tokenrefresh_header_filter(ngx_http_request_t *r)
     r->header_sent = 1;
 
     return NGX_OK;
+}
+
+
+/*
+ * A token location that is not internal gives tokens to whoever calls it:
+ * said once per location and worker.  The module cannot tell at nginx -t,
+ * where the URI has not been matched to a location yet.
+ */
+
+static void
+ngx_http_tokenrefresh_open_location(ngx_http_request_t *r)
+{
+    ngx_http_core_loc_conf_t          *clcf;
+    ngx_http_tokenrefresh_loc_conf_t  *tlcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+    tlcf = ngx_http_get_module_loc_conf(r, ngx_http_tokenrefresh_module);
+
+    if (clcf->internal || tlcf->warned_open) {
+        return;
+    }
+
+    tlcf->warned_open = 1;
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "tokenrefresh: the token location \"%V\" is not "
+                  "internal: clients can call it and get tokens; add "
+                  "\"internal;\" to it", &clcf->name);
 }
 
 

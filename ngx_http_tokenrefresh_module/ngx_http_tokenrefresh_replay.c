@@ -29,6 +29,8 @@ static ngx_int_t ngx_http_tokenrefresh_replay_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_tokenrefresh_replay(ngx_http_request_t *r,
     ngx_http_tokenrefresh_ctx_t *ctx, ngx_http_upstream_t *u);
 static ngx_int_t ngx_http_tokenrefresh_log_handler(ngx_http_request_t *r);
+static void ngx_http_tokenrefresh_unused(ngx_http_request_t *r,
+    ngx_http_tokenrefresh_ctx_t *ctx);
 static ngx_uint_t ngx_http_tokenrefresh_is_rejected(
     ngx_http_tokenrefresh_loc_conf_t *tlcf, ngx_uint_t status);
 static ngx_uint_t ngx_http_tokenrefresh_body_replayable(
@@ -61,7 +63,19 @@ ngx_http_tokenrefresh_replay_filter(ngx_http_request_t *r)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_tokenrefresh_module);
 
-    if (ctx == NULL || !ctx->attached || !ctx->sent || ctx->upstream != u) {
+    if (ctx == NULL || !ctx->attached) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    if (!ctx->sent) {
+        if (u->request_sent) {
+            ngx_http_tokenrefresh_unused(r, ctx);
+        }
+
+        return ngx_http_next_header_filter(r);
+    }
+
+    if (ctx->upstream != u) {
         return ngx_http_next_header_filter(r);
     }
 
@@ -71,7 +85,6 @@ ngx_http_tokenrefresh_replay_filter(ngx_http_request_t *r)
     status = u->headers_in.status_n;
 
     if (!ngx_http_tokenrefresh_is_rejected(tlcf, status)) {
-        ngx_http_tokenrefresh_accepted(ctx);
         return ngx_http_next_header_filter(r);
     }
 
@@ -229,6 +242,36 @@ ngx_http_tokenrefresh_log_handler(ngx_http_request_t *r)
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * The module attached a token, and the request went to the upstream
+ * without any token variable: a proxy_set_header of the location replaces
+ * every inherited one, the Authorization header too.  Said once per
+ * location and worker.
+ */
+
+static void
+ngx_http_tokenrefresh_unused(ngx_http_request_t *r,
+    ngx_http_tokenrefresh_ctx_t *ctx)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (ctx->lcf->warned_unused) {
+        return;
+    }
+
+    ctx->lcf->warned_unused = 1;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "tokenrefresh: credential \"%V\" was attached in location "
+                  "\"%V\", but there was no token variable in the request "
+                  "to the upstream: a proxy_set_header of the location "
+                  "replaces every inherited one",
+                  &ctx->log_name, &clcf->name);
 }
 
 

@@ -155,6 +155,7 @@ ngx_http_tokenrefresh_state_conf(ngx_conf_t *cf,
     ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *path, ngx_str_t *key)
 {
     u_char                         *p;
+    char                           *real;
     ngx_int_t                       n;
     ngx_str_t                       secret;
     ngx_uint_t                      i;
@@ -239,6 +240,27 @@ ngx_http_tokenrefresh_state_conf(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
+    /* the file's real name: two zones must not share one by an alias */
+
+    real = realpath((char *) st->dir.data, NULL);
+    if (real == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "realpath(\"%s\") failed", st->dir.data);
+        return NGX_CONF_ERROR;
+    }
+
+    st->real.len = ngx_strlen(real) + 1 + (path->data + path->len - p);
+    st->real.data = ngx_pnalloc(cf->pool, st->real.len);
+    if (st->real.data == NULL) {
+        free(real);
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_sprintf(st->real.data, "%s/%*s", real,
+                (size_t) (path->data + path->len - p), p);
+
+    free(real);
+
     zone->state = st;
 
     return NGX_CONF_OK;
@@ -256,6 +278,7 @@ ngx_http_tokenrefresh_state_load(ngx_http_tokenrefresh_zone_t *zone,
 {
     ngx_int_t                       rc;
     ngx_str_t                       data, aad, plain, sealed, aside;
+    ngx_uint_t                      n;
     ngx_pool_t                     *pool;
     ngx_http_tokenrefresh_state_t  *st;
 
@@ -353,23 +376,52 @@ rejected:
         return NGX_OK;
     }
 
-    aside.len = st->path.len + sizeof(".rejected");
+    /*
+     * never over a file kept aside before (a wrong key, then a file saved
+     * under it, then the right key again): link() refuses a name that
+     * exists, where rename() would replace it
+     */
+
+    aside.len = st->path.len + sizeof(".rejected.") + NGX_INT_T_LEN;
     aside.data = ngx_alloc(aside.len, log);
     if (aside.data == NULL) {
         return NGX_OK;
     }
 
-    ngx_sprintf(aside.data, "%V.rejected%Z", &st->path);
+    for (n = 0; n < 1000; n++) {
 
-    if (ngx_rename_file(st->path.data, aside.data) == NGX_FILE_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
-                      "tokenrefresh: cannot rename \"%s\" to \"%s\"",
-                      st->path.data, aside.data);
+        if (n == 0) {
+            ngx_sprintf(aside.data, "%V.rejected%Z", &st->path);
 
-    } else {
+        } else {
+            ngx_sprintf(aside.data, "%V.rejected.%ui%Z", &st->path, n);
+        }
+
+        if (link((char *) st->path.data, (char *) aside.data) == 0) {
+            break;
+        }
+
+        if (ngx_errno != NGX_EEXIST) {
+            ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                          "tokenrefresh: cannot link \"%s\" to \"%s\"",
+                          st->path.data, aside.data);
+            n = 1000;
+            break;
+        }
+    }
+
+    if (n < 1000 && ngx_delete_file(st->path.data) != NGX_FILE_ERROR) {
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "tokenrefresh: the rejected state file was kept as "
                       "\"%s\"", aside.data);
+
+    } else {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "tokenrefresh: the rejected state file \"%V\" could "
+                      "not be kept aside; it is left where it is, and the "
+                      "zone \"%V\" does not save its state until it is "
+                      "moved", &st->path, &zone->shm_zone->shm.name);
+        st->blocked = 1;
     }
 
     ngx_free(aside.data);
@@ -623,6 +675,14 @@ ngx_http_tokenrefresh_state_save(ngx_http_tokenrefresh_zone_t *zone,
     sh = zone->sh;
     rc = NGX_ERROR;
     fd = NGX_INVALID_FILE;
+
+    if (st->blocked) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "tokenrefresh: the state of zone \"%V\" is not saved: "
+                      "a rejected state file is still at \"%V\"",
+                      &zone->shm_zone->shm.name, &st->path);
+        return NGX_ERROR;
+    }
 
     pool = ngx_create_pool(4096, log);
     if (pool == NULL) {

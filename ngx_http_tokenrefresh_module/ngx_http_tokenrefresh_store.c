@@ -75,16 +75,16 @@ static ngx_uint_t ngx_http_tokenrefresh_token_valid(
 static ngx_uint_t ngx_http_tokenrefresh_backing_off(
     ngx_http_tokenrefresh_node_t *node);
 static ngx_uint_t ngx_http_tokenrefresh_lease_free(
-    ngx_http_tokenrefresh_node_t *node, ngx_log_t *log);
+    ngx_http_tokenrefresh_zone_t *zone, ngx_http_tokenrefresh_node_t *node,
+    ngx_log_t *log);
+static ngx_uint_t ngx_http_tokenrefresh_alive(ngx_pid_t pid);
 static ngx_uint_t ngx_http_tokenrefresh_lease_held(
     ngx_http_tokenrefresh_node_t *node, ngx_http_tokenrefresh_refresh_t *rf);
 static ngx_uint_t ngx_http_tokenrefresh_may_lease(
     ngx_http_tokenrefresh_zone_t *zone);
 static void ngx_http_tokenrefresh_take_lease(
-    ngx_http_tokenrefresh_node_t *node, ngx_uint_t grant,
-    ngx_http_tokenrefresh_loc_conf_t *tlcf);
-static ngx_uint_t ngx_http_tokenrefresh_protected(
-    ngx_http_tokenrefresh_node_t *node);
+    ngx_http_tokenrefresh_zone_t *zone, ngx_http_tokenrefresh_node_t *node,
+    ngx_uint_t grant, ngx_http_tokenrefresh_loc_conf_t *tlcf);
 static void ngx_http_tokenrefresh_rbtree_insert_value(
     ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
     ngx_rbtree_node_t *sentinel);
@@ -201,7 +201,9 @@ ngx_http_tokenrefresh_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         return rc;
     }
 
-    if (zone->state
+    /* "nginx -t" reads no state file: it changes and logs nothing */
+
+    if (zone->state && !ngx_test_config
         && ngx_http_tokenrefresh_state_load(zone, shm_zone->shm.log)
            != NGX_OK)
     {
@@ -284,7 +286,7 @@ again:
         node = ngx_http_tokenrefresh_deref(&ref);
 
         if (node && node->handover) {
-            node->handover = 0;
+            ngx_http_tokenrefresh_handover_end(zone, node);
             node->lease_pid = 0;
             node->seq++;
         }
@@ -439,7 +441,7 @@ ngx_http_tokenrefresh_decide(ngx_http_tokenrefresh_zone_t *zone,
             || res->grant == NGX_HTTP_TOKENREFRESH_GRANT_NONE
             || ngx_http_tokenrefresh_backing_off(node)
             || !ngx_http_tokenrefresh_may_lease(zone)
-            || !ngx_http_tokenrefresh_lease_free(node, log))
+            || !ngx_http_tokenrefresh_lease_free(zone, node, log))
         {
             return NGX_HTTP_TOKENREFRESH_USE;
         }
@@ -447,7 +449,7 @@ ngx_http_tokenrefresh_decide(ngx_http_tokenrefresh_zone_t *zone,
         return NGX_HTTP_TOKENREFRESH_USE_AND_FETCH;
     }
 
-    if (!ngx_http_tokenrefresh_lease_free(node, log)) {
+    if (!ngx_http_tokenrefresh_lease_free(zone, node, log)) {
         /* someone, in this worker or another, is refreshing: wait */
         return NGX_HTTP_TOKENREFRESH_WAIT;
     }
@@ -561,9 +563,7 @@ ngx_http_tokenrefresh_hand_out(ngx_http_tokenrefresh_zone_t *zone,
 
     /* FETCH, USE_AND_FETCH: this worker refreshes */
 
-    res->after_reject = (node->access && node->rejected == node->generation);
-
-    ngx_http_tokenrefresh_take_lease(node, res->grant, tlcf);
+    ngx_http_tokenrefresh_take_lease(zone, node, res->grant, tlcf);
 
     res->lease_seq = node->lease_seq;
 
@@ -650,19 +650,6 @@ ngx_http_tokenrefresh_lease_held(ngx_http_tokenrefresh_node_t *node,
 
 
 /*
- * Not evicted: a credential whose refresh token is its only way back to a
- * token (no location that uses it can log in).  Losing it would lose the
- * credential for good.
- */
-
-static ngx_uint_t
-ngx_http_tokenrefresh_protected(ngx_http_tokenrefresh_node_t *node)
-{
-    return node->refresh && !node->login;
-}
-
-
-/*
  * A new token is written in full before the old one is freed and before
  * the generation moves, so a reader never sees a half-written token; if
  * the zone has no room for it, the last good token stays.  Only the
@@ -735,7 +722,6 @@ ngx_http_tokenrefresh_store(ngx_http_tokenrefresh_refresh_t *rf,
     }
 
     if (t.access_token.len) {
-        node->reissued = rf->after_reject ? node->generation : 0;
         node->fails = 0;
         node->retry_at = 0;
         node->fail_status = 0;
@@ -1071,11 +1057,15 @@ ngx_http_tokenrefresh_superseded(ngx_http_tokenrefresh_zone_t *zone)
  * rejected token is the current one, it is marked so that nobody uses it
  * again, and the next request to look for it starts the one refresh.
  *
- * The loop guard: a token that was itself fetched because the one before
- * it was rejected, and is rejected too, says that the upstream rejects
- * every token (wrong audience, wrong client).  Refreshes for that reason
- * stop for a back-off interval, then one more is tried; the token stays
- * in use meanwhile and its rejections reach the clients.
+ * The loop guard.  A rejection cannot tell a revoked token from an
+ * upstream (or one endpoint of it) that rejects every token: a wrong
+ * audience, a permission the client lacks.  Only repetition tells, and a
+ * success elsewhere proves nothing.  So the refreshes that rejections may
+ * start are rationed: a few at once (two revocations in a row recover at
+ * once), then one per interval, the interval doubling while rejections
+ * keep emptying the ration, back to tokenrefresh_backoff's minimum once it
+ * is full again.  Meanwhile the token stays in use, and the rejections
+ * reach the clients.
  */
 
 ngx_uint_t
@@ -1084,15 +1074,16 @@ ngx_http_tokenrefresh_reject(ngx_http_tokenrefresh_ctx_t *ctx,
     ngx_log_t *log)
 {
     int64_t                        age;
-    ngx_msec_t                     delay;
-    ngx_uint_t                     rc, loop;
+    ngx_uint_t                     rc, tokens, dry, young;
+    ngx_msec_t                     interval, elapsed;
     ngx_http_tokenrefresh_node_t  *node;
     ngx_http_tokenrefresh_zone_t  *zone;
 
     zone = ctx->zone;
-    delay = 0;
+    dry = 0;
+    young = 0;
     age = 0;
-    loop = 0;
+    interval = 0;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
@@ -1124,24 +1115,48 @@ ngx_http_tokenrefresh_reject(ngx_http_tokenrefresh_ctx_t *ctx,
 
     if (age < (int64_t) tlcf->min_token_age) {
         rc = NGX_HTTP_TOKENREFRESH_SUSPECT;
-        goto backoff;
-    }
 
-    if (node->reissued == node->generation) {
-
-        if ((ngx_msec_int_t) (node->reject_until - ngx_current_msec) > 0) {
-            rc = NGX_HTTP_TOKENREFRESH_LOOP;
-            goto done;
+        if ((ngx_msec_int_t) (ngx_current_msec - node->young_until) >= 0) {
+            node->young_until = ngx_current_msec + tlcf->backoff_min;
+            young = 1;
         }
 
-        if (node->reject_gen != node->generation) {
-            loop = 1;
-            rc = NGX_HTTP_TOKENREFRESH_LOOP;
-            goto backoff;
-        }
-
-        /* the back-off for this token is over: one more refresh */
+        goto done;
     }
+
+    /* the ration, refilled for the time since the last one taken */
+
+    interval = node->reject_interval ? node->reject_interval
+                                     : tlcf->backoff_min;
+
+    if (node->reject_last == 0) {
+        tokens = NGX_HTTP_TOKENREFRESH_REJECT_BURST;
+
+    } else {
+        elapsed = ngx_current_msec - node->reject_last;
+        tokens = ngx_min(NGX_HTTP_TOKENREFRESH_REJECT_BURST,
+                         node->reject_tokens + elapsed / interval);
+
+        if (tokens == NGX_HTTP_TOKENREFRESH_REJECT_BURST
+            && node->reject_tokens < NGX_HTTP_TOKENREFRESH_REJECT_BURST)
+        {
+            interval = tlcf->backoff_min;
+        }
+    }
+
+    if (tokens == 0) {
+        rc = NGX_HTTP_TOKENREFRESH_LOOP;
+        goto done;
+    }
+
+    if (--tokens == 0) {
+        interval = ngx_min(2 * interval, tlcf->backoff_max);
+        dry = 1;
+    }
+
+    node->reject_tokens = tokens;
+    node->reject_interval = interval;
+    node->reject_last = ngx_current_msec;
 
     ngx_http_tokenrefresh_write_begin(node);
     node->rejected = node->generation;
@@ -1149,36 +1164,24 @@ ngx_http_tokenrefresh_reject(ngx_http_tokenrefresh_ctx_t *ctx,
 
     node->seq++;
     rc = NGX_HTTP_TOKENREFRESH_RENEW;
-    goto done;
-
-backoff:
-
-    if ((ngx_msec_int_t) (node->reject_until - ngx_current_msec) <= 0) {
-        node->reject_fails++;
-        node->reject_gen = node->generation;
-        delay = ngx_http_tokenrefresh_backoff_delay(node->reject_fails,
-                                                    tlcf->backoff_min,
-                                                    tlcf->backoff_max);
-        node->reject_until = ngx_current_msec + delay;
-    }
 
 done:
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
-    if (delay && loop) {
+    if (dry) {
         ngx_log_error(NGX_LOG_WARN, log, 0,
-                      "tokenrefresh: the upstream rejected again a token of "
-                      "credential \"%V\" that replaced a rejected one: it "
-                      "seems to reject every token; no refresh for that for "
-                      "%M ms", &ctx->log_name, delay);
+                      "tokenrefresh: the upstream keeps rejecting the tokens "
+                      "of credential \"%V\": rejections start a refresh at "
+                      "most every %M ms now", &ctx->log_name, interval);
+    }
 
-    } else if (delay) {
+    if (young) {
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "tokenrefresh: the upstream rejected a token of "
                       "credential \"%V\" that is %L ms old, younger than "
                       "tokenrefresh_min_token_age; no refresh for that for "
-                      "%M ms", &ctx->log_name, age, delay);
+                      "%M ms", &ctx->log_name, age, tlcf->backoff_min);
     }
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, log, 0,
@@ -1186,39 +1189,6 @@ done:
                    "rejected: %ui", &ctx->log_name, ctx->generation, rc);
 
     return rc;
-}
-
-
-/* the upstream took a token: its rejections are a fresh start again */
-
-void
-ngx_http_tokenrefresh_accepted(ngx_http_tokenrefresh_ctx_t *ctx)
-{
-    ngx_http_tokenrefresh_node_t  *node;
-    ngx_http_tokenrefresh_zone_t  *zone;
-
-    node = ctx->ref.node;
-
-    /* an unlocked look first: nearly always there is nothing to forgive */
-
-    if (ngx_http_tokenrefresh_load(&node->reject_fails) == 0
-        && ngx_http_tokenrefresh_load(&node->reissued) != ctx->generation)
-    {
-        return;
-    }
-
-    zone = ctx->zone;
-
-    ngx_shmtx_lock(&zone->shpool->mutex);
-
-    node = ngx_http_tokenrefresh_deref(&ctx->ref);
-
-    if (node && node->generation == ctx->generation) {
-        node->reject_fails = 0;
-        node->reissued = 0;
-    }
-
-    ngx_shmtx_unlock(&zone->shpool->mutex);
 }
 
 
@@ -1460,6 +1430,26 @@ nomem:
 }
 
 
+/* a credential undone: the restore of its tokens found no room */
+
+void
+ngx_http_tokenrefresh_remove(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_str_t *name)
+{
+    ngx_http_tokenrefresh_node_t  *tn;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    tn = ngx_http_tokenrefresh_node_of(zone, name);
+
+    if (tn) {
+        ngx_http_tokenrefresh_delete(zone, tn);
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
 /* the caller holds the lock, or nobody else can use the zone yet */
 
 ngx_http_tokenrefresh_node_t *
@@ -1657,9 +1647,9 @@ ngx_http_tokenrefresh_control(ngx_http_tokenrefresh_zone_t *zone,
         tn->fails = 0;
         tn->failed = 0;
         tn->retry_at = 0;
-        tn->reject_fails = 0;
-        tn->reject_until = 0;
-        tn->reissued = 0;
+        tn->reject_last = 0;
+        tn->reject_interval = 0;
+        tn->reject_tokens = 0;
         tn->seq++;
 
         ngx_shmtx_unlock(&zone->shpool->mutex);
@@ -1771,6 +1761,7 @@ ngx_http_tokenrefresh_acquire_fast(ngx_http_tokenrefresh_ctx_t *ctx,
 ngx_uint_t
 ngx_http_tokenrefresh_changed(ngx_http_tokenrefresh_ctx_t *ctx)
 {
+    ngx_pid_t                      pid;
     ngx_http_tokenrefresh_node_t  *node;
 
     node = ctx->ref.node;
@@ -1793,6 +1784,20 @@ ngx_http_tokenrefresh_changed(ngx_http_tokenrefresh_ctx_t *ctx)
     if (node->handover && ngx_http_tokenrefresh_handed(ctx->zone)) {
         /* the zone this one replaced may have finished its refresh */
         return 1;
+    }
+
+    /* a holder that was killed: a look every 100 ms, not every tick */
+
+    pid = ngx_http_tokenrefresh_load(&node->lease_pid);
+
+    if (pid && pid != ngx_pid && ctx->park
+        && ngx_current_msec - ctx->park->checked >= 100)
+    {
+        ctx->park->checked = ngx_current_msec;
+
+        if (!ngx_http_tokenrefresh_alive(pid)) {
+            return 1;
+        }
     }
 
     return 0;
@@ -1836,45 +1841,90 @@ ngx_http_tokenrefresh_account_wait(ngx_http_tokenrefresh_ctx_t *ctx,
 }
 
 
+/*
+ * A lease ends with its refresh, at its deadline, or when its holder is
+ * gone: a worker killed or crashed does not keep the credential waiting
+ * until the deadline.  A lease handed over by a zone a reload replaced
+ * lasts while the old worker lives: it publishes the outcome, or dies.
+ */
+
 static ngx_uint_t
-ngx_http_tokenrefresh_lease_free(ngx_http_tokenrefresh_node_t *node,
-    ngx_log_t *log)
+ngx_http_tokenrefresh_lease_free(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_http_tokenrefresh_node_t *node, ngx_log_t *log)
 {
-    u_char  name[4 * NGX_HTTP_TOKENREFRESH_MAX_NAME];
-    u_char  *last;
+    u_char       name[4 * NGX_HTTP_TOKENREFRESH_MAX_NAME];
+    u_char      *last;
+    const char  *why;
 
     if (node->lease_pid == 0) {
         return 1;
     }
 
     if ((ngx_msec_int_t) (node->lease_deadline - ngx_current_msec) > 0) {
+
+        if (node->lease_pid == ngx_pid
+            || ngx_http_tokenrefresh_alive(node->lease_pid))
+        {
+            return 0;
+        }
+
+        why = "is gone";
+
+    } else if (node->handover && ngx_http_tokenrefresh_alive(node->lease_pid))
+    {
+        node->lease_deadline = ngx_current_msec
+                               + NGX_HTTP_TOKENREFRESH_LEASE_MARGIN;
         return 0;
+
+    } else {
+        why = "expired";
     }
 
     last = ngx_http_tokenrefresh_printable(name, node->name, node->len);
 
     ngx_log_error(NGX_LOG_WARN, log, 0,
                   "tokenrefresh: the lease of worker %P on credential "
-                  "\"%*s\" expired, taking over",
-                  node->lease_pid, (size_t) (last - name), name);
+                  "\"%*s\" %s, taking over",
+                  node->lease_pid, (size_t) (last - name), name, why);
 
     node->lease_pid = 0;
-    node->handover = 0;
+    ngx_http_tokenrefresh_handover_end(zone, node);
 
     return 1;
 }
 
 
+/* a worker of this nginx, as far as a signal can tell */
+
+static ngx_uint_t
+ngx_http_tokenrefresh_alive(ngx_pid_t pid)
+{
+    return kill(pid, 0) == 0 || ngx_errno != NGX_ESRCH;
+}
+
+
+void
+ngx_http_tokenrefresh_handover_end(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_http_tokenrefresh_node_t *node)
+{
+    if (node->handover) {
+        node->handover = 0;
+        zone->sh->handovers--;
+    }
+}
+
+
 static void
-ngx_http_tokenrefresh_take_lease(ngx_http_tokenrefresh_node_t *node,
-    ngx_uint_t grant, ngx_http_tokenrefresh_loc_conf_t *tlcf)
+ngx_http_tokenrefresh_take_lease(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_http_tokenrefresh_node_t *node, ngx_uint_t grant,
+    ngx_http_tokenrefresh_loc_conf_t *tlcf)
 {
     node->lease_pid = ngx_pid;
     node->lease_deadline = ngx_current_msec + tlcf->refresh_timeout
                            + NGX_HTTP_TOKENREFRESH_LEASE_MARGIN;
     node->lease_seq++;
     node->lease_grant = grant;
-    node->handover = 0;
+    ngx_http_tokenrefresh_handover_end(zone, node);
 }
 
 
@@ -2005,7 +2055,7 @@ ngx_http_tokenrefresh_evict(ngx_http_tokenrefresh_zone_t *zone,
             continue;
         }
 
-        if (ngx_http_tokenrefresh_protected(tn)) {
+        if (ngx_http_tokenrefresh_node_protected(tn)) {
             kept = 1;
             continue;
         }
@@ -2066,6 +2116,8 @@ ngx_http_tokenrefresh_delete(ngx_http_tokenrefresh_zone_t *zone,
     ngx_http_tokenrefresh_write_begin(tn);
     tn->id = 0;
     ngx_http_tokenrefresh_write_end(tn);
+
+    ngx_http_tokenrefresh_handover_end(zone, tn);
 
     ngx_queue_remove(&tn->lru);
     ngx_rbtree_delete(&zone->sh->rbtree, &tn->node);

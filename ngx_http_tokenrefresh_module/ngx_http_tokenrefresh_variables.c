@@ -40,6 +40,8 @@ static ngx_int_t ngx_http_tokenrefresh_outcome_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_tokenrefresh_wait_time_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_uint_t ngx_http_tokenrefresh_clone(ngx_http_request_t *r,
+    uintptr_t data, ngx_str_t **token);
 static ngx_uint_t ngx_http_tokenrefresh_building(ngx_http_request_t *r);
 static void ngx_http_tokenrefresh_sent(ngx_http_request_t *r,
     ngx_http_tokenrefresh_ctx_t *ctx);
@@ -111,7 +113,8 @@ static ngx_str_t  ngx_http_tokenrefresh_outcomes[] = {
     ngx_string("waited"),
     ngx_string("failed"),
     ngx_string("denied"),
-    ngx_string("replayed")
+    ngx_string("replayed"),
+    ngx_string("gone")
 };
 
 
@@ -173,6 +176,9 @@ ngx_http_tokenrefresh_token_variable(ngx_http_request_t *r,
 
         token = &ctx->token;
 
+    } else if (ngx_http_tokenrefresh_clone(r, data, &token)) {
+        /* proxy_cache_background_update: the client request's token */
+
     } else {
         rf = ngx_http_tokenrefresh_get_refresh(r);
 
@@ -202,6 +208,37 @@ not_found:
     v->not_found = 1;
 
     return NGX_OK;
+}
+
+
+/*
+ * A background update of a cached answer (proxy_cache_background_update)
+ * is a clone of the client request, in its location, that no attach step
+ * ran for: it sends the token the client request had.
+ */
+
+static ngx_uint_t
+ngx_http_tokenrefresh_clone(ngx_http_request_t *r, uintptr_t data,
+    ngx_str_t **token)
+{
+    ngx_http_tokenrefresh_ctx_t       *ctx;
+    ngx_http_tokenrefresh_loc_conf_t  *tlcf;
+
+    if (!r->background || !(data & NGX_HTTP_TOKENREFRESH_VAR_ACCESS)) {
+        return 0;
+    }
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_tokenrefresh_module);
+    tlcf = ngx_http_get_module_loc_conf(r, ngx_http_tokenrefresh_module);
+
+    if (ctx == NULL || !ctx->attached || ctx->lcf != tlcf) {
+        return 0;
+    }
+
+    *token = (data & NGX_HTTP_TOKENREFRESH_VAR_BEARER) ? &ctx->authorization
+                                                        : &ctx->token;
+
+    return 1;
 }
 
 
@@ -382,15 +419,26 @@ ngx_http_tokenrefresh_outcome_variable(ngx_http_request_t *r,
 {
     ngx_http_tokenrefresh_ctx_t  *ctx;
 
+    ngx_uint_t                    outcome;
+
     ctx = ngx_http_tokenrefresh_find_ctx(r->main);
 
-    if (ctx == NULL || ctx->outcome == NGX_HTTP_TOKENREFRESH_R_NONE) {
+    if (ctx == NULL) {
         v->not_found = 1;
         return NGX_OK;
     }
 
-    v->data = ngx_http_tokenrefresh_outcomes[ctx->outcome].data;
-    v->len = ngx_http_tokenrefresh_outcomes[ctx->outcome].len;
+    /* logged while it still waited: its client went away */
+
+    outcome = ctx->waiting ? NGX_HTTP_TOKENREFRESH_R_GONE : ctx->outcome;
+
+    if (outcome == NGX_HTTP_TOKENREFRESH_R_NONE) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->data = ngx_http_tokenrefresh_outcomes[outcome].data;
+    v->len = ngx_http_tokenrefresh_outcomes[outcome].len;
     v->valid = 1;
     v->no_cacheable = 1;
     v->not_found = 0;
@@ -409,7 +457,9 @@ ngx_http_tokenrefresh_wait_time_variable(ngx_http_request_t *r,
 
     ctx = ngx_http_tokenrefresh_find_ctx(r->main);
 
-    if (ctx == NULL || ctx->outcome == NGX_HTTP_TOKENREFRESH_R_NONE) {
+    if (ctx == NULL
+        || (ctx->outcome == NGX_HTTP_TOKENREFRESH_R_NONE && !ctx->waiting))
+    {
         v->not_found = 1;
         return NGX_OK;
     }

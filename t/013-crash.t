@@ -64,7 +64,7 @@ like($served[0]{body}, qr/"token_n":3\b/, "with the takeover's token")
 GET /api/after
 --- response_body_like: "token_n":3\b
 --- error_log eval
-qr/tokenrefresh: the lease of worker \d+ on credential "billing" expired, taking over/
+qr/tokenrefresh: the lease of worker \d+ on credential "billing" (?:expired|is gone), taking over/
 --- no_error_log
 [crit]
 --- timeout: 20

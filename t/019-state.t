@@ -392,7 +392,7 @@ mock(delay_ms => 0);
 [qr/"token_n":\d+/,
  "^calls=4 client_credentials=2 refresh_token=2 reuse=1\n\$"]
 --- error_log eval
-[qr/the lease of worker \d+ on credential "billing" expired, taking over/,
+[qr/the lease of worker \d+ on credential "billing" (?:expired|is gone), taking over/,
  qr/refresh of credential "billing" refused/]
 --- no_error_log
 [crit]
