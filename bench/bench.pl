@@ -40,7 +40,8 @@ GetOptions('rounds=i' => \$rounds, 'seconds=f' => \$seconds,
            'steady-rounds=i' => \$steady_rounds,
            'out=s' => \$out, 'only=s' => \$only) or die "usage\n";
 
-my $so = "$top/build/ngx_http_tokenrefresh_module.so";
+# BENCH_SO: another build of the module, to compare with (docs/benchmarks.md)
+my $so = $ENV{BENCH_SO} // "$top/build/ngx_http_tokenrefresh_module.so";
 my $nginx = $ENV{NGINX} // '/usr/sbin/nginx';
 my $lua = -f '/usr/lib/nginx/modules/ngx_http_lua_module.so'
           && -f '/usr/lib/nginx/modules/ndk_http_module.so';
