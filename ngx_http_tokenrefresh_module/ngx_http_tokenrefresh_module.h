@@ -103,7 +103,8 @@ typedef struct {
     ngx_uint_t                        replays;
     ngx_uint_t                        replays_refused;
     ngx_uint_t                        rejections;
-    ngx_uint_t                        fetches[NGX_HTTP_TOKENREFRESH_GRANTS]
+    /* 32 bits: a node fits a 512-byte slab chunk (docs/benchmarks.md) */
+    uint32_t                          fetches[NGX_HTTP_TOKENREFRESH_GRANTS]
                                              [NGX_HTTP_TOKENREFRESH_OUTCOMES];
 } ngx_http_tokenrefresh_counters_t;
 
@@ -161,7 +162,6 @@ typedef struct {
      * minimum once it is full again.  young_until: the last "younger than
      * tokenrefresh_min_token_age" line.
      */
-    ngx_uint_t                        reject_tokens;
     ngx_msec_t                        reject_last;
     ngx_msec_t                        reject_interval;
     ngx_msec_t                        young_until;
@@ -170,15 +170,10 @@ typedef struct {
     ngx_pid_t                         lease_pid;
     ngx_msec_t                        lease_deadline;
     ngx_uint_t                        lease_seq;
-    ngx_uint_t                        lease_grant;
 
     /* failures and back-off; monotonic milliseconds */
     ngx_uint_t                        fails;
     ngx_msec_t                        retry_at;
-    ngx_uint_t                        fail_status;
-    ngx_uint_t                        failed;      /* a login was refused */
-    ngx_uint_t                        last_outcome;
-    ngx_uint_t                        last_grant;
     ngx_msec_t                        last_duration;
     time_t                            last_time;
 
@@ -192,6 +187,14 @@ typedef struct {
 
     /* the digest of the last seed applied, so that it applies only once */
     u_char                            seed[NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
+
+    /* small values packed together, so that a node fits 512 bytes */
+    u_short                           fail_status;
+    u_char                            lease_grant;
+    u_char                            last_outcome;
+    u_char                            last_grant;
+    u_char                            reject_tokens;   /* the loop guard's */
+    u_char                            failed;      /* a login was refused */
 
     /* "no way to get a token" was logged; reset when a token is stored */
     unsigned                          warned:1;

@@ -922,7 +922,7 @@ ngx_http_tokenrefresh_prometheus(ngx_http_request_t *r, ngx_array_t *zones,
                         "%ui\n", zname, labels[k],
                         ngx_http_tokenrefresh_grant_names[grant],
                         ngx_http_tokenrefresh_outcome_names[outcome],
-                        ci[j].counters.fetches[grant][outcome])
+                        (ngx_uint_t) ci[j].counters.fetches[grant][outcome])
                     != NGX_OK)
                 {
                     return NGX_ERROR;

@@ -1382,6 +1382,7 @@ ngx_http_tokenrefresh_restore(ngx_http_tokenrefresh_zone_t *zone,
     ngx_uint_t generation, u_char *seed, ngx_log_t *log)
 {
     uint32_t                       hash;
+    ngx_uint_t                     created;
     ngx_http_tokenrefresh_node_t  *tn;
 
     hash = ngx_crc32_short(name->data, name->len);
@@ -1389,8 +1390,9 @@ ngx_http_tokenrefresh_restore(ngx_http_tokenrefresh_zone_t *zone,
     ngx_shmtx_lock(&zone->shpool->mutex);
 
     tn = ngx_http_tokenrefresh_lookup(zone, name, hash);
+    created = (tn == NULL);
 
-    if (tn == NULL) {
+    if (created) {
         tn = ngx_http_tokenrefresh_create(zone, name, hash, 0, log);
         if (tn == NULL) {
             goto nomem;
@@ -1400,6 +1402,16 @@ ngx_http_tokenrefresh_restore(ngx_http_tokenrefresh_zone_t *zone,
     if (ngx_http_tokenrefresh_set_tokens(zone, tn, tok, generation, 0, log)
         != NGX_OK)
     {
+        /*
+         * a node without the tokens it was made for holds nothing, and
+         * would only be evicted later, with a warning, for a credential
+         * that needs the room
+         */
+
+        if (created) {
+            ngx_http_tokenrefresh_delete(zone, tn);
+        }
+
         goto nomem;
     }
 
