@@ -10,8 +10,10 @@
  * and a refresh still in flight in an old worker hands its outcome over:
  *
  *   - at the zone's init, in the master, the copy is made once to learn
- *     whether it fits: if it does not, the reload is refused, and the old
- *     configuration runs on, having lost nothing;
+ *     whether it fits: if what cannot be had again does not (credentials
+ *     without a login whose refresh token is their only way back, leases),
+ *     the reload is refused, and the old configuration runs on, having
+ *     lost nothing; the others are copied as long as they fit;
  *   - at the reload's commit point (init_module: nothing can fail after
  *     it), the copy is made again, from a zone the old workers may have
  *     changed meanwhile, and the old zone is marked superseded: its

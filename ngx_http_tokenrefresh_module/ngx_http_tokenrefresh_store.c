@@ -1180,8 +1180,9 @@ done:
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "tokenrefresh: the upstream rejected a token of "
                       "credential \"%V\" that is %L ms old, younger than "
-                      "tokenrefresh_min_token_age; no refresh for that for "
-                      "%M ms", &ctx->log_name, age, tlcf->backoff_min);
+                      "tokenrefresh_min_token_age: no refresh for it "
+                      "(said once per %M ms)",
+                      &ctx->log_name, age, tlcf->backoff_min);
     }
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, log, 0,

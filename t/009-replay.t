@@ -275,7 +275,7 @@ cmp_ok($refreshes, '>=', 1, 'the first rejection did refresh');
 GET /api/x
 --- error_code: 401
 --- error_log eval
-qr/the upstream rejected a token of credential "billing" that is \d+ ms old, younger than tokenrefresh_min_token_age; no refresh for that for \d+ ms/
+qr/the upstream rejected a token of credential "billing" that is \d+ ms old, younger than tokenrefresh_min_token_age: no refresh for it \(said once per \d+ ms\)/
 
 
 

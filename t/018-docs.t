@@ -18,6 +18,7 @@ no_shuffle();
 # the keys, seeds and state files the documents name, made here
 my $etc = File::Temp::tempdir('tokenrefresh-docs-XXXXXX', TMPDIR => 1,
                               CLEANUP => 1);
+$ENV{TEST_NGINX_STATE_DIR} = $etc;
 
 sub secret_file {
     my ($name, $content) = @_;
@@ -435,5 +436,33 @@ like($login->{body}, qr/client_assertion=[\w-]+\.[\w-]+\.[\w-]+$/,
 GET /calls
 --- response_body
 calls=1 client_credentials=1
+--- no_error_log
+[error]
+
+
+
+=== TEST 15: directives: proxy_cache, one credential per tenant
+--- doc: directives-cache
+--- http_config
+    map $arg_tenant $tenant { acme acme; globex globex; default ""; }
+    proxy_cache_path $TEST_NGINX_STATE_DIR/doc-cache keys_zone=api_cache:1m;
+--- config
+    add_header X-Cache $upstream_cache_status always;
+
+    location = /_login {
+        internal;
+        proxy_set_body "grant_type=client_credentials&client_id=$tokenrefresh_credential";
+        proxy_pass http://idp/token;
+    }
+--- init
+my @r = map { hit(GET => "/api/a?tenant=$_") } qw(acme acme globex);
+is(join(' ', map { $_->{headers}{'x-cache'} } @r), 'MISS HIT MISS',
+   'cached per credential');
+like($r[1]{content}, qr/"cred":"acme"/, 'acme gets its own answer');
+like($r[2]{content}, qr/"cred":"globex"/, 'and globex its own');
+--- request
+GET /calls
+--- response_body
+calls=2 client_credentials=2
 --- no_error_log
 [error]
