@@ -444,7 +444,7 @@ calls=1 client_credentials=1
 === TEST 15: directives: proxy_cache, one credential per tenant
 --- doc: directives-cache
 --- http_config
-    map $arg_tenant $tenant { acme acme; globex globex; default ""; }
+    map $http_x_tenant $tenant { acme acme; globex globex; default ""; }
     proxy_cache_path $TEST_NGINX_STATE_DIR/doc-cache keys_zone=api_cache:1m;
 --- config
     add_header X-Cache $upstream_cache_status always;
@@ -455,7 +455,8 @@ calls=1 client_credentials=1
         proxy_pass http://idp/token;
     }
 --- init
-my @r = map { hit(GET => "/api/a?tenant=$_") } qw(acme acme globex);
+my @r = map { hit(GET => '/api/a', headers => { 'X-Tenant' => $_ }) }
+        qw(acme acme globex);
 is(join(' ', map { $_->{headers}{'x-cache'} } @r), 'MISS HIT MISS',
    'cached per credential');
 like($r[1]{content}, qr/"cred":"acme"/, 'acme gets its own answer');
