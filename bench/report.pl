@@ -42,6 +42,9 @@ if ($r->{lua} && $s->{lua}) {
            $i->{lua}, pct($i->{lua}, $i->{fix});
 }
 
+printf "\nThe module's own functions (their self cost, without what they call): "
+       . "%.0f instructions per request.\n", $i->{own} if defined $i->{own};
+
 printf "\n**Storm** (%d rounds, %d clients at once, provider answering in "
        . "100 ms)\n\n", scalar @{$st->{token_calls}}, $st->{burst};
 print "| | value |\n|---|---|\n";

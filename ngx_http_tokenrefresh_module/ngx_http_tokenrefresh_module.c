@@ -19,6 +19,8 @@ typedef struct {
 
 
 static ngx_int_t ngx_http_tokenrefresh_handler(ngx_http_request_t *r);
+static ngx_http_tokenrefresh_ctx_t *ngx_http_tokenrefresh_get_ctx(
+    ngx_http_request_t *r);
 static ngx_int_t ngx_http_tokenrefresh_new_pass(ngx_http_request_t *r,
     ngx_http_tokenrefresh_ctx_t *ctx, ngx_http_tokenrefresh_loc_conf_t *tlcf);
 static void ngx_http_tokenrefresh_attach(ngx_http_tokenrefresh_ctx_t *ctx,
@@ -505,17 +507,7 @@ ngx_http_tokenrefresh_new_pass(ngx_http_request_t *r,
 
     ngx_http_set_ctx(r, ctx, ngx_http_tokenrefresh_module);
 
-    /* a rejection of the pass before, that an error_page brought here */
-    ngx_http_tokenrefresh_record(ctx);
-
     ctx->lcf = tlcf;
-    ctx->attached = 0;
-    ctx->sent = 0;
-    ctx->leader = 0;
-    ctx->replaying = 0;
-    ctx->recorded = 0;
-    ctx->upstream = NULL;
-    ctx->token.len = 0;
     ctx->zone = tlcf->shm_zone->data;
 
     /* what a replay restores: the 401 may have come with a limit_rate */
@@ -666,14 +658,40 @@ ngx_http_tokenrefresh_find_ctx(ngx_http_request_t *r)
 }
 
 
-ngx_http_tokenrefresh_ctx_t *
+/* the caller found no context in r->ctx */
+
+static ngx_http_tokenrefresh_ctx_t *
 ngx_http_tokenrefresh_get_ctx(ngx_http_request_t *r)
 {
+    ngx_pool_cleanup_t           *cln;
     ngx_http_tokenrefresh_ctx_t  *ctx;
 
-    ctx = ngx_http_tokenrefresh_find_ctx(r);
-    if (ctx) {
-        return ctx;
+    if (r->internal || r->filter_finalize) {
+        for (cln = r->pool->cleanup; cln; cln = cln->next) {
+            if (cln->handler != ngx_http_tokenrefresh_cleanup) {
+                continue;
+            }
+
+            /*
+             * the context of a pass before an internal redirect: a
+             * rejection that an error_page brought here is recorded, and
+             * what that pass had attached is forgotten
+             */
+
+            ctx = cln->data;
+
+            ngx_http_tokenrefresh_record(ctx);
+
+            ctx->attached = 0;
+            ctx->sent = 0;
+            ctx->leader = 0;
+            ctx->replaying = 0;
+            ctx->recorded = 0;
+            ctx->upstream = NULL;
+            ctx->token.len = 0;
+
+            return ctx;
+        }
     }
 
     ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_tokenrefresh_ctx_t));
@@ -721,6 +739,14 @@ static void
 ngx_http_tokenrefresh_cleanup(void *data)
 {
     ngx_http_tokenrefresh_ctx_t  *ctx = data;
+
+    /*
+     * the request is being freed, right after its log phase: a rejection
+     * an error_page intercepted is recorded here, where every request
+     * that may have one passes, and no other request pays for it
+     */
+
+    ngx_http_tokenrefresh_record(ctx);
 
     ngx_http_tokenrefresh_unpark(ctx);
 

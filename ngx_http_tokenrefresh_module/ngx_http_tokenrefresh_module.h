@@ -587,8 +587,6 @@ extern const char *ngx_http_tokenrefresh_grant_names[];
 extern ngx_uint_t ngx_http_tokenrefresh_phase;
 ngx_http_tokenrefresh_ctx_t *ngx_http_tokenrefresh_find_ctx(
     ngx_http_request_t *r);
-ngx_http_tokenrefresh_ctx_t *ngx_http_tokenrefresh_get_ctx(
-    ngx_http_request_t *r);
 ngx_int_t ngx_http_tokenrefresh_keep_ctx(ngx_http_request_t *r,
     ngx_http_tokenrefresh_ctx_t *ctx);
 int64_t ngx_http_tokenrefresh_now(void);

@@ -28,7 +28,6 @@
 static ngx_int_t ngx_http_tokenrefresh_replay_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_tokenrefresh_replay(ngx_http_request_t *r,
     ngx_http_tokenrefresh_ctx_t *ctx, ngx_http_upstream_t *u);
-static ngx_int_t ngx_http_tokenrefresh_log_handler(ngx_http_request_t *r);
 static void ngx_http_tokenrefresh_unused(ngx_http_request_t *r,
     ngx_http_tokenrefresh_ctx_t *ctx);
 static ngx_uint_t ngx_http_tokenrefresh_is_rejected(
@@ -194,7 +193,8 @@ ngx_http_tokenrefresh_replay(ngx_http_request_t *r,
  * A rejection that no header filter saw: with proxy_intercept_errors and
  * an error_page for the status, the upstream module finalizes before any
  * header is sent and goes to the error page.  The request still knows the
- * upstream that got the token, and what it answered, at the end: the
+ * upstream that got the token, and what it answered, when it is freed
+ * (its context is kept for that, see ngx_http_tokenrefresh_sent()): the
  * next request gets a new token.  Also called when such a request starts
  * a new pass in a location of the module (the error page's).
  */
@@ -227,21 +227,6 @@ ngx_http_tokenrefresh_record(ngx_http_tokenrefresh_ctx_t *ctx)
                   "credential \"%V\" with status %ui, and its answer was "
                   "intercepted by an error_page, it is not replayed",
                   &ctx->log_name, status);
-}
-
-
-static ngx_int_t
-ngx_http_tokenrefresh_log_handler(ngx_http_request_t *r)
-{
-    ngx_http_tokenrefresh_ctx_t  *ctx;
-
-    ctx = ngx_http_tokenrefresh_find_ctx(r);
-
-    if (ctx) {
-        ngx_http_tokenrefresh_record(ctx);
-    }
-
-    return NGX_OK;
 }
 
 
@@ -318,20 +303,8 @@ ngx_http_tokenrefresh_body_replayable(ngx_http_request_t *r)
 ngx_int_t
 ngx_http_tokenrefresh_replay_init(ngx_conf_t *cf)
 {
-    ngx_http_handler_pt        *h;
-    ngx_http_core_main_conf_t  *cmcf;
-
     ngx_http_next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = ngx_http_tokenrefresh_replay_filter;
-
-    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
-
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    *h = ngx_http_tokenrefresh_log_handler;
 
     return NGX_OK;
 }
