@@ -8,6 +8,10 @@
 #     POST /api/tokens     a custom login API: JSON {"email","password"} in,
 #                          {"token","refreshToken"} out
 #     POST /api/tokens/refresh   its refresh: JSON {"refreshToken"} in
+#                          (a rotation stays in the login's grant: a spent
+#                          refresh token coming back kills the grant)
+#     POST /revoke         token revocation (RFC 7009): form token=...;
+#                          a refresh token's whole grant dies
 #     POST /nested         {"data":{"accessToken","refreshToken",
 #                          "accessTokenExp"}} (milliseconds since the epoch)
 #     /_mock/...           control: config, reset, revoke, stats, requests
@@ -527,7 +531,7 @@ sub idp {
     if ($p eq '/api/tokens' || $p eq '/api/tokens/refresh') {
         my $in = eval { $json->decode($req->{body}) } // {};
         my $grant = $p eq '/api/tokens' ? 'login' : 'refresh';
-        my $cred;
+        my ($cred, $family);
         if ($grant eq 'login') {
             $cred = $in->{email} // '-';
         } else {
@@ -552,13 +556,33 @@ sub idp {
                         $delay);
                 }
             }
-            $cred = use_refresh($in->{refreshToken});
+            ($cred, $family) = use_refresh($in->{refreshToken});
             return json_response($c, 401, { message => 'bad refresh' },
                                  $delay) unless defined $cred;
         }
-        my ($at, $exp, $rt) = issue($cred, $grant, 1);
-        return json_response($c, 201, { token => $at, refreshToken => $rt },
-                             $delay);
+        my ($at, $exp, $rt) = issue($cred, $grant, 1, $family);
+        my %out = (token => $at, refreshToken => $rt);
+
+        # what a user's app gets beside the tokens, which must reach it
+        if ($grant eq 'login') {
+            $out{user} = { email => $cred, name => "User $cred",
+                           locale => $req->{headers}{'accept-language'}
+                                     // 'en' };
+            $out{expiresIn} = $cfg{lifetime};
+        }
+        return json_response($c, 201, \%out, $delay);
+    }
+
+    if ($p eq '/revoke') {
+        my $f = form($req->{body});
+        my $t = $f->{token} // '';
+        my $e = $st{refresh}{$t} // $st{access}{$t};
+        count_call($p, 'revoke', $e ? $e->{cred} : 'unknown');
+        $st{revocations}++;
+        revoke_grant($e->{grant}) if $e && defined $e->{grant};
+
+        # RFC 7009 2.2: 200 also for a token the server does not know
+        return json_response($c, 200, {}, $delay);
     }
 
     if ($p eq '/nested') {
