@@ -84,6 +84,8 @@ static int ngx_http_tokenrefresh_json_map_key(void *ctx,
 static int ngx_http_tokenrefresh_json_end(void *ctx);
 static const char *ngx_http_tokenrefresh_number(
     ngx_http_tokenrefresh_value_t *v, double *out);
+static const char *ngx_http_tokenrefresh_jwt_payload(ngx_pool_t *pool,
+    ngx_str_t *token, ngx_str_t *dst);
 static const char *ngx_http_tokenrefresh_jwt_exp(ngx_pool_t *pool,
     ngx_str_t *token, int64_t *exp);
 
@@ -758,22 +760,14 @@ ngx_http_tokenrefresh_number(ngx_http_tokenrefresh_value_t *v, double *out)
 }
 
 
-/*
- * The "exp" claim of a JWT (RFC 7519), read without verifying the
- * signature: the token is only ever sent back to its audience, and the
- * claim only decides when to refresh.
- */
+/* the claims of a JWT: its middle part, base64url-decoded */
 
 static const char *
-ngx_http_tokenrefresh_jwt_exp(ngx_pool_t *pool, ngx_str_t *token,
-    int64_t *exp)
+ngx_http_tokenrefresh_jwt_payload(ngx_pool_t *pool, ngx_str_t *token,
+    ngx_str_t *dst)
 {
-    double                           n;
-    u_char                          *dot1, *dot2, *end;
-    ngx_str_t                        src, dst;
-    const char                      *err;
-    ngx_http_tokenrefresh_json_t     js;
-    ngx_http_tokenrefresh_pointer_t  ptr;
+    u_char     *dot1, *dot2, *end;
+    ngx_str_t   src;
 
     end = token->data + token->len;
 
@@ -790,13 +784,79 @@ ngx_http_tokenrefresh_jwt_exp(ngx_pool_t *pool, ngx_str_t *token,
     src.data = dot1 + 1;
     src.len = dot2 - src.data;
 
-    dst.data = ngx_pnalloc(pool, ngx_base64_decoded_length(src.len));
-    if (dst.data == NULL) {
+    dst->data = ngx_pnalloc(pool, ngx_base64_decoded_length(src.len));
+    if (dst->data == NULL) {
         return "out of memory";
     }
 
-    if (ngx_decode_base64url(&dst, &src) != NGX_OK) {
+    if (ngx_decode_base64url(dst, &src) != NGX_OK) {
         return "not a JWT";
+    }
+
+    return NULL;
+}
+
+
+/*
+ * The "sub" claim of a JWT access token: whose session it is, for "log
+ * out everywhere".  NGX_DECLINED: not a JWT, or no string "sub".
+ */
+
+ngx_int_t
+ngx_http_tokenrefresh_jwt_subject(ngx_pool_t *pool, ngx_str_t *token,
+    ngx_str_t *sub)
+{
+    ngx_str_t                        dst;
+    ngx_http_tokenrefresh_json_t     js;
+    ngx_http_tokenrefresh_pointer_t  ptr;
+
+    if (ngx_http_tokenrefresh_jwt_payload(pool, token, &dst) != NULL) {
+        return NGX_DECLINED;
+    }
+
+    ngx_str_set(&ptr.text, "/sub");
+
+    if (ngx_http_tokenrefresh_compile_pointer(pool, &ptr) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(&js, sizeof(ngx_http_tokenrefresh_json_t));
+
+    js.pool = pool;
+    js.fields[0] = &ptr;
+
+    if (ngx_http_tokenrefresh_json_run(&js, dst.data, dst.len) != NULL
+        || js.values[0].type != NGX_HTTP_TOKENREFRESH_V_STRING
+        || js.values[0].value.len == 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    *sub = js.values[0].value;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The "exp" claim of a JWT (RFC 7519), read without verifying the
+ * signature: the token is only ever sent back to its audience, and the
+ * claim only decides when to refresh.
+ */
+
+static const char *
+ngx_http_tokenrefresh_jwt_exp(ngx_pool_t *pool, ngx_str_t *token,
+    int64_t *exp)
+{
+    double                           n;
+    ngx_str_t                        dst;
+    const char                      *err;
+    ngx_http_tokenrefresh_json_t     js;
+    ngx_http_tokenrefresh_pointer_t  ptr;
+
+    err = ngx_http_tokenrefresh_jwt_payload(pool, token, &dst);
+    if (err) {
+        return err;
     }
 
     ptr.text = ngx_http_tokenrefresh_exp_text;

@@ -26,8 +26,6 @@ static ngx_int_t ngx_http_tokenrefresh_new_pass(ngx_http_request_t *r,
 static void ngx_http_tokenrefresh_attach(ngx_http_tokenrefresh_ctx_t *ctx,
     ngx_http_tokenrefresh_acquire_t *res);
 static ngx_int_t ngx_http_tokenrefresh_next(ngx_http_tokenrefresh_ctx_t *ctx);
-static ngx_int_t ngx_http_tokenrefresh_set_retry_after(ngx_http_request_t *r,
-    ngx_msec_t delay);
 static void ngx_http_tokenrefresh_cleanup(void *data);
 
 static void *ngx_http_tokenrefresh_create_main_conf(ngx_conf_t *cf);
@@ -282,6 +280,84 @@ static ngx_command_t  ngx_http_tokenrefresh_commands[] = {
                format.max_response_size),
       &ngx_http_tokenrefresh_positive_size_post },
 
+    { ngx_string("tokenrefresh_session"),
+      NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_tokenrefresh_session_zone_conf,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      NGX_HTTP_TOKENREFRESH_SESSION_USE,
+      NULL },
+
+    { ngx_string("tokenrefresh_session_login"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_tokenrefresh_session_zone_conf,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      NGX_HTTP_TOKENREFRESH_SESSION_LOGIN,
+      NULL },
+
+    { ngx_string("tokenrefresh_session_logout"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_tokenrefresh_session_zone_conf,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      NGX_HTTP_TOKENREFRESH_SESSION_LOGOUT,
+      NULL },
+
+    { ngx_string("tokenrefresh_session_cookie"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_tokenrefresh_session_cookie_conf,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("tokenrefresh_session_header"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_tokenrefresh_loc_conf_t, session_conf.header),
+      NULL },
+
+    { ngx_string("tokenrefresh_session_handle_json"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_tokenrefresh_loc_conf_t, session_conf.handle_json),
+      NULL },
+
+    { ngx_string("tokenrefresh_session_handle_header"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_tokenrefresh_loc_conf_t,
+               session_conf.handle_header),
+      NULL },
+
+    { ngx_string("tokenrefresh_session_keep"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
+      ngx_http_tokenrefresh_session_keep_conf,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("tokenrefresh_session_origins"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_tokenrefresh_session_origins_conf,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("tokenrefresh_session_csrf_header"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_tokenrefresh_loc_conf_t, session_conf.csrf_header),
+      NULL },
+
+    { ngx_string("tokenrefresh_session_ended_status"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_tokenrefresh_loc_conf_t, session_conf.ended_status),
+      &ngx_http_tokenrefresh_status_bounds },
+
       ngx_null_command
 };
 
@@ -359,6 +435,12 @@ ngx_http_tokenrefresh_handler(ngx_http_request_t *r)
         }
 
         rc = ngx_http_tokenrefresh_new_pass(r, ctx, tlcf);
+
+        if (rc == NGX_DECLINED) {
+            ctx->outcome = NGX_HTTP_TOKENREFRESH_R_ENDED;
+            return ngx_http_tokenrefresh_session_ended(r, tlcf);
+        }
+
         if (rc != NGX_OK) {
             return rc;
         }
@@ -452,6 +534,16 @@ ngx_http_tokenrefresh_handler(ngx_http_request_t *r)
         ctx->outcome = NGX_HTTP_TOKENREFRESH_R_FAILED;
         return NGX_HTTP_SERVICE_UNAVAILABLE;
 
+    case NGX_HTTP_TOKENREFRESH_ENDED:
+
+        if (ctx->waiting) {
+            ngx_http_tokenrefresh_account_wait(ctx, 0);
+        }
+
+        ctx->outcome = NGX_HTTP_TOKENREFRESH_R_ENDED;
+
+        return ngx_http_tokenrefresh_session_ended(r, tlcf);
+
     default: /* NGX_HTTP_TOKENREFRESH_FAIL, counted by the store */
 
         if (ctx->waiting) {
@@ -514,6 +606,10 @@ ngx_http_tokenrefresh_new_pass(ngx_http_request_t *r,
 
     ctx->limit_rate = r->limit_rate;
     ctx->limit_rate_set = r->limit_rate_set;
+
+    if (tlcf->session == NGX_HTTP_TOKENREFRESH_SESSION_USE) {
+        return ngx_http_tokenrefresh_session_pass(r, ctx, tlcf);
+    }
 
     if (tlcf->credential->lengths == NULL) {
         /* a fixed name: no evaluation, the hash was computed once */
@@ -604,7 +700,7 @@ ngx_http_tokenrefresh_attach(ngx_http_tokenrefresh_ctx_t *ctx,
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_tokenrefresh_set_retry_after(ngx_http_request_t *r,
     ngx_msec_t delay)
 {
@@ -927,6 +1023,10 @@ ngx_http_tokenrefresh_create_loc_conf(ngx_conf_t *cf)
     conf->status = NGX_CONF_UNSET_UINT;
     conf->assertion = NGX_CONF_UNSET_PTR;
 
+    conf->keep = NGX_CONF_UNSET_PTR;
+    conf->session_conf.origins = NGX_CONF_UNSET_PTR;
+    conf->session_conf.ended_status = NGX_CONF_UNSET_UINT;
+
     conf->format.access = NGX_CONF_UNSET_PTR;
     conf->format.refresh = NGX_CONF_UNSET_PTR;
     conf->format.expires_in = NGX_CONF_UNSET_PTR;
@@ -949,8 +1049,16 @@ ngx_http_tokenrefresh_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_http_tokenrefresh_loc_conf_t   **fixed;
     ngx_http_tokenrefresh_main_conf_t   *tmcf;
 
+    if (conf->session == NGX_HTTP_TOKENREFRESH_SESSION_LOGIN
+        || conf->session == NGX_HTTP_TOKENREFRESH_SESSION_LOGOUT)
+    {
+        /* a login or logout location uses no token of its own */
+        conf->shm_zone = NULL;
+    }
+
     if (conf->shm_zone == NGX_CONF_UNSET_PTR) {
         conf->shm_zone = prev->shm_zone;
+        conf->session = prev->session;
         conf->credential = prev->credential;
         conf->credential_hash = prev->credential_hash;
         conf->credential_log = prev->credential_log;
@@ -997,7 +1105,15 @@ ngx_http_tokenrefresh_merge_loc_conf(ngx_conf_t *cf, void *parent,
     /* a revoked token is recovered at any age: the loop guard is enough */
     ngx_conf_merge_msec_value(conf->min_token_age, prev->min_token_age, 0);
 
-    if (conf->shm_zone && conf->credential->lengths == NULL) {
+    if (ngx_http_tokenrefresh_session_merge(cf, prev, conf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->shm_zone && conf->session == NGX_HTTP_TOKENREFRESH_SESSION_USE)
+    {
+        /* a session without a refresh location ends with its token */
+
+    } else if (conf->shm_zone && conf->credential->lengths == NULL) {
 
         /* its hits are added to the credential now and then */
 
@@ -1013,6 +1129,7 @@ ngx_http_tokenrefresh_merge_loc_conf(ngx_conf_t *cf, void *parent,
     }
 
     if (conf->shm_zone
+        && conf->session != NGX_HTTP_TOKENREFRESH_SESSION_USE
         && conf->refresh_uri.data == NULL
         && conf->login_uri.data == NULL)
     {
@@ -1059,6 +1176,7 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_str_t                     *value, name, s, state, key;
     ngx_uint_t                     i;
     ngx_list_part_t               *part;
+    ngx_msec_t                     idle, lifetime, t;
     ngx_shm_zone_t                *shm_zone, *shm;
     ngx_http_tokenrefresh_zone_t  *zone, *other;
 
@@ -1102,6 +1220,8 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     max_token = 16 * 1024;
     ngx_str_null(&state);
     ngx_str_null(&key);
+    idle = 86400000;
+    lifetime = 30 * (ngx_msec_t) 86400000;
 
     for (i = 2; i < cf->args->nelts; i++) {
 
@@ -1114,6 +1234,31 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         if (ngx_strncmp(value[i].data, "key=", 4) == 0) {
             key.data = value[i].data + 4;
             key.len = value[i].len - 4;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "session_idle=", 13) == 0
+            || ngx_strncmp(value[i].data, "session_lifetime=", 17) == 0)
+        {
+            s.data = (u_char *) ngx_strchr(value[i].data, '=') + 1;
+            s.len = value[i].data + value[i].len - s.data;
+
+            t = ngx_parse_time(&s, 0);
+
+            if (t == (ngx_msec_t) NGX_ERROR || t < 1000) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"%V\": a time of 1s or more "
+                                   "is expected", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            if (value[i].data[8] == 'i') {
+                idle = t;
+
+            } else {
+                lifetime = t;
+            }
+
             continue;
         }
 
@@ -1153,6 +1298,8 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     zone->max_token_size = max_token;
+    zone->session_idle = idle;
+    zone->session_lifetime = lifetime;
 
     if ((state.len == 0) != (key.len == 0)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -1432,12 +1579,10 @@ ngx_http_tokenrefresh(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_tokenrefresh_loc_conf_t *tlcf = conf;
 
     ngx_str_t                          *value;
-    ngx_http_tokenrefresh_zone_ref_t   *ref;
     ngx_http_compile_complex_value_t    ccv;
-    ngx_http_tokenrefresh_main_conf_t  *tmcf;
 
     if (tlcf->shm_zone != NGX_CONF_UNSET_PTR) {
-        return "is duplicate";
+        return "is duplicate, or beside \"tokenrefresh_session\"";
     }
 
     value = cf->args->elts;
@@ -1454,28 +1599,13 @@ ngx_http_tokenrefresh(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    tlcf->shm_zone = ngx_shared_memory_add(cf, &value[1], 0,
-                                           &ngx_http_tokenrefresh_module);
+    tlcf->shm_zone = ngx_http_tokenrefresh_use_zone(cf, &value[1]);
     if (tlcf->shm_zone == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    /* the zone may be declared later; it is checked at postconfiguration */
-
-    tmcf = ngx_http_conf_get_module_main_conf(cf,
-                                              ngx_http_tokenrefresh_module);
-
-    ref = ngx_array_push(&tmcf->zone_refs);
-    if (ref == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    ref->shm_zone = tlcf->shm_zone;
-    ref->file = cf->conf_file->file.name.data;
-    ref->line = cf->conf_file->line;
-
-    tlcf->file = ref->file;
-    tlcf->line = ref->line;
+    tlcf->file = cf->conf_file->file.name.data;
+    tlcf->line = cf->conf_file->line;
 
     if (value[2].len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -1523,6 +1653,37 @@ ngx_http_tokenrefresh(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     return NGX_CONF_OK;
+}
+
+
+/* the zone may be declared later; it is checked at postconfiguration */
+
+ngx_shm_zone_t *
+ngx_http_tokenrefresh_use_zone(ngx_conf_t *cf, ngx_str_t *name)
+{
+    ngx_shm_zone_t                     *shm_zone;
+    ngx_http_tokenrefresh_zone_ref_t   *ref;
+    ngx_http_tokenrefresh_main_conf_t  *tmcf;
+
+    shm_zone = ngx_shared_memory_add(cf, name, 0,
+                                     &ngx_http_tokenrefresh_module);
+    if (shm_zone == NULL) {
+        return NULL;
+    }
+
+    tmcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_tokenrefresh_module);
+
+    ref = ngx_array_push(&tmcf->zone_refs);
+    if (ref == NULL) {
+        return NULL;
+    }
+
+    ref->shm_zone = shm_zone;
+    ref->file = cf->conf_file->file.name.data;
+    ref->line = cf->conf_file->line;
+
+    return shm_zone;
 }
 
 
@@ -1921,6 +2082,10 @@ ngx_http_tokenrefresh_postconfiguration(ngx_conf_t *cf)
     *h = ngx_http_tokenrefresh_handler;
 
     if (ngx_http_tokenrefresh_replay_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_tokenrefresh_capture_init(cf) != NGX_OK) {
         return NGX_ERROR;
     }
 

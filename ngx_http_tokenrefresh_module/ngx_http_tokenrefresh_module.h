@@ -62,6 +62,7 @@
 #define NGX_HTTP_TOKENREFRESH_WAIT           3
 #define NGX_HTTP_TOKENREFRESH_FAIL           4
 #define NGX_HTTP_TOKENREFRESH_NOMEM          5
+#define NGX_HTTP_TOKENREFRESH_ENDED          6
 
 
 /* how a refresh or login ended */
@@ -92,6 +93,7 @@
 #define NGX_HTTP_TOKENREFRESH_R_DENIED       5
 #define NGX_HTTP_TOKENREFRESH_R_REPLAYED     6
 #define NGX_HTTP_TOKENREFRESH_R_GONE         7
+#define NGX_HTTP_TOKENREFRESH_R_ENDED        8
 
 
 typedef struct {
@@ -107,6 +109,25 @@ typedef struct {
     uint32_t                          fetches[NGX_HTTP_TOKENREFRESH_GRANTS]
                                              [NGX_HTTP_TOKENREFRESH_OUTCOMES];
 } ngx_http_tokenrefresh_counters_t;
+
+
+/*
+ * What a user's session has beside its tokens, in a slab chunk of its
+ * own.  The handle itself is nowhere: the node's name is its digest.
+ */
+
+typedef struct {
+    int64_t                           created;      /* wall clock, ms */
+    int64_t                           last;         /* the last use */
+
+    /* the digest of the JWT "sub" of the login's token, or zeros */
+    u_char                            subject
+                                          [NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
+
+    /* tokenrefresh_session_keep values: { u8 len, name, u16 len, value } */
+    u_short                           kept_len;
+    u_char                            kept[1];
+} ngx_http_tokenrefresh_session_t;
 
 
 /*
@@ -188,6 +209,9 @@ typedef struct {
     /* the digest of the last seed applied, so that it applies only once */
     u_char                            seed[NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
 
+    /* a user's session (its name is the digest of its handle), or NULL */
+    ngx_http_tokenrefresh_session_t  *session;
+
     /* small values packed together, so that a node fits 512 bytes */
     u_short                           fail_status;
     u_char                            lease_grant;
@@ -231,7 +255,33 @@ typedef struct {
  * credential for good.
  */
 #define ngx_http_tokenrefresh_node_protected(node)                            \
-    ((node)->refresh && !(node)->login)
+    ((node)->refresh && !(node)->login && (node)->session == NULL)
+
+
+/* what an allocation may evict to make room */
+#define NGX_HTTP_TOKENREFRESH_EVICT_NONE      0
+#define NGX_HTTP_TOKENREFRESH_EVICT_ANY       1
+#define NGX_HTTP_TOKENREFRESH_EVICT_SESSIONS  2
+
+/* "session:" and the hex of its handle's digest */
+#define NGX_HTTP_TOKENREFRESH_LABEL_LEN                                       \
+    (sizeof("session:") - 1 + 2 * NGX_HTTP_TOKENREFRESH_DIGEST_LEN)
+
+/* 256 random bits, base64url without padding */
+#define NGX_HTTP_TOKENREFRESH_HANDLE_BYTES  32
+#define NGX_HTTP_TOKENREFRESH_HANDLE_LEN    43
+
+
+/* the rbtree key of a session: the first bytes of its handle's digest */
+static ngx_inline uint32_t
+ngx_http_tokenrefresh_digest_key(u_char *digest)
+{
+    uint32_t  key;
+
+    ngx_memcpy(&key, digest, sizeof(uint32_t));
+
+    return key;
+}
 
 
 #define ngx_http_tokenrefresh_deref(ref)                                      \
@@ -255,6 +305,16 @@ typedef struct {
 
     /* credentials with a handover lease (ngx_http_tokenrefresh_handover.c) */
     ngx_uint_t                        handovers;
+
+    /* users' sessions: live, and ended by each cause since the start */
+    ngx_uint_t                        sessions;
+    ngx_uint_t                        sessions_created;
+    ngx_uint_t                        sessions_refused;  /* refresh said no */
+    ngx_uint_t                        sessions_idle;
+    ngx_uint_t                        sessions_expired;
+    ngx_uint_t                        sessions_logout;
+    ngx_uint_t                        sessions_ended;    /* by an operator */
+    ngx_uint_t                        sessions_evicted;
 
     /* the largest tokens stored: the room a new credential will need */
     size_t                            access_max;
@@ -311,6 +371,10 @@ typedef struct ngx_http_tokenrefresh_zone_s {
 
     /* the zone this one replaces, until the reload's commit point */
     struct ngx_http_tokenrefresh_zone_s  *adopted;
+
+    /* users' sessions end after this long unused, and this long at most */
+    ngx_msec_t                        session_idle;
+    ngx_msec_t                        session_lifetime;
 } ngx_http_tokenrefresh_zone_t;
 
 
@@ -364,6 +428,31 @@ typedef struct {
 } ngx_http_tokenrefresh_main_conf_t;
 
 
+/* what a login location keeps with the session it creates */
+typedef struct {
+    ngx_str_t                         name;
+    ngx_http_complex_value_t          value;
+} ngx_http_tokenrefresh_keep_t;
+
+
+/* where a session's handle travels, and who may use it */
+typedef struct {
+    ngx_str_t                         cookie;       /* its name, or none */
+    ngx_str_t                         cookie_attrs; /* "; Path=/; ..." */
+    ngx_str_t                         header;       /* lower case, or none */
+    ngx_str_t                         handle_json;  /* a login answer member */
+    ngx_str_t                         handle_header;
+    ngx_array_t                      *origins;      /* of ngx_str_t */
+    ngx_str_t                         csrf_header;  /* lower case, or none */
+    ngx_uint_t                        ended_status;
+} ngx_http_tokenrefresh_session_conf_t;
+
+
+#define NGX_HTTP_TOKENREFRESH_SESSION_USE     1
+#define NGX_HTTP_TOKENREFRESH_SESSION_LOGIN   2
+#define NGX_HTTP_TOKENREFRESH_SESSION_LOGOUT  3
+
+
 typedef struct ngx_http_tokenrefresh_loc_conf_s
     ngx_http_tokenrefresh_loc_conf_t;
 
@@ -411,6 +500,16 @@ struct ngx_http_tokenrefresh_loc_conf_s {
 
     ngx_http_tokenrefresh_assertion_t *assertion;
 
+    /*
+     * Users' sessions: a location that uses them (shm_zone is the zone),
+     * logs users in (session_zone), or logs them out
+     */
+    ngx_uint_t                        session;
+    ngx_shm_zone_t                   *session_zone;
+    ngx_str_t                         revoke_uri;
+    ngx_array_t                      *keep;
+    ngx_http_tokenrefresh_session_conf_t  session_conf;
+
     /* said once per worker: a token location that is not internal, a
      * location whose upstream request got no token variable */
     unsigned                          warned_open:1;
@@ -429,6 +528,7 @@ typedef struct {
     ngx_str_t                         token;          /* "Bearer <token>" */
     ngx_str_t                         refresh_token;
     ngx_str_t                         access_token;   /* for the refresh */
+    ngx_str_t                         kept;           /* a session's */
     u_char                            refresh_digest
                                           [NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
     ngx_uint_t                        status;
@@ -501,6 +601,7 @@ typedef struct {
     ngx_str_t                         log_name;     /* printable */
     ngx_str_t                         refresh_token;
     ngx_str_t                         access_token;
+    ngx_str_t                         kept;         /* a session's values */
     u_char                            digest[NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
     ngx_http_tokenrefresh_format_t    format;
     ngx_buf_t                        *body;
@@ -516,6 +617,7 @@ typedef struct {
     unsigned                          complete:1;
     unsigned                          too_big:1;
     unsigned                          format_set:1;
+    unsigned                          session:1;
 } ngx_http_tokenrefresh_refresh_t;
 
 
@@ -568,6 +670,12 @@ typedef struct {
     unsigned                          recorded:1;
     unsigned                          kept:1;
     unsigned                          limit_rate_set:1;
+
+    /* a user's session: the name is its handle's digest */
+    unsigned                          session:1;
+
+    /* a login answer being read (ngx_http_tokenrefresh_capture.c) */
+    void                             *capture;
 } ngx_http_tokenrefresh_ctx_t;
 
 
@@ -594,6 +702,10 @@ u_char *ngx_http_tokenrefresh_printable(u_char *dst, u_char *src,
     size_t len);
 size_t ngx_http_tokenrefresh_printable_len(u_char *src, size_t len);
 void ngx_http_tokenrefresh_arm_flush(void);
+ngx_int_t ngx_http_tokenrefresh_set_retry_after(ngx_http_request_t *r,
+    ngx_msec_t delay);
+ngx_shm_zone_t *ngx_http_tokenrefresh_use_zone(ngx_conf_t *cf,
+    ngx_str_t *name);
 void ngx_http_tokenrefresh_flush_all(void);
 
 /* printable ASCII but the quote and the backslash */
@@ -645,6 +757,19 @@ void ngx_http_tokenrefresh_seed(ngx_http_tokenrefresh_zone_t *zone,
     ngx_log_t *log);
 void ngx_http_tokenrefresh_account_wait(ngx_http_tokenrefresh_ctx_t *ctx,
     ngx_uint_t failed);
+u_char *ngx_http_tokenrefresh_node_label(u_char *dst,
+    ngx_http_tokenrefresh_node_t *node);
+u_char *ngx_http_tokenrefresh_session_label(u_char *dst, u_char *digest);
+ngx_int_t ngx_http_tokenrefresh_session_create(
+    ngx_http_tokenrefresh_zone_t *zone, u_char *digest,
+    ngx_http_tokenrefresh_token_t *tok, u_char *subject, ngx_str_t *kept,
+    ngx_log_t *log);
+ngx_int_t ngx_http_tokenrefresh_session_end(ngx_http_tokenrefresh_zone_t *zone,
+    u_char *digest, ngx_pool_t *pool, ngx_str_t *refresh_token,
+    ngx_str_t *kept);
+ngx_uint_t ngx_http_tokenrefresh_session_end_all(
+    ngx_http_tokenrefresh_zone_t *zone, u_char *subject, u_char *fp,
+    size_t fp_len);
 
 /* ngx_http_tokenrefresh_handover.c */
 ngx_shm_zone_t *ngx_http_tokenrefresh_handover_conf(ngx_conf_t *cf);
@@ -683,6 +808,44 @@ void ngx_http_tokenrefresh_cut(ngx_http_request_t *parent, char *why);
 void ngx_http_tokenrefresh_exit_refreshes(void);
 ngx_int_t ngx_http_tokenrefresh_init_refresh(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_tokenrefresh_filter_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_tokenrefresh_token_subrequest(ngx_http_request_t *r,
+    ngx_http_request_t *sr);
+void ngx_http_tokenrefresh_format(ngx_http_request_t *r,
+    ngx_http_tokenrefresh_format_t *t, ngx_http_tokenrefresh_format_t *u,
+    ngx_http_tokenrefresh_format_t *f);
+
+/* ngx_http_tokenrefresh_session.c */
+ngx_int_t ngx_http_tokenrefresh_session_pass(ngx_http_request_t *r,
+    ngx_http_tokenrefresh_ctx_t *ctx, ngx_http_tokenrefresh_loc_conf_t *tlcf);
+ngx_int_t ngx_http_tokenrefresh_session_new(ngx_pool_t *pool,
+    ngx_str_t *handle, u_char *digest);
+ngx_int_t ngx_http_tokenrefresh_session_cookie(ngx_http_request_t *r,
+    ngx_http_tokenrefresh_session_conf_t *sc, ngx_str_t *handle);
+ngx_int_t ngx_http_tokenrefresh_session_ended(ngx_http_request_t *r,
+    ngx_http_tokenrefresh_loc_conf_t *tlcf);
+ngx_int_t ngx_http_tokenrefresh_revoke_tokens(ngx_http_request_t *r,
+    ngx_str_t **refresh_token, ngx_str_t **kept);
+char *ngx_http_tokenrefresh_session_zone_conf(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+char *ngx_http_tokenrefresh_session_cookie_conf(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+char *ngx_http_tokenrefresh_session_keep_conf(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+char *ngx_http_tokenrefresh_session_origins_conf(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+char *ngx_http_tokenrefresh_session_merge(ngx_conf_t *cf,
+    ngx_http_tokenrefresh_loc_conf_t *prev,
+    ngx_http_tokenrefresh_loc_conf_t *conf);
+
+/* ngx_http_tokenrefresh_capture.c */
+ngx_int_t ngx_http_tokenrefresh_capture_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_tokenrefresh_kept_value(ngx_str_t *kept, ngx_str_t *name,
+    ngx_str_t *value);
+
+/* ngx_http_tokenrefresh_rewrite.c */
+ngx_int_t ngx_http_tokenrefresh_rewrite(ngx_pool_t *pool, ngx_str_t *in,
+    ngx_http_tokenrefresh_pointer_t **drop, ngx_uint_t ndrop,
+    ngx_str_t *member, ngx_str_t *value, ngx_str_t *out);
 
 /* ngx_http_tokenrefresh_task.c */
 ngx_http_request_t *ngx_http_tokenrefresh_task_create(ngx_http_request_t *r,
@@ -712,6 +875,8 @@ const char *ngx_http_tokenrefresh_parse_response(ngx_pool_t *pool,
     size_t max_token_size, int64_t now, ngx_http_tokenrefresh_token_t *tok);
 const char *ngx_http_tokenrefresh_check_token(ngx_str_t *token,
     size_t max_size);
+ngx_int_t ngx_http_tokenrefresh_jwt_subject(ngx_pool_t *pool,
+    ngx_str_t *token, ngx_str_t *sub);
 ngx_int_t ngx_http_tokenrefresh_parse_error(ngx_pool_t *pool, u_char *data,
     size_t len, ngx_http_tokenrefresh_pointer_t *ptr, ngx_str_t *code);
 

@@ -25,8 +25,6 @@ static void ngx_http_tokenrefresh_refresh_init(
     ngx_http_tokenrefresh_refresh_t *rf, ngx_http_tokenrefresh_ctx_t *ctx,
     ngx_http_tokenrefresh_acquire_t *res,
     ngx_http_tokenrefresh_loc_conf_t *tlcf);
-static ngx_int_t ngx_http_tokenrefresh_init_subrequest(ngx_http_request_t *r,
-    ngx_http_request_t *sr);
 static ngx_int_t ngx_http_tokenrefresh_add_header(ngx_http_request_t *r,
     ngx_http_request_t *sr, char *key, char *lowcase, char *value);
 static ngx_int_t ngx_http_tokenrefresh_done(ngx_http_request_t *sr,
@@ -141,10 +139,13 @@ ngx_http_tokenrefresh_start(ngx_http_request_t *r,
     rf->refresh_token.len = res->refresh_token.len;
     rf->access_token.data = ngx_pstrdup(parent->pool, &res->access_token);
     rf->access_token.len = res->access_token.len;
+    rf->kept.data = ngx_pstrdup(parent->pool, &res->kept);
+    rf->kept.len = res->kept.len;
 
     if (rf->name.data == NULL || rf->log_name.data == NULL
         || (res->refresh_token.len && rf->refresh_token.data == NULL)
-        || (res->access_token.len && rf->access_token.data == NULL))
+        || (res->access_token.len && rf->access_token.data == NULL)
+        || (res->kept.len && rf->kept.data == NULL))
     {
         rf->name = ctx->name;
         rf->log_name = ctx->log_name;
@@ -164,7 +165,7 @@ ngx_http_tokenrefresh_start(ngx_http_request_t *r,
 
     rf->request = sr;
 
-    if (ngx_http_tokenrefresh_init_subrequest(parent, sr) != NGX_OK) {
+    if (ngx_http_tokenrefresh_token_subrequest(parent, sr) != NGX_OK) {
         ngx_str_set(&reason, "its subrequest could not be set up");
         goto stop;
     }
@@ -220,6 +221,7 @@ ngx_http_tokenrefresh_refresh_init(ngx_http_tokenrefresh_refresh_t *rf,
     rf->ref = res->ref;
     rf->lease_seq = res->lease_seq;
     rf->grant = res->grant;
+    rf->session = ctx->session;
     rf->start = ngx_current_msec;
     rf->asked = ngx_http_tokenrefresh_now();
 
@@ -236,8 +238,8 @@ ngx_http_tokenrefresh_refresh_init(ngx_http_tokenrefresh_refresh_t *rf,
  * endpoints take POST (RFC 6749, section 3.2).
  */
 
-static ngx_int_t
-ngx_http_tokenrefresh_init_subrequest(ngx_http_request_t *r,
+ngx_int_t
+ngx_http_tokenrefresh_token_subrequest(ngx_http_request_t *r,
     ngx_http_request_t *sr)
 {
     ngx_http_request_body_t  *rb;
@@ -658,23 +660,33 @@ static ngx_http_tokenrefresh_format_t *
 ngx_http_tokenrefresh_resolve_format(ngx_http_request_t *sr,
     ngx_http_tokenrefresh_refresh_t *rf)
 {
-    ngx_http_tokenrefresh_format_t     *f, *t, *u;
-    ngx_http_tokenrefresh_main_conf_t  *tmcf;
-    ngx_http_tokenrefresh_loc_conf_t   *tlcf;
-
-    f = &rf->format;
+    ngx_http_tokenrefresh_loc_conf_t  *tlcf;
 
     if (rf->format_set) {
-        return f;
+        return &rf->format;
     }
 
     rf->format_set = 1;
 
     tlcf = ngx_http_get_module_loc_conf(sr, ngx_http_tokenrefresh_module);
-    tmcf = ngx_http_get_module_main_conf(sr, ngx_http_tokenrefresh_module);
 
-    t = &tlcf->format;
-    u = &rf->lcf->format;
+    ngx_http_tokenrefresh_format(sr, &tlcf->format, &rf->lcf->format,
+                                 &rf->format);
+
+    return &rf->format;
+}
+
+
+/* t: the token location's settings, u: where the credential is used */
+
+void
+ngx_http_tokenrefresh_format(ngx_http_request_t *r,
+    ngx_http_tokenrefresh_format_t *t, ngx_http_tokenrefresh_format_t *u,
+    ngx_http_tokenrefresh_format_t *f)
+{
+    ngx_http_tokenrefresh_main_conf_t  *tmcf;
+
+    tmcf = ngx_http_get_module_main_conf(r, ngx_http_tokenrefresh_module);
 
 #define ngx_http_tokenrefresh_pick(field, unset, def)                         \
     f->field = (t->field != unset) ? t->field                                 \
@@ -702,8 +714,6 @@ ngx_http_tokenrefresh_resolve_format(ngx_http_request_t *sr,
     } else {
         f->expires_at_msec = (u->expires_at_msec == 1);
     }
-
-    return f;
 }
 
 

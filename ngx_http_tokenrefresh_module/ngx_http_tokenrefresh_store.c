@@ -18,6 +18,8 @@
 
 #include "ngx_http_tokenrefresh_module.h"
 
+#include <openssl/crypto.h>
+
 
 /*
  * Changes to what ngx_http_tokenrefresh_acquire_fast() reads are made
@@ -57,6 +59,9 @@ static ngx_int_t ngx_http_tokenrefresh_acquire_fast(
 static ngx_http_tokenrefresh_node_t *ngx_http_tokenrefresh_find(
     ngx_http_tokenrefresh_zone_t *zone, ngx_http_tokenrefresh_ctx_t *ctx,
     ngx_http_tokenrefresh_loc_conf_t *tlcf, ngx_log_t *log);
+static ngx_http_tokenrefresh_node_t *ngx_http_tokenrefresh_session_find(
+    ngx_http_tokenrefresh_zone_t *zone, ngx_http_tokenrefresh_ctx_t *ctx,
+    int64_t now, ngx_log_t *log);
 static ngx_int_t ngx_http_tokenrefresh_room(ngx_http_tokenrefresh_zone_t *zone,
     ngx_http_tokenrefresh_node_t *node, ngx_log_t *log);
 static ngx_uint_t ngx_http_tokenrefresh_decide(
@@ -89,7 +94,8 @@ static void ngx_http_tokenrefresh_rbtree_insert_value(
     ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
     ngx_rbtree_node_t *sentinel);
 static ngx_http_tokenrefresh_node_t *ngx_http_tokenrefresh_lookup(
-    ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *name, uint32_t hash);
+    ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *name, uint32_t hash,
+    ngx_uint_t session);
 static ngx_http_tokenrefresh_node_t *ngx_http_tokenrefresh_create(
     ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *name, uint32_t hash,
     ngx_uint_t evict, ngx_log_t *log);
@@ -98,7 +104,7 @@ static void *ngx_http_tokenrefresh_alloc(ngx_http_tokenrefresh_zone_t *zone,
     ngx_log_t *log);
 static ngx_uint_t ngx_http_tokenrefresh_evict(
     ngx_http_tokenrefresh_zone_t *zone, ngx_http_tokenrefresh_node_t *keep,
-    ngx_log_t *log);
+    ngx_uint_t evict, ngx_log_t *log);
 static void ngx_http_tokenrefresh_delete(ngx_http_tokenrefresh_zone_t *zone,
     ngx_http_tokenrefresh_node_t *tn);
 static ngx_int_t ngx_http_tokenrefresh_bearer(ngx_pool_t *pool,
@@ -249,6 +255,18 @@ again:
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
+    if (ctx->session) {
+        node = ngx_http_tokenrefresh_session_find(zone, ctx, now, log);
+
+        if (node == NULL) {
+            ngx_shmtx_unlock(&zone->shpool->mutex);
+            res->action = NGX_HTTP_TOKENREFRESH_ENDED;
+            return NGX_OK;
+        }
+
+        goto found;
+    }
+
     node = ngx_http_tokenrefresh_find(zone, ctx, tlcf, log);
 
     if (node == NULL) {
@@ -298,10 +316,29 @@ again:
         goto again;
     }
 
+found:
+
     res->ref.node = node;
     res->ref.id = node->id;
     res->seq = node->seq;
     res->action = ngx_http_tokenrefresh_decide(zone, node, tlcf, now, res);
+
+    if (res->action == NGX_HTTP_TOKENREFRESH_FAIL && res->no_grant
+        && node->session)
+    {
+        /* a session with no token and no refresh token is over */
+
+        zone->sh->sessions_refused++;
+        ngx_http_tokenrefresh_delete(zone, node);
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                      "tokenrefresh: %V ended: no token and no refresh "
+                      "token", &ctx->log_name);
+
+        res->action = NGX_HTTP_TOKENREFRESH_ENDED;
+        return NGX_OK;
+    }
 
     rc = ngx_http_tokenrefresh_hand_out(zone, node, ctx, tlcf, res);
 
@@ -329,7 +366,7 @@ ngx_http_tokenrefresh_find(ngx_http_tokenrefresh_zone_t *zone,
     node = ngx_http_tokenrefresh_deref(&tlcf->fixed);
 
     if (node == NULL) {
-        node = ngx_http_tokenrefresh_lookup(zone, &ctx->name, ctx->hash);
+        node = ngx_http_tokenrefresh_lookup(zone, &ctx->name, ctx->hash, 0);
     }
 
     if (node == NULL) {
@@ -372,6 +409,292 @@ ngx_http_tokenrefresh_find(ngx_http_tokenrefresh_zone_t *zone,
     }
 
     return node;
+}
+
+
+/*
+ * A user's session, found by its handle's digest; the lock is held.  A
+ * session is never created here (a handle nobody issued is refused
+ * without a call anywhere), and one past its idle time or its lifetime
+ * ends on the spot.
+ */
+
+static ngx_http_tokenrefresh_node_t *
+ngx_http_tokenrefresh_session_find(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_http_tokenrefresh_ctx_t *ctx, int64_t now, ngx_log_t *log)
+{
+    const char                       *why;
+    ngx_http_tokenrefresh_node_t     *node;
+    ngx_http_tokenrefresh_session_t  *ss;
+
+    node = ngx_http_tokenrefresh_lookup(zone, &ctx->name, ctx->hash, 1);
+
+    if (node == NULL) {
+        return NULL;
+    }
+
+    ss = node->session;
+
+    if (now - ss->created >= (int64_t) zone->session_lifetime) {
+        zone->sh->sessions_expired++;
+        why = "reached its lifetime";
+
+    } else if (now - ss->last >= (int64_t) zone->session_idle) {
+        zone->sh->sessions_idle++;
+        why = "was idle too long";
+
+    } else {
+        ss->last = now;
+
+        if (ngx_queue_head(&zone->sh->lru) != &node->lru) {
+            ngx_queue_remove(&node->lru);
+            ngx_queue_insert_head(&zone->sh->lru, &node->lru);
+            node->moved = ngx_current_msec;
+        }
+
+        node->used = ngx_current_msec;
+
+        if (!ctx->waiting) {
+            node->counters.requests++;
+        }
+
+        return node;
+    }
+
+    if (node->lease_pid
+        && (ngx_msec_int_t) (node->lease_deadline - ngx_current_msec) > 0)
+    {
+        /* its refresh is in flight: it ends once that is settled */
+        return node;
+    }
+
+    ngx_http_tokenrefresh_delete(zone, node);
+
+    ngx_log_error(NGX_LOG_INFO, log, 0,
+                  "tokenrefresh: %V ended: it %s", &ctx->log_name, why);
+
+    return NULL;
+}
+
+
+/*
+ * A new session, with the tokens of the login that created it: all of it
+ * is allocated before it is linked, so that a full zone (after evicting
+ * the least recently used sessions, never a named credential) leaves
+ * nothing behind.
+ */
+
+ngx_int_t
+ngx_http_tokenrefresh_session_create(ngx_http_tokenrefresh_zone_t *zone,
+    u_char *digest, ngx_http_tokenrefresh_token_t *tok, u_char *subject,
+    ngx_str_t *kept, ngx_log_t *log)
+{
+    size_t                            size;
+    int64_t                           now;
+    ngx_str_t                         name;
+    ngx_http_tokenrefresh_node_t     *node;
+    ngx_http_tokenrefresh_session_t  *ss;
+
+    name.data = digest;
+    name.len = NGX_HTTP_TOKENREFRESH_DIGEST_LEN;
+
+    now = ngx_http_tokenrefresh_now();
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    size = offsetof(ngx_http_tokenrefresh_session_t, kept) + kept->len;
+
+    ss = ngx_http_tokenrefresh_alloc(zone, size, NULL,
+                                     NGX_HTTP_TOKENREFRESH_EVICT_SESSIONS,
+                                     log);
+    if (ss == NULL) {
+        goto nomem;
+    }
+
+    ss->created = now;
+    ss->last = now;
+    ngx_memcpy(ss->subject, subject, NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
+    ss->kept_len = (u_short) kept->len;
+    ngx_memcpy(ss->kept, kept->data, kept->len);
+
+    node = ngx_http_tokenrefresh_create(zone, &name,
+                                        ngx_http_tokenrefresh_digest_key(digest),
+                                        NGX_HTTP_TOKENREFRESH_EVICT_SESSIONS,
+                                        log);
+    if (node == NULL) {
+        ngx_slab_free_locked(zone->shpool, ss);
+        goto nomem;
+    }
+
+    node->session = ss;
+    zone->sh->sessions++;
+
+    if (ngx_http_tokenrefresh_set_tokens(zone, node, tok, 1,
+                                         NGX_HTTP_TOKENREFRESH_EVICT_SESSIONS,
+                                         log)
+        != NGX_OK)
+    {
+        ngx_http_tokenrefresh_delete(zone, node);
+        goto nomem;
+    }
+
+    node->counters.fetches[NGX_HTTP_TOKENREFRESH_GRANT_LOGIN]
+                          [NGX_HTTP_TOKENREFRESH_OK]++;
+    node->last_outcome = NGX_HTTP_TOKENREFRESH_OK;
+    node->last_grant = NGX_HTTP_TOKENREFRESH_GRANT_LOGIN;
+    node->last_time = ngx_time();
+
+    zone->sh->sessions_created++;
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return NGX_OK;
+
+nomem:
+
+    zone->sh->nomem++;
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return NGX_ERROR;
+}
+
+
+/*
+ * A logout: the session ends now, wherever its refresh is; a copy of its
+ * refresh token goes to the caller for a revocation.  NGX_DECLINED: no
+ * such session.
+ */
+
+ngx_int_t
+ngx_http_tokenrefresh_session_end(ngx_http_tokenrefresh_zone_t *zone,
+    u_char *digest, ngx_pool_t *pool, ngx_str_t *refresh_token,
+    ngx_str_t *kept)
+{
+    ngx_int_t                      rc;
+    ngx_str_t                      name;
+    ngx_http_tokenrefresh_node_t  *node;
+
+    name.data = digest;
+    name.len = NGX_HTTP_TOKENREFRESH_DIGEST_LEN;
+
+    refresh_token->len = 0;
+    kept->len = 0;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    node = ngx_http_tokenrefresh_lookup(zone, &name, ngx_http_tokenrefresh_digest_key(digest),
+                                        1);
+    if (node == NULL) {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return NGX_DECLINED;
+    }
+
+    rc = NGX_OK;
+
+    if (pool && node->refresh_len
+        && ngx_http_tokenrefresh_copy(pool, refresh_token, node->refresh,
+                                      node->refresh_len)
+           != NGX_OK)
+    {
+        rc = NGX_ERROR;
+    }
+
+    if (pool && node->session->kept_len
+        && ngx_http_tokenrefresh_copy(pool, kept, node->session->kept,
+                                      node->session->kept_len)
+           != NGX_OK)
+    {
+        rc = NGX_ERROR;
+    }
+
+    zone->sh->sessions_logout++;
+    ngx_http_tokenrefresh_delete(zone, node);
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return rc;
+}
+
+
+/*
+ * An operator ends sessions: those of one subject (the JWT "sub" digest),
+ * or the one whose label starts with the fingerprint given.  Returns how
+ * many ended.
+ */
+
+ngx_uint_t
+ngx_http_tokenrefresh_session_end_all(ngx_http_tokenrefresh_zone_t *zone,
+    u_char *subject, u_char *fp, size_t fp_len)
+{
+    u_char                         label[NGX_HTTP_TOKENREFRESH_LABEL_LEN];
+    ngx_uint_t                     n;
+    ngx_queue_t                   *q, *next;
+    ngx_http_tokenrefresh_node_t  *tn;
+
+    n = 0;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    for (q = ngx_queue_head(&zone->sh->lru);
+         q != ngx_queue_sentinel(&zone->sh->lru);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        tn = ngx_queue_data(q, ngx_http_tokenrefresh_node_t, lru);
+
+        if (tn->session == NULL) {
+            continue;
+        }
+
+        if (subject) {
+            if (CRYPTO_memcmp(tn->session->subject, subject,
+                              NGX_HTTP_TOKENREFRESH_DIGEST_LEN)
+                != 0)
+            {
+                continue;
+            }
+
+        } else {
+            (void) ngx_http_tokenrefresh_node_label(label, tn);
+
+            if (fp_len > NGX_HTTP_TOKENREFRESH_LABEL_LEN
+                || ngx_strncmp(label, fp, fp_len) != 0)
+            {
+                continue;
+            }
+        }
+
+        zone->sh->sessions_ended++;
+        ngx_http_tokenrefresh_delete(zone, tn);
+        n++;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return n;
+}
+
+
+/* how a credential is named in a log line or on the status page */
+
+u_char *
+ngx_http_tokenrefresh_node_label(u_char *dst, ngx_http_tokenrefresh_node_t *node)
+{
+    if (node->session) {
+        return ngx_http_tokenrefresh_session_label(dst, node->name);
+    }
+
+    return ngx_http_tokenrefresh_printable(dst, node->name, node->len);
+}
+
+
+u_char *
+ngx_http_tokenrefresh_session_label(u_char *dst, u_char *digest)
+{
+    dst = ngx_cpymem(dst, "session:", sizeof("session:") - 1);
+
+    return ngx_hex_dump(dst, digest, NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
 }
 
 
@@ -589,6 +912,14 @@ ngx_http_tokenrefresh_hand_out(ngx_http_tokenrefresh_zone_t *zone,
         goto failed;
     }
 
+    if (node->session && node->session->kept_len
+        && ngx_http_tokenrefresh_copy(pool, &res->kept, node->session->kept,
+                                      node->session->kept_len)
+           != NGX_OK)
+    {
+        goto failed;
+    }
+
     return NGX_OK;
 
 failed:
@@ -608,7 +939,9 @@ ngx_http_tokenrefresh_grant(ngx_http_tokenrefresh_node_t *node,
         return NGX_HTTP_TOKENREFRESH_GRANT_REFRESH;
     }
 
-    if (tlcf->login_uri.len) {
+    /* a user's session is never logged in again behind the user's back */
+
+    if (tlcf->login_uri.len && node->session == NULL) {
         return NGX_HTTP_TOKENREFRESH_GRANT_LOGIN;
     }
 
@@ -700,7 +1033,11 @@ ngx_http_tokenrefresh_store(ngx_http_tokenrefresh_refresh_t *rf,
     /* no access token: keeping only the successor of a refresh token */
 
     if (ngx_http_tokenrefresh_set_tokens(zone, node, &t,
-                                         node->generation + 1, 1, log)
+                                         node->generation + 1,
+                                         node->session
+                                         ? NGX_HTTP_TOKENREFRESH_EVICT_SESSIONS
+                                         : NGX_HTTP_TOKENREFRESH_EVICT_ANY,
+                                         log)
         != NGX_OK)
     {
         zone->sh->nomem++;
@@ -895,6 +1232,28 @@ ngx_http_tokenrefresh_fail(ngx_http_tokenrefresh_refresh_t *rf,
         node->last_grant = rf->grant;
         node->last_duration = ngx_current_msec - rf->start;
         node->last_time = ngx_time();
+    }
+
+    if (outcome == NGX_HTTP_TOKENREFRESH_REFUSED
+        && rf->grant == NGX_HTTP_TOKENREFRESH_GRANT_REFRESH
+        && node->session)
+    {
+        /*
+         * the backend said no to the user's refresh token: the session is
+         * over, and its requests get the session-ended answer
+         */
+
+        ngx_http_tokenrefresh_spend(zone, rf->digest);
+        zone->sh->sessions_refused++;
+        ngx_http_tokenrefresh_delete(zone, node);
+
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                      "tokenrefresh: %V ended: its refresh was refused: %V",
+                      &rf->log_name, reason);
+
+        return NGX_OK;
     }
 
     if (outcome == NGX_HTTP_TOKENREFRESH_REFUSED
@@ -1390,7 +1749,7 @@ ngx_http_tokenrefresh_restore(ngx_http_tokenrefresh_zone_t *zone,
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    tn = ngx_http_tokenrefresh_lookup(zone, name, hash);
+    tn = ngx_http_tokenrefresh_lookup(zone, name, hash, 0);
     created = (tn == NULL);
 
     if (created) {
@@ -1471,7 +1830,7 @@ ngx_http_tokenrefresh_node_of(ngx_http_tokenrefresh_zone_t *zone,
 {
     return ngx_http_tokenrefresh_lookup(zone, name,
                                         ngx_crc32_short(name->data,
-                                                        name->len));
+                                                        name->len), 0);
 }
 
 
@@ -1509,7 +1868,10 @@ ngx_http_tokenrefresh_hand_in(ngx_http_tokenrefresh_zone_t *zone,
     }
 
     if (ngx_http_tokenrefresh_set_tokens(zone, node, tok,
-                                         node->generation + 1, 1,
+                                         node->generation + 1,
+                                         node->session
+                                         ? NGX_HTTP_TOKENREFRESH_EVICT_SESSIONS
+                                         : NGX_HTTP_TOKENREFRESH_EVICT_ANY,
                                          zone->shm_zone->shm.log)
         != NGX_OK)
     {
@@ -1585,7 +1947,7 @@ ngx_http_tokenrefresh_seed(ngx_http_tokenrefresh_zone_t *zone,
 
         ngx_shmtx_lock(&zone->shpool->mutex);
 
-        tn = ngx_http_tokenrefresh_lookup(zone, &seed[i].name, hash);
+        tn = ngx_http_tokenrefresh_lookup(zone, &seed[i].name, hash, 0);
         used = (tn && ngx_memcmp(tn->seed, digest,
                                  NGX_HTTP_TOKENREFRESH_DIGEST_LEN)
                       == 0);
@@ -1645,7 +2007,8 @@ ngx_http_tokenrefresh_control(ngx_http_tokenrefresh_zone_t *zone,
     ngx_shmtx_lock(&zone->shpool->mutex);
 
     tn = ngx_http_tokenrefresh_lookup(zone, name,
-                                      ngx_crc32_short(name->data, name->len));
+                                      ngx_crc32_short(name->data, name->len),
+                                      0);
 
     if (tn == NULL) {
         ngx_shmtx_unlock(&zone->shpool->mutex);
@@ -1893,7 +2256,7 @@ ngx_http_tokenrefresh_lease_free(ngx_http_tokenrefresh_zone_t *zone,
         why = "expired";
     }
 
-    last = ngx_http_tokenrefresh_printable(name, node->name, node->len);
+    last = ngx_http_tokenrefresh_node_label(name, node);
 
     ngx_log_error(NGX_LOG_WARN, log, 0,
                   "tokenrefresh: the lease of worker %P on credential "
@@ -1943,7 +2306,7 @@ ngx_http_tokenrefresh_take_lease(ngx_http_tokenrefresh_zone_t *zone,
 
 static ngx_http_tokenrefresh_node_t *
 ngx_http_tokenrefresh_lookup(ngx_http_tokenrefresh_zone_t *zone,
-    ngx_str_t *name, uint32_t hash)
+    ngx_str_t *name, uint32_t hash, ngx_uint_t session)
 {
     ngx_int_t                      rc;
     ngx_rbtree_node_t             *node, *sentinel;
@@ -1968,7 +2331,17 @@ ngx_http_tokenrefresh_lookup(ngx_http_tokenrefresh_zone_t *zone,
 
         tn = (ngx_http_tokenrefresh_node_t *) node;
 
-        rc = ngx_memn2cmp(name->data, tn->name, name->len, (size_t) tn->len);
+        /*
+         * users' sessions and named credentials are two name spaces: a
+         * name from a request can never reach a session
+         */
+
+        rc = (ngx_int_t) session - (tn->session != NULL);
+
+        if (rc == 0) {
+            rc = ngx_memn2cmp(name->data, tn->name, name->len,
+                              (size_t) tn->len);
+        }
 
         if (rc == 0) {
             return tn;
@@ -2026,7 +2399,7 @@ ngx_http_tokenrefresh_alloc(ngx_http_tokenrefresh_zone_t *zone, size_t size,
             return p;
         }
 
-        if (ngx_http_tokenrefresh_evict(zone, keep, log) == 0) {
+        if (ngx_http_tokenrefresh_evict(zone, keep, evict, log) == 0) {
             return NULL;
         }
     }
@@ -2041,7 +2414,7 @@ ngx_http_tokenrefresh_alloc(ngx_http_tokenrefresh_zone_t *zone, size_t size,
 
 static ngx_uint_t
 ngx_http_tokenrefresh_evict(ngx_http_tokenrefresh_zone_t *zone,
-    ngx_http_tokenrefresh_node_t *keep, ngx_log_t *log)
+    ngx_http_tokenrefresh_node_t *keep, ngx_uint_t evict, ngx_log_t *log)
 {
     u_char                         name[4 * NGX_HTTP_TOKENREFRESH_MAX_NAME];
     u_char                        *last;
@@ -2065,6 +2438,14 @@ ngx_http_tokenrefresh_evict(ngx_http_tokenrefresh_zone_t *zone,
         tn = ngx_queue_data(q, ngx_http_tokenrefresh_node_t, lru);
 
         if (tn == keep) {
+            continue;
+        }
+
+        /* a user's session makes room by evicting sessions only */
+
+        if (evict == NGX_HTTP_TOKENREFRESH_EVICT_SESSIONS
+            && tn->session == NULL)
+        {
             continue;
         }
 
@@ -2097,13 +2478,24 @@ ngx_http_tokenrefresh_evict(ngx_http_tokenrefresh_zone_t *zone,
             continue;
         }
 
-        last = ngx_http_tokenrefresh_printable(name, tn->name, tn->len);
+        last = ngx_http_tokenrefresh_node_label(name, tn);
 
-        ngx_log_error(NGX_LOG_WARN, log, 0,
-                      "tokenrefresh: zone \"%V\" is full, evicting idle "
-                      "credential \"%*s\"",
-                      &zone->shm_zone->shm.name, (size_t) (last - name),
-                      name);
+        if (tn->session) {
+            ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                          "tokenrefresh: zone \"%V\" is full, ending the "
+                          "least recently used session \"%*s\"",
+                          &zone->shm_zone->shm.name, (size_t) (last - name),
+                          name);
+
+            zone->sh->sessions_evicted++;
+
+        } else {
+            ngx_log_error(NGX_LOG_WARN, log, 0,
+                          "tokenrefresh: zone \"%V\" is full, evicting idle "
+                          "credential \"%*s\"",
+                          &zone->shm_zone->shm.name, (size_t) (last - name),
+                          name);
+        }
 
         ngx_http_tokenrefresh_delete(zone, tn);
 
@@ -2143,6 +2535,11 @@ ngx_http_tokenrefresh_delete(ngx_http_tokenrefresh_zone_t *zone,
         ngx_slab_free_locked(zone->shpool, tn->refresh);
     }
 
+    if (tn->session) {
+        ngx_slab_free_locked(zone->shpool, tn->session);
+        zone->sh->sessions--;
+    }
+
     tn->seq++;
 
     ngx_slab_free_locked(zone->shpool, tn);
@@ -2173,9 +2570,14 @@ ngx_http_tokenrefresh_rbtree_insert_value(ngx_rbtree_node_t *temp,
             tn = (ngx_http_tokenrefresh_node_t *) node;
             tnt = (ngx_http_tokenrefresh_node_t *) temp;
 
-            p = (ngx_memn2cmp(tn->name, tnt->name, (size_t) tn->len,
-                              (size_t) tnt->len) < 0)
-                ? &temp->left : &temp->right;
+            if ((tn->session == NULL) != (tnt->session == NULL)) {
+                p = (tn->session == NULL) ? &temp->left : &temp->right;
+
+            } else {
+                p = (ngx_memn2cmp(tn->name, tnt->name, (size_t) tn->len,
+                                  (size_t) tnt->len) < 0)
+                    ? &temp->left : &temp->right;
+            }
         }
 
         if (*p == sentinel) {

@@ -38,6 +38,8 @@ static ngx_int_t ngx_http_tokenrefresh_credential_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_tokenrefresh_outcome_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_tokenrefresh_kept_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_tokenrefresh_wait_time_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_uint_t ngx_http_tokenrefresh_clone(ngx_http_request_t *r,
@@ -114,13 +116,15 @@ static ngx_str_t  ngx_http_tokenrefresh_outcomes[] = {
     ngx_string("failed"),
     ngx_string("denied"),
     ngx_string("replayed"),
-    ngx_string("gone")
+    ngx_string("gone"),
+    ngx_string("ended")
 };
 
 
 ngx_int_t
 ngx_http_tokenrefresh_add_variables(ngx_conf_t *cf)
 {
+    ngx_str_t             prefix;
     ngx_http_variable_t  *var, *v;
 
     for (v = ngx_http_tokenrefresh_vars; v->name.len; v++) {
@@ -133,6 +137,63 @@ ngx_http_tokenrefresh_add_variables(ngx_conf_t *cf)
         var->data = v->data;
     }
 
+    ngx_str_set(&prefix, "tokenrefresh_kept_");
+
+    var = ngx_http_add_variable(cf, &prefix,
+                                NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_PREFIX);
+    if (var == NULL) {
+        return NGX_ERROR;
+    }
+
+    var->get_handler = ngx_http_tokenrefresh_kept_variable;
+
+    return NGX_OK;
+}
+
+
+/*
+ * $tokenrefresh_kept_NAME: what a session kept from its login request
+ * (tokenrefresh_session_keep), in its refresh and revocation requests.
+ */
+
+static ngx_int_t
+ngx_http_tokenrefresh_kept_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_str_t                        *var = (ngx_str_t *) data;
+
+    ngx_str_t                         name, value, *kept, *token;
+    ngx_http_tokenrefresh_refresh_t  *rf;
+
+    kept = NULL;
+
+    rf = ngx_http_tokenrefresh_get_refresh(r);
+
+    if (rf) {
+        kept = &rf->kept;
+
+    } else if (ngx_http_tokenrefresh_revoke_tokens(r, &token, &kept)
+               != NGX_OK)
+    {
+        kept = NULL;
+    }
+
+    name.data = var->data + sizeof("tokenrefresh_kept_") - 1;
+    name.len = var->len - (sizeof("tokenrefresh_kept_") - 1);
+
+    if (kept == NULL
+        || ngx_http_tokenrefresh_kept_value(kept, &name, &value) != NGX_OK)
+    {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->data = value.data;
+    v->len = value.len;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
     return NGX_OK;
 }
 
@@ -141,7 +202,7 @@ static ngx_int_t
 ngx_http_tokenrefresh_token_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    ngx_str_t                        *token;
+    ngx_str_t                        *token, *kept;
     ngx_http_tokenrefresh_ctx_t      *ctx;
     ngx_http_tokenrefresh_refresh_t  *rf;
 
@@ -178,6 +239,15 @@ ngx_http_tokenrefresh_token_variable(ngx_http_request_t *r,
 
     } else if (ngx_http_tokenrefresh_clone(r, data, &token)) {
         /* proxy_cache_background_update: the client request's token */
+
+    } else if (ngx_http_tokenrefresh_revoke_tokens(r, &token, &kept)
+               == NGX_OK)
+    {
+        /* a logout's revocation sends the refresh token only */
+
+        if (!(data & NGX_HTTP_TOKENREFRESH_VAR_REFRESH)) {
+            goto not_found;
+        }
 
     } else {
         rf = ngx_http_tokenrefresh_get_refresh(r);
@@ -387,14 +457,15 @@ ngx_http_tokenrefresh_credential_variable(ngx_http_request_t *r,
         ctx = ngx_http_tokenrefresh_find_ctx(r);
 
         if (ctx) {
-            name = &ctx->name;
+            /* a session is named by its digest, never its handle */
+            name = ctx->session ? &ctx->log_name : &ctx->name;
         }
 
     } else {
         rf = ngx_http_tokenrefresh_get_refresh(r);
 
         if (rf) {
-            name = &rf->name;
+            name = rf->session ? &rf->log_name : &rf->name;
         }
     }
 
