@@ -676,6 +676,9 @@ typedef struct {
 
     /* a login answer being read (ngx_http_tokenrefresh_capture.c) */
     void                             *capture;
+
+    /* a logout in progress (ngx_http_tokenrefresh_session.c) */
+    void                             *logout;
 } ngx_http_tokenrefresh_ctx_t;
 
 

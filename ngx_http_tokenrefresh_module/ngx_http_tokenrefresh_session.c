@@ -42,6 +42,7 @@ static ngx_int_t ngx_http_tokenrefresh_session_digest(ngx_str_t *handle,
 static ngx_int_t ngx_http_tokenrefresh_logout_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_tokenrefresh_revoked(ngx_http_request_t *r,
     void *data, ngx_int_t rc);
+static void ngx_http_tokenrefresh_logout_resume(ngx_http_request_t *r);
 static ngx_int_t ngx_http_tokenrefresh_logout_answer(ngx_http_request_t *r);
 static ngx_int_t ngx_http_tokenrefresh_add_out(ngx_http_request_t *r,
     char *key, ngx_str_t *value);
@@ -479,6 +480,7 @@ ngx_http_tokenrefresh_logout_handler(ngx_http_request_t *r)
     ngx_str_t                          handle;
     ngx_uint_t                         cookie;
     ngx_http_request_t                *sr;
+    ngx_http_tokenrefresh_ctx_t       *ctx;
     ngx_http_tokenrefresh_logout_t    *lo;
     ngx_http_tokenrefresh_loc_conf_t  *tlcf;
 
@@ -486,9 +488,9 @@ ngx_http_tokenrefresh_logout_handler(ngx_http_request_t *r)
         return NGX_HTTP_NOT_ALLOWED;
     }
 
-    lo = ngx_http_get_module_ctx(r, ngx_http_tokenrefresh_module);
+    ctx = ngx_http_get_module_ctx(r, ngx_http_tokenrefresh_module);
 
-    if (lo) {
+    if (ctx) {
         /* back from the revocation */
         return ngx_http_tokenrefresh_logout_answer(r);
     }
@@ -514,14 +516,21 @@ ngx_http_tokenrefresh_logout_handler(ngx_http_request_t *r)
         }
     }
 
+    /* the request's context, as everywhere, with the logout in it */
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_tokenrefresh_ctx_t));
     lo = ngx_pcalloc(r->pool, sizeof(ngx_http_tokenrefresh_logout_t));
-    if (lo == NULL) {
+
+    if (ctx == NULL || lo == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    ctx->request = r;
+    ctx->logout = lo;
+
     lo->zone = tlcf->session_zone->data;
 
-    ngx_http_set_ctx(r, lo, ngx_http_tokenrefresh_module);
+    ngx_http_set_ctx(r, ctx, ngx_http_tokenrefresh_module);
 
     if (rc != NGX_OK
         || ngx_http_tokenrefresh_session_digest(&handle, digest) != NGX_OK
@@ -558,6 +567,9 @@ ngx_http_tokenrefresh_logout_handler(ngx_http_request_t *r)
     if (ngx_http_tokenrefresh_token_subrequest(r, sr) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    /* held for the answer, which ngx_http_tokenrefresh_logout_resume() gives */
+    r->main->count++;
 
     return NGX_DONE;
 }
@@ -604,8 +616,11 @@ ngx_http_tokenrefresh_revoked(ngx_http_request_t *r, void *data,
     ngx_http_tokenrefresh_logout_t *lo = data;
 
     lo->revoked = 1;
-    lo->status = r->upstream ? r->upstream->state->status
-                             : r->headers_out.status;
+    lo->status = (r->upstream && r->upstream->state)
+                 ? r->upstream->state->status : r->headers_out.status;
+
+    /* the logout answers once its subrequest is done */
+    r->parent->write_event_handler = ngx_http_tokenrefresh_logout_resume;
 
     if (lo->status < 200 || lo->status > 299) {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
@@ -614,6 +629,13 @@ ngx_http_tokenrefresh_revoked(ngx_http_request_t *r, void *data,
     }
 
     return NGX_OK;
+}
+
+
+static void
+ngx_http_tokenrefresh_logout_resume(ngx_http_request_t *r)
+{
+    ngx_http_finalize_request(r, ngx_http_tokenrefresh_logout_answer(r));
 }
 
 

@@ -48,6 +48,10 @@ add_block_preprocessor(sub {
 
     return if $block->must_die;
 
+    # a crash or a request counted wrong fails any test of this file
+    $block->set_value('no_error_log', "[alert]\n[crit]\n"
+                                      . ($block->no_error_log // ''));
+
     $block->set_value('http_config', <<'_EOC_' . ($block->http_config // ''))
     tokenrefresh_zone users:4m session_idle=1h session_lifetime=1d;
 _EOC_
@@ -122,3 +126,277 @@ is(as_user(GET => '/api/me', $body->{session})->{status}, 200, 'both devices wor
 GET /calls
 --- response_body_like
 ^calls=2 login=2$
+
+
+
+=== TEST 2: no handle, an unknown handle, a forged one: the session-ended answer, and no call anywhere
+--- config
+    location /api/ {
+        tokenrefresh_session users;
+        tokenrefresh_refresh /_srefresh;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+--- init
+my @cases = (
+    [ 'no handle',        {} ],
+    [ 'unknown handle',   { 'X-Session' => 'A' x 43 } ],
+    [ 'forged handle',    { 'X-Session' => '../../etc/passwd' } ],
+    [ 'unknown cookie',   { Cookie => '__Host-session=' . ('b' x 43) } ],
+);
+for my $c (@cases) {
+    my $r = hit(GET => '/api/x', headers => $c->[1]);
+    is($r->{status}, 401, "$c->[0]: 401");
+    is($r->{headers}{'www-authenticate'},
+       'Bearer error="invalid_token", error_description="the session has ended"',
+       "$c->[0]: WWW-Authenticate");
+    is($r->{headers}{'cache-control'}, 'no-store', "$c->[0]: no-store");
+    is($r->{headers}{'content-type'}, 'application/json', "$c->[0]: JSON");
+    is(jdecode($r->{content})->{error}, 'session_ended', "$c->[0]: the body");
+    like($r->{headers}{'set-cookie'} // '', qr/^__Host-session=; .*Max-Age=0$/,
+         "$c->[0]: the cookie cleared");
+}
+is(scalar api_requests('/api/x'), 0, 'the API was never called');
+--- request
+GET /calls
+--- response_body_like
+^calls=0$
+
+
+
+=== TEST 3: a refused refresh ends the session: the app gets the ended answer, and a new login works
+--- config
+    location /api/ {
+        tokenrefresh_session users;
+        tokenrefresh_refresh /_srefresh;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+--- init
+mock(rotate => 1);
+my (undef, $b) = login('bob@example.com');
+is(as_user(GET => '/api/a', $b->{session})->{status}, 200, 'in');
+# the backend revokes the user's whole grant: access and refresh tokens
+control('revoke', { grants => 1 });
+my $r = as_user(GET => '/api/b', $b->{session});
+is($r->{status}, 401, 'the session has ended');
+is(jdecode($r->{content})->{error}, 'session_ended', 'with the documented answer');
+is(as_user(GET => '/api/c', $b->{session})->{status}, 401, 'and stays ended');
+like(join('', error_log_since(0)), qr/session:[0-9a-f]{32} ended: its refresh was refused/,
+     'said once in the error log');
+my (undef, $b2) = login('bob@example.com');
+is(as_user(GET => '/api/d', $b2->{session})->{status}, 200, 'a new login works');
+--- request
+GET /calls
+--- response_body_like
+^calls=3 login=2 refresh=1$
+--- no_error_log
+[error]
+
+
+
+=== TEST 4: a revocation storm across 200 users, 2 workers, 400 concurrent requests: one refresh per user, every answer the user's own, no reuse
+--- config
+    location /api/ {
+        tokenrefresh_session users;
+        tokenrefresh_refresh /_srefresh;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+--- init
+mock(rotate => 1);
+my %handle;
+for my $i (1 .. 200) {
+    my ($st, $b) = login("u$i\@example.com");
+    die "login $i: $st" unless $st == 201;
+    $handle{"u$i\@example.com"} = $b->{session};
+}
+is(scalar(keys %handle), 200, '200 users logged in');
+revoke();
+mock(delay_ms => 300);
+my @reqs = map {
+    my $u = "u" . (1 + $_ % 200) . "\@example.com";
+    { method => 'POST', uri => "/api/s?n=$_", body => "n=$_",
+      headers => { 'X-Session' => $handle{$u} }, user => $u }
+} 0 .. 399;
+my @res = storm(requests => \@reqs, timeout => scaled(30));
+my $ok = 0;
+for my $i (0 .. $#reqs) {
+    my $r = $res[$i];
+    my $b = jdecode($r->{body} // '');
+    $ok++ if ($r->{status} // 0) == 200 && ($b->{cred} // '') eq $reqs[$i]{user}
+             && ($b->{query} // '') eq "n=$i" && $b->{body_len} == length "n=$i";
+}
+is($ok, 400, "every request 200, with the user's token and its own body");
+my $s = stats();
+is($s->{by_grant}{refresh}, 200, 'exactly one refresh per user');
+is($s->{reuse}, 0, 'no refresh token sent twice');
+--- request
+GET /calls
+--- response_body_like
+^calls=400 login=200 refresh=200$
+--- timeout: 60
+
+
+
+=== TEST 5: logout ends the session everywhere, clears the cookie, and revokes the refresh token (RFC 7009); without revoke= no call
+--- config
+    location /api/ {
+        tokenrefresh_session users;
+        tokenrefresh_refresh /_srefresh;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+    location = /logout-local {
+        tokenrefresh_session_logout users;
+    }
+--- init
+mock(rotate => 1);
+my (undef, $a) = login('cy@example.com');
+my (undef, $b) = login('cy@example.com');
+is(as_user(GET => '/api/a', $a->{session})->{status}, 200, 'device A in');
+my $r = as_user(POST => '/logout', $a->{session});
+is($r->{status}, 204, 'logout: 204');
+like($r->{headers}{'set-cookie'} // '', qr/^__Host-session=; .*Max-Age=0$/, 'the cookie cleared');
+is(as_user(GET => '/api/b', $a->{session})->{status}, 401, 'the handle is dead');
+my ($rv) = grep { $_->{path} eq '/revoke' } @{ requests() };
+like($rv->{body} // '', qr/^token=rt-[^&]+&token_type_hint=refresh_token$/, 'the refresh token was revoked');
+is(as_user(GET => '/api/c', $b->{session})->{status}, 200, 'device B still in');
+$r = as_user(POST => '/logout-local', $b->{session});
+is($r->{status}, 204, 'a logout without revocation');
+is(as_user(GET => '/api/d', $b->{session})->{status}, 401, 'ended too');
+is(as_user(POST => '/logout', $b->{session})->{status}, 204, 'a second logout: the same answer');
+is(as_user(GET => '/logout', $b->{session})->{status}, 405, 'GET cannot log out');
+--- request
+GET /calls
+--- response_body_like
+^calls=3 login=2 revoke=1$
+--- no_error_log
+[error]
+
+
+
+=== TEST 6: a cookie handle must come from the app: Origin on the list or the request's own, or the CSRF header; never cross-site
+--- config
+    tokenrefresh_session_csrf_header X-Requested-With;
+    location /api/ {
+        tokenrefresh_session users;
+        tokenrefresh_refresh /_srefresh;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+    location /app/ {
+        tokenrefresh_session users;
+        tokenrefresh_session_origins https://app.example.com http://localhost:3000;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+--- init
+my (undef, $b) = login('di@example.com');
+my $cookie = "__Host-session=$b->{session}";
+my $own = "http://127.0.0.1:$Test::Nginx::Util::ServerPortForClient";
+my @cases = (
+    [ GET  => '/api/a', {}, 200, 'a GET with the cookie' ],
+    [ POST => '/api/a', {}, 403, 'a POST with neither Origin nor the header' ],
+    [ POST => '/api/a', { Origin => $own }, 200, 'a POST from its own origin' ],
+    [ POST => '/api/a', { Origin => 'https://evil.example' }, 403, 'a POST from another origin' ],
+    [ GET  => '/api/a', { Origin => 'https://evil.example' }, 403, 'a GET from another origin' ],
+    [ POST => '/api/a', { 'X-Requested-With' => 'XMLHttpRequest' }, 200, 'a POST with the CSRF header' ],
+    [ GET  => '/api/a', { 'Sec-Fetch-Site' => 'cross-site' }, 403, 'Sec-Fetch-Site: cross-site' ],
+    [ DELETE => '/app/a', { Origin => 'https://app.example.com' }, 200, 'an origin on the list' ],
+    [ DELETE => '/app/a', { Origin => $own }, 403, 'with a list, only the list' ],
+    [ DELETE => '/app/a', { Origin => 'https://app.example.com.evil.example' }, 403, 'exactly' ],
+);
+for my $c (@cases) {
+    my $r = hit($c->[0] => $c->[1], headers => { Cookie => $cookie, %{ $c->[2] } });
+    is($r->{status}, $c->[3], $c->[4]);
+}
+# a native app's header handle is no browser's: no CSRF rule
+is(hit(POST => '/api/n', headers => { 'X-Session' => $b->{session} })->{status}, 200,
+   'a POST with the header handle');
+--- request
+GET /calls
+--- response_body_like
+^calls=1 login=1$
+
+
+
+=== TEST 7: idle timeout and absolute lifetime
+--- http_config
+    tokenrefresh_zone users:4m session_idle=2s session_lifetime=5s;
+--- config
+    location /api/ {
+        tokenrefresh_session users;
+        tokenrefresh_refresh /_srefresh;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+--- init
+my (undef, $busy) = login('ed@example.com');
+my (undef, $idle) = login('fay@example.com');
+my $t0 = time;
+my @busy;
+while (time - $t0 < 4.4) {
+    push @busy, as_user(GET => '/api/a', $busy->{session})->{status};
+    select undef, undef, undef, 0.8;
+}
+is(scalar(grep { $_ != 200 } @busy), 0, 'a session in use lives past its idle time');
+is(as_user(GET => '/api/b', $idle->{session})->{status}, 401, 'an idle one has ended');
+select undef, undef, undef, 5.2 - (time - $t0) if time - $t0 < 5.2;
+is(as_user(GET => '/api/c', $busy->{session})->{status}, 401, 'and the busy one at its lifetime');
+my $log = join '', error_log_since(0);
+like($log, qr/session:[0-9a-f]{32} ended: it was idle too long/, 'idle, said at info');
+like($log, qr/session:[0-9a-f]{32} ended: it reached its lifetime/, 'lifetime, said at info');
+--- request
+GET /calls
+--- response_body_like
+^calls=2 login=2$
+--- error_log_level: info
+--- timeout: 20
+
+
+
+=== TEST 8: a full zone ends the least recently used sessions, never a named credential
+--- http_config
+    tokenrefresh_zone users:64k max_token_size=1k;
+--- config
+    location = /_login {
+        internal;
+        tokenrefresh_json_access_token /access_token;
+        tokenrefresh_json_refresh_token /refresh_token;
+        proxy_set_body "grant_type=client_credentials&client_id=svc";
+        proxy_pass http://idp/token;
+    }
+    location /svc/ {
+        tokenrefresh users svc;
+        tokenrefresh_login /_login;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+    location /api/ {
+        tokenrefresh_session users;
+        tokenrefresh_refresh /_srefresh;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+--- init
+is(hit(GET => '/svc/a')->{status}, 200, 'the named credential logged in');
+my @h;
+for my $i (1 .. 150) {
+    my ($st, $b) = login("v$i\@example.com");
+    die "login $i: $st" unless $st == 201;
+    push @h, $b->{session};
+    hit(GET => '/svc/keep') if $i % 50 == 0;
+}
+is(as_user(GET => '/api/last', $h[-1])->{status}, 200, 'the newest session works');
+is(as_user(GET => '/api/first', $h[0])->{status}, 401, 'the oldest was ended');
+is(hit(GET => '/svc/b')->{status}, 200, 'the named credential is still there');
+my $log = join '', error_log_since(0);
+like($log, qr/zone "users" is full, ending the least recently used session "session:[0-9a-f]{32}"/,
+     'said at notice');
+unlike($log, qr/evicting idle credential "svc"/, 'the named credential was never evicted');
+--- request
+GET /calls
+--- response_body_like
+^calls=151 client_credentials=1 login=150$
+--- error_log_level: notice
