@@ -63,6 +63,7 @@ typedef struct {
     int64_t                           expires;
     u_char                            sent[NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
     size_t                            zone_len;
+    ngx_uint_t                        session;     /* a user's */
     size_t                            name_len;
     size_t                            access_len;
     size_t                            refresh_len;
@@ -430,17 +431,17 @@ ngx_http_tokenrefresh_copy_node(ngx_http_tokenrefresh_zone_t *zone,
     tok.expires = on->expires;
 
     if (ngx_http_tokenrefresh_restore(zone, &name, &tok, on->generation,
-                                      on->seed, log)
+                                      on->seed, on->session, log)
         != NGX_OK)
     {
         /* no half copies: a node without its tokens goes again */
-        ngx_http_tokenrefresh_remove(zone, &name);
+        ngx_http_tokenrefresh_remove(zone, &name, on->session != NULL);
         return NGX_ERROR;
     }
 
     /* the zone is not in use yet: no lock, no lookup by anyone else */
 
-    tn = ngx_http_tokenrefresh_node_of(zone, &name);
+    tn = ngx_http_tokenrefresh_node_of(zone, &name, on->session != NULL);
 
     tn->rejected = on->rejected;
     tn->reject_tokens = on->reject_tokens;
@@ -525,6 +526,7 @@ ngx_http_tokenrefresh_hand_over(ngx_http_tokenrefresh_refresh_t *rf,
     rec->lease_seq = rf->lease_seq;
     rec->outcome = outcome;
     rec->grant = rf->grant;
+    rec->session = rf->session;
     ngx_memcpy(rec->sent, rf->digest, NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
 
     rec->zone_len = zname->len;
@@ -801,7 +803,7 @@ ngx_http_tokenrefresh_drain_zone(ngx_http_tokenrefresh_zone_t *zone,
             key.data = name;
             key.len = rec->name_len;
 
-            node = ngx_http_tokenrefresh_node_of(zone, &key);
+            node = ngx_http_tokenrefresh_node_of(zone, &key, rec->session);
 
             /* an outcome nobody waits for any more is dropped */
 

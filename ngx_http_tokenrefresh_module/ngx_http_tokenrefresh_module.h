@@ -745,14 +745,15 @@ void ngx_http_tokenrefresh_spend(ngx_http_tokenrefresh_zone_t *zone,
     u_char *digest);
 ngx_int_t ngx_http_tokenrefresh_restore(ngx_http_tokenrefresh_zone_t *zone,
     ngx_str_t *name, ngx_http_tokenrefresh_token_t *tok,
-    ngx_uint_t generation, u_char *seed, ngx_log_t *log);
+    ngx_uint_t generation, u_char *seed, ngx_http_tokenrefresh_session_t *ss,
+    ngx_log_t *log);
 void ngx_http_tokenrefresh_forget_all(ngx_http_tokenrefresh_zone_t *zone);
 void ngx_http_tokenrefresh_handover_end(ngx_http_tokenrefresh_zone_t *zone,
     ngx_http_tokenrefresh_node_t *node);
 void ngx_http_tokenrefresh_remove(ngx_http_tokenrefresh_zone_t *zone,
-    ngx_str_t *name);
+    ngx_str_t *name, ngx_uint_t session);
 ngx_http_tokenrefresh_node_t *ngx_http_tokenrefresh_node_of(
-    ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *name);
+    ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *name, ngx_uint_t session);
 ngx_int_t ngx_http_tokenrefresh_hand_in(ngx_http_tokenrefresh_zone_t *zone,
     ngx_http_tokenrefresh_node_t *node, ngx_http_tokenrefresh_token_t *tok,
     ngx_uint_t outcome, ngx_uint_t grant, u_char *sent);

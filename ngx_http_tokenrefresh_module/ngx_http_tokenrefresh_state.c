@@ -14,10 +14,15 @@
  *
  * The plaintext, integers little-endian:
  *
- *   "TRS1"  count:u32  spent:u32  spent x 16-byte digests
+ *   "TRS2"  count:u32  spent:u32  spent x 16-byte digests
  *   count x { name_len:u16 name  access_len:u32 access
  *             refresh_len:u32 refresh  issued:i64  expires:i64
- *             generation:u64  seed:16-byte digest }
+ *             generation:u64  seed:16-byte digest
+ *             session:u8  [ created:i64  last:i64  subject:16 bytes
+ *                           kept_len:u16 kept ] }
+ *
+ * A user's session has session 1 and its handle's digest for a name.
+ * "TRS1", written by 0.9, has no session byte; it is still read.
  *
  * The file is "TRS1" | nonce | ciphertext | tag, with the zone's name as
  * additional data, so that a file cannot be moved to another zone.
@@ -27,7 +32,8 @@
 #include "ngx_http_tokenrefresh_module.h"
 
 
-#define NGX_HTTP_TOKENREFRESH_MAGIC      "TRS1"
+#define NGX_HTTP_TOKENREFRESH_MAGIC      "TRS1"    /* the file's */
+#define NGX_HTTP_TOKENREFRESH_PLAIN      "TRS2"    /* its content's */
 #define NGX_HTTP_TOKENREFRESH_MAX_STATE  (64 * 1024 * 1024)
 
 
@@ -40,7 +46,8 @@ typedef struct {
 static ngx_int_t ngx_http_tokenrefresh_state_read(ngx_str_t *path,
     ngx_pool_t *pool, ngx_str_t *data, ngx_log_t *log);
 static ngx_int_t ngx_http_tokenrefresh_state_parse(
-    ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *plain, ngx_log_t *log);
+    ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *plain, ngx_pool_t *pool,
+    ngx_log_t *log);
 static u_char *ngx_http_tokenrefresh_put(u_char *p, uint64_t v, size_t n);
 static ngx_int_t ngx_http_tokenrefresh_get(ngx_http_tokenrefresh_reader_t *rd,
     uint64_t *v, size_t n);
@@ -49,6 +56,9 @@ static ngx_int_t ngx_http_tokenrefresh_get_str(
     size_t max);
 static ngx_int_t ngx_http_tokenrefresh_aad(ngx_http_tokenrefresh_zone_t *zone,
     ngx_pool_t *pool, ngx_str_t *aad);
+static ngx_int_t ngx_http_tokenrefresh_get_session(
+    ngx_http_tokenrefresh_reader_t *rd, ngx_pool_t *pool,
+    ngx_http_tokenrefresh_session_t **ss);
 
 
 /*
@@ -332,7 +342,7 @@ ngx_http_tokenrefresh_state_load(ngx_http_tokenrefresh_zone_t *zone,
         goto rejected;
     }
 
-    rc = ngx_http_tokenrefresh_state_parse(zone, &plain, log);
+    rc = ngx_http_tokenrefresh_state_parse(zone, &plain, pool, log);
 
     ngx_explicit_memzero(plain.data, plain.len);
 
@@ -527,13 +537,15 @@ ngx_http_tokenrefresh_state_read(ngx_str_t *path, ngx_pool_t *pool,
 
 static ngx_int_t
 ngx_http_tokenrefresh_state_parse(ngx_http_tokenrefresh_zone_t *zone,
-    ngx_str_t *plain, ngx_log_t *log)
+    ngx_str_t *plain, ngx_pool_t *pool, ngx_log_t *log)
 {
-    uint64_t                         count, spent, i, v;
-    ngx_str_t                        magic, name, access, refresh, digest,
-                                     seed;
-    ngx_http_tokenrefresh_token_t    tok;
-    ngx_http_tokenrefresh_reader_t   rd;
+    uint64_t                          count, spent, i, v;
+    ngx_str_t                         magic, name, access, refresh, digest,
+                                      seed;
+    ngx_uint_t                        sessions, n;
+    ngx_http_tokenrefresh_token_t     tok;
+    ngx_http_tokenrefresh_reader_t    rd;
+    ngx_http_tokenrefresh_session_t  *ss;
 
     /* the compiler cannot see that the first pass checked every read */
     v = 0;
@@ -543,9 +555,25 @@ ngx_http_tokenrefresh_state_parse(ngx_http_tokenrefresh_zone_t *zone,
     rd.pos = plain->data;
     rd.last = plain->data + plain->len;
 
-    if (ngx_http_tokenrefresh_get_str(&rd, &magic, 0, 4) != NGX_OK
-        || ngx_memcmp(magic.data, NGX_HTTP_TOKENREFRESH_MAGIC, 4) != 0
-        || ngx_http_tokenrefresh_get(&rd, &count, 4) != NGX_OK
+    if (ngx_http_tokenrefresh_get_str(&rd, &magic, 0, 4) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* 0.9's content has no sessions */
+
+    if (ngx_memcmp(magic.data, NGX_HTTP_TOKENREFRESH_PLAIN, 4) == 0) {
+        sessions = 1;
+
+    } else if (ngx_memcmp(magic.data, NGX_HTTP_TOKENREFRESH_MAGIC, 4) == 0) {
+        sessions = 0;
+
+    } else {
+        return NGX_ERROR;
+    }
+
+    n = 0;
+
+    if (ngx_http_tokenrefresh_get(&rd, &count, 4) != NGX_OK
         || ngx_http_tokenrefresh_get(&rd, &spent, 4) != NGX_OK
         || spent > NGX_HTTP_TOKENREFRESH_SPENT)
     {
@@ -585,7 +613,10 @@ ngx_http_tokenrefresh_state_parse(ngx_http_tokenrefresh_zone_t *zone,
             || ngx_http_tokenrefresh_get(&rd, &v, 8) != NGX_OK
             || ngx_http_tokenrefresh_get_str(&rd, &seed, 0,
                                              NGX_HTTP_TOKENREFRESH_DIGEST_LEN)
-               != NGX_OK)
+               != NGX_OK
+            || (sessions
+                && ngx_http_tokenrefresh_get_session(&rd, NULL, &ss)
+                   != NGX_OK))
         {
             return NGX_ERROR;
         }
@@ -620,8 +651,18 @@ ngx_http_tokenrefresh_state_parse(ngx_http_tokenrefresh_zone_t *zone,
         (void) ngx_http_tokenrefresh_get_str(&rd, &seed, 0,
                                              NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
 
+        ss = NULL;
+
+        if (sessions
+            && ngx_http_tokenrefresh_get_session(&rd, pool, &ss) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        n += (ss != NULL);
+
         if (ngx_http_tokenrefresh_restore(zone, &name, &tok, v, seed.data,
-                                          log)
+                                          ss, log)
             != NGX_OK)
         {
             /* all or nothing: a partial zone would lose the rest */
@@ -642,8 +683,9 @@ ngx_http_tokenrefresh_state_parse(ngx_http_tokenrefresh_zone_t *zone,
 
     ngx_log_error(NGX_LOG_NOTICE, log, 0,
                   "tokenrefresh: %uL credentials of zone \"%V\" restored "
-                  "from \"%V\"", count, &zone->shm_zone->shm.name,
-                  &zone->state->path);
+                  "from \"%V\" (%ui of them users' sessions)",
+                  count - n, &zone->shm_zone->shm.name, &zone->state->path,
+                  n);
 
     return NGX_OK;
 }
@@ -668,8 +710,9 @@ ngx_http_tokenrefresh_state_save(ngx_http_tokenrefresh_zone_t *zone,
     ngx_pool_t                     *pool;
     ngx_queue_t                    *q;
     ngx_http_tokenrefresh_node_t   *tn;
-    ngx_http_tokenrefresh_state_t  *st;
-    ngx_http_tokenrefresh_shctx_t  *sh;
+    ngx_http_tokenrefresh_state_t    *st;
+    ngx_http_tokenrefresh_shctx_t    *sh;
+    ngx_http_tokenrefresh_session_t  *ss;
 
     st = zone->state;
     sh = zone->sh;
@@ -717,7 +760,12 @@ ngx_http_tokenrefresh_state_save(ngx_http_tokenrefresh_zone_t *zone,
     {
         tn = ngx_queue_data(q, ngx_http_tokenrefresh_node_t, lru);
         len += 2 + tn->len + 4 + tn->access_len + 4 + tn->refresh_len + 24
-               + NGX_HTTP_TOKENREFRESH_DIGEST_LEN;
+               + NGX_HTTP_TOKENREFRESH_DIGEST_LEN + 1;
+
+        if (tn->session) {
+            len += 16 + NGX_HTTP_TOKENREFRESH_DIGEST_LEN + 2
+                   + tn->session->kept_len;
+        }
     }
 
     plain.data = ngx_pnalloc(pool, len);
@@ -726,7 +774,7 @@ ngx_http_tokenrefresh_state_save(ngx_http_tokenrefresh_zone_t *zone,
         goto failed;
     }
 
-    p = ngx_cpymem(plain.data, NGX_HTTP_TOKENREFRESH_MAGIC, 4);
+    p = ngx_cpymem(plain.data, NGX_HTTP_TOKENREFRESH_PLAIN, 4);
     p = ngx_http_tokenrefresh_put(p, sh->count, 4);
     p = ngx_http_tokenrefresh_put(p, sh->spent_count, 4);
 
@@ -750,6 +798,20 @@ ngx_http_tokenrefresh_state_save(ngx_http_tokenrefresh_zone_t *zone,
         p = ngx_http_tokenrefresh_put(p, (uint64_t) tn->expires, 8);
         p = ngx_http_tokenrefresh_put(p, tn->generation, 8);
         p = ngx_cpymem(p, tn->seed, NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
+
+        ss = tn->session;
+
+        if (ss == NULL) {
+            *p++ = 0;
+            continue;
+        }
+
+        *p++ = 1;
+        p = ngx_http_tokenrefresh_put(p, (uint64_t) ss->created, 8);
+        p = ngx_http_tokenrefresh_put(p, (uint64_t) ss->last, 8);
+        p = ngx_cpymem(p, ss->subject, NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
+        p = ngx_http_tokenrefresh_put(p, ss->kept_len, 2);
+        p = ngx_cpymem(p, ss->kept, ss->kept_len);
     }
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
@@ -844,6 +906,64 @@ failed:
     }
 
     return rc;
+}
+
+
+/*
+ * A record's session part: checked only (pool NULL), or read into a copy
+ * that ngx_http_tokenrefresh_restore() takes; *ss is NULL for a named
+ * credential.
+ */
+
+static ngx_int_t
+ngx_http_tokenrefresh_get_session(ngx_http_tokenrefresh_reader_t *rd,
+    ngx_pool_t *pool, ngx_http_tokenrefresh_session_t **ss)
+{
+    uint64_t                          kind, created, last;
+    ngx_str_t                         subject, kept;
+    ngx_http_tokenrefresh_session_t  *s;
+
+    *ss = NULL;
+
+    if (ngx_http_tokenrefresh_get(rd, &kind, 1) != NGX_OK || kind > 1) {
+        return NGX_ERROR;
+    }
+
+    if (kind == 0) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_tokenrefresh_get(rd, &created, 8) != NGX_OK
+        || ngx_http_tokenrefresh_get(rd, &last, 8) != NGX_OK
+        || ngx_http_tokenrefresh_get_str(rd, &subject, 0,
+                                         NGX_HTTP_TOKENREFRESH_DIGEST_LEN)
+           != NGX_OK
+        || ngx_http_tokenrefresh_get_str(rd, &kept, 2, 65535) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (pool == NULL) {
+        /* a placeholder: the first pass only needs to know it is one */
+        *ss = (ngx_http_tokenrefresh_session_t *) rd;
+        return NGX_OK;
+    }
+
+    s = ngx_palloc(pool, offsetof(ngx_http_tokenrefresh_session_t, kept)
+                         + kept.len);
+    if (s == NULL) {
+        return NGX_ERROR;
+    }
+
+    s->created = (int64_t) created;
+    s->last = (int64_t) last;
+    ngx_memcpy(s->subject, subject.data, NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
+    s->kept_len = (u_short) kept.len;
+    ngx_memcpy(s->kept, kept.data, kept.len);
+
+    *ss = s;
+
+    return NGX_OK;
 }
 
 

@@ -1739,23 +1739,58 @@ ngx_http_tokenrefresh_spent(ngx_http_tokenrefresh_zone_t *zone,
 ngx_int_t
 ngx_http_tokenrefresh_restore(ngx_http_tokenrefresh_zone_t *zone,
     ngx_str_t *name, ngx_http_tokenrefresh_token_t *tok,
-    ngx_uint_t generation, u_char *seed, ngx_log_t *log)
+    ngx_uint_t generation, u_char *seed, ngx_http_tokenrefresh_session_t *ss,
+    ngx_log_t *log)
 {
-    uint32_t                       hash;
-    ngx_uint_t                     created;
-    ngx_http_tokenrefresh_node_t  *tn;
+    size_t                            size;
+    uint32_t                          hash;
+    ngx_uint_t                        created;
+    ngx_http_tokenrefresh_node_t     *tn;
+    ngx_http_tokenrefresh_session_t  *nss;
 
-    hash = ngx_crc32_short(name->data, name->len);
+    if (ss) {
+        if (name->len != NGX_HTTP_TOKENREFRESH_DIGEST_LEN) {
+            return NGX_ERROR;
+        }
+
+        hash = ngx_http_tokenrefresh_digest_key(name->data);
+
+    } else {
+        hash = ngx_crc32_short(name->data, name->len);
+    }
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    tn = ngx_http_tokenrefresh_lookup(zone, name, hash, 0);
+    tn = ngx_http_tokenrefresh_lookup(zone, name, hash, ss != NULL);
     created = (tn == NULL);
 
     if (created) {
+        nss = NULL;
+
+        if (ss) {
+            size = offsetof(ngx_http_tokenrefresh_session_t, kept)
+                   + ss->kept_len;
+
+            nss = ngx_http_tokenrefresh_alloc(zone, size, NULL, 0, log);
+            if (nss == NULL) {
+                goto nomem;
+            }
+
+            ngx_memcpy(nss, ss, size);
+        }
+
         tn = ngx_http_tokenrefresh_create(zone, name, hash, 0, log);
         if (tn == NULL) {
+            if (nss) {
+                ngx_slab_free_locked(zone->shpool, nss);
+            }
+
             goto nomem;
+        }
+
+        if (nss) {
+            tn->session = nss;
+            zone->sh->sessions++;
         }
     }
 
@@ -1806,13 +1841,13 @@ nomem:
 
 void
 ngx_http_tokenrefresh_remove(ngx_http_tokenrefresh_zone_t *zone,
-    ngx_str_t *name)
+    ngx_str_t *name, ngx_uint_t session)
 {
     ngx_http_tokenrefresh_node_t  *tn;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    tn = ngx_http_tokenrefresh_node_of(zone, name);
+    tn = ngx_http_tokenrefresh_node_of(zone, name, session);
 
     if (tn) {
         ngx_http_tokenrefresh_delete(zone, tn);
@@ -1826,8 +1861,19 @@ ngx_http_tokenrefresh_remove(ngx_http_tokenrefresh_zone_t *zone,
 
 ngx_http_tokenrefresh_node_t *
 ngx_http_tokenrefresh_node_of(ngx_http_tokenrefresh_zone_t *zone,
-    ngx_str_t *name)
+    ngx_str_t *name, ngx_uint_t session)
 {
+    if (session) {
+        if (name->len != NGX_HTTP_TOKENREFRESH_DIGEST_LEN) {
+            return NULL;
+        }
+
+        return ngx_http_tokenrefresh_lookup(zone, name,
+                                      ngx_http_tokenrefresh_digest_key(
+                                          name->data),
+                                      1);
+    }
+
     return ngx_http_tokenrefresh_lookup(zone, name,
                                         ngx_crc32_short(name->data,
                                                         name->len), 0);
@@ -1974,7 +2020,7 @@ ngx_http_tokenrefresh_seed(ngx_http_tokenrefresh_zone_t *zone,
         tok.refresh_token = seed[i].token;
 
         if (ngx_http_tokenrefresh_restore(zone, &seed[i].name, &tok, 0,
-                                          digest, log)
+                                          digest, NULL, log)
             != NGX_OK)
         {
             ngx_log_error(NGX_LOG_ERR, log, 0,

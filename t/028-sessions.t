@@ -8,6 +8,7 @@
 use Test::Nginx::Socket 'no_plan';
 use t::TokenRefresh;
 use JSON::PP;
+use File::Temp ();
 
 master_on();
 workers(2);
@@ -15,6 +16,30 @@ worker_connections(1024);
 no_shuffle();
 
 my $json = JSON::PP->new->canonical;
+
+my $dir = File::Temp::tempdir('tokenrefresh-sessions-XXXXXX', TMPDIR => 1,
+                              CLEANUP => 1);
+$ENV{TEST_NGINX_STATE_DIR} = $dir;
+{
+    open my $fh, '>', "$dir/key" or die "$dir/key: $!";
+    print $fh join('', map { sprintf '%02x', int rand 256 } 1 .. 32), "\n";
+    close $fh;
+    chmod 0600, "$dir/key";
+}
+
+# a new size for a zone, in the configuration of the running nginx
+sub resize {
+    my ($from, $to) = @_;
+    my $conf = $Test::Nginx::Util::ConfFile;
+    open my $in, '<', $conf or die "$conf: $!";
+    local $/;
+    my $text = <$in>;
+    close $in;
+    $text =~ s/\Q$from\E/$to/ or die "\"$from\" not in $conf";
+    open my $out, '>', $conf or die "$conf: $!";
+    print $out $text;
+    close $out;
+}
 
 # a user logs in through nginx: (status, decoded body, headers)
 sub login {
@@ -40,7 +65,7 @@ sub jdecode { return eval { $json->decode($_[0]) } // {}; }
 
 {
     no strict 'refs';
-    *{"Test::Nginx::Util::$_"} = \&$_ for qw(login as_user jdecode);
+    *{"Test::Nginx::Util::$_"} = \&$_ for qw(login as_user jdecode resize);
 }
 
 add_block_preprocessor(sub {
@@ -399,4 +424,44 @@ unlike($log, qr/evicting idle credential "svc"/, 'the named credential was never
 GET /calls
 --- response_body_like
 ^calls=151 client_credentials=1 login=150$
+--- error_log_level: notice
+
+
+
+=== TEST 9: sessions survive a restart (the state file), a reload, and a reload that resizes the zone
+--- http_config
+    tokenrefresh_zone users:4m state=$TEST_NGINX_STATE_DIR/s9.state
+                      key=$TEST_NGINX_STATE_DIR/key;
+--- config
+    location /api/ {
+        tokenrefresh_session users;
+        tokenrefresh_refresh /_srefresh;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+--- init
+mock(rotate => 1);
+my (undef, $a) = login('gil@example.com', headers => { 'Accept-Language' => 'de' });
+my (undef, $b) = login('hal@example.com');
+is(as_user(GET => '/api/a', $a->{session})->{status}, 200, 'in');
+restart_nginx('QUIT');
+is(as_user(GET => '/api/b', $a->{session})->{status}, 200, 'after a restart');
+like(join('', error_log_since(0)), qr/restored from ".*s9.state" \(2 of them users' sessions\)/,
+     'restored from the state file');
+revoke();
+is(as_user(GET => '/api/c', $a->{session})->{status}, 200, 'a refresh after the restart');
+my ($rf) = grep { $_->{path} eq '/api/tokens/refresh' } @{ requests() };
+is($rf->{headers}{'accept-language'}, 'de', 'with the value the login kept');
+reload_nginx();
+is(as_user(GET => '/api/d', $b->{session})->{status}, 200, 'after a reload');
+resize('users:4m', 'users:8m');
+reload_nginx();
+is(as_user(GET => '/api/e', $a->{session})->{status}, 200, 'after a resizing reload');
+is(as_user(GET => '/api/f', $b->{session})->{status}, 200, 'both');
+is(as_user(GET => '/api/g', 'A' x 43)->{status}, 401, 'and nothing else');
+is(stats()->{reuse}, 0, 'no refresh token spent twice');
+--- request
+GET /calls
+--- response_body_like
+^calls=4 login=2 refresh=2$
 --- error_log_level: notice
