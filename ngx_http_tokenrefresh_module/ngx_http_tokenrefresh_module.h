@@ -570,7 +570,15 @@ typedef struct {
     ngx_uint_t                        nomem;
     ngx_uint_t                        kept;
     ngx_uint_t                        unknown;
-    ngx_array_t                      *credentials;
+    ngx_uint_t                        sessions;
+    ngx_uint_t                        sessions_created;
+    ngx_uint_t                        sessions_refused;
+    ngx_uint_t                        sessions_idle;
+    ngx_uint_t                        sessions_expired;
+    ngx_uint_t                        sessions_logout;
+    ngx_uint_t                        sessions_ended;
+    ngx_uint_t                        sessions_evicted;
+    ngx_array_t                      *credentials;   /* named ones only */
 } ngx_http_tokenrefresh_zone_info_t;
 
 

@@ -55,6 +55,9 @@ static void ngx_http_tokenrefresh_json_credential(yajl_gen g,
     ngx_http_tokenrefresh_info_t *ci, int64_t now);
 static ngx_int_t ngx_http_tokenrefresh_prometheus(ngx_http_request_t *r,
     ngx_array_t *zones, ngx_chain_t **out);
+static ngx_int_t ngx_http_tokenrefresh_end_sessions(ngx_http_request_t *r,
+    ngx_http_tokenrefresh_zone_t *z, ngx_str_t *name, ngx_uint_t subject,
+    ngx_str_t *result);
 static ngx_int_t ngx_http_tokenrefresh_text(ngx_http_tokenrefresh_text_t *t,
     const char *fmt, ...);
 static ngx_str_t *ngx_http_tokenrefresh_label(ngx_pool_t *pool,
@@ -124,6 +127,38 @@ static ngx_http_tokenrefresh_metric_t  ngx_http_tokenrefresh_zone_metrics[] = {
     { "tokenrefresh_zone_unknown_outcomes_total", "counter",
       "Refreshes cut after they were sent, whose outcome is unknown.",
       ngx_http_tokenrefresh_zone_field(unknown), 0 },
+
+    { "tokenrefresh_zone_sessions", "gauge",
+      "Users' sessions in the zone.",
+      ngx_http_tokenrefresh_zone_field(sessions), 0 },
+
+    { "tokenrefresh_zone_sessions_created_total", "counter",
+      "Users' sessions created by a login.",
+      ngx_http_tokenrefresh_zone_field(sessions_created), 0 },
+
+    { "tokenrefresh_zone_sessions_refused_total", "counter",
+      "Users' sessions ended because their refresh was refused.",
+      ngx_http_tokenrefresh_zone_field(sessions_refused), 0 },
+
+    { "tokenrefresh_zone_sessions_idle_total", "counter",
+      "Users' sessions ended after their idle time.",
+      ngx_http_tokenrefresh_zone_field(sessions_idle), 0 },
+
+    { "tokenrefresh_zone_sessions_expired_total", "counter",
+      "Users' sessions ended at their lifetime.",
+      ngx_http_tokenrefresh_zone_field(sessions_expired), 0 },
+
+    { "tokenrefresh_zone_sessions_logout_total", "counter",
+      "Users' sessions ended by a logout.",
+      ngx_http_tokenrefresh_zone_field(sessions_logout), 0 },
+
+    { "tokenrefresh_zone_sessions_ended_total", "counter",
+      "Users' sessions ended by an operator.",
+      ngx_http_tokenrefresh_zone_field(sessions_ended), 0 },
+
+    { "tokenrefresh_zone_sessions_evicted_total", "counter",
+      "Least recently used sessions ended by a full zone.",
+      ngx_http_tokenrefresh_zone_field(sessions_evicted), 0 },
 
     { NULL, NULL, NULL, 0, 0 }
 };
@@ -300,6 +335,81 @@ ngx_http_tokenrefresh_status_handler(ngx_http_request_t *r)
 
 
 /*
+ * Ends sessions for an operator.  NGX_OK with "ended N" in result, or
+ * NGX_DECLINED when none matched.
+ */
+
+static ngx_int_t
+ngx_http_tokenrefresh_end_sessions(ngx_http_request_t *r,
+    ngx_http_tokenrefresh_zone_t *z, ngx_str_t *name, ngx_uint_t subject,
+    ngx_str_t *result)
+{
+    u_char      *p, *dst, *src;
+    u_char       digest[NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
+    ngx_str_t    v;
+    ngx_uint_t   n;
+
+    dst = ngx_pnalloc(r->pool, name->len + 1);
+    if (dst == NULL) {
+        return NGX_ERROR;
+    }
+
+    src = name->data;
+    p = dst;
+    ngx_unescape_uri(&p, &src, name->len, 0);
+
+    v.data = dst;
+    v.len = p - dst;
+
+    if (subject) {
+        ngx_http_tokenrefresh_digest(digest, v.data, v.len);
+        n = ngx_http_tokenrefresh_session_end_all(z, digest, NULL, 0);
+
+    } else {
+        /* the label's "session:" may be left out */
+
+        if (v.len < sizeof("session:") - 1
+            || ngx_strncmp(v.data, "session:", sizeof("session:") - 1) != 0)
+        {
+            p = ngx_pnalloc(r->pool, v.len + sizeof("session:") - 1);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            ngx_memcpy(ngx_cpymem(p, "session:", sizeof("session:") - 1),
+                       v.data, v.len);
+            v.data = p;
+            v.len += sizeof("session:") - 1;
+        }
+
+        n = ngx_http_tokenrefresh_session_end_all(z, NULL, v.data, v.len);
+    }
+
+    if (n == 0) {
+        return NGX_DECLINED;
+    }
+
+    if (z->state) {
+        (void) ngx_http_tokenrefresh_state_save(z, r->connection->log);
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
+                  "tokenrefresh: %ui session%s of zone \"%V\" ended by an "
+                  "operator request", n, n == 1 ? "" : "s",
+                  &z->shm_zone->shm.name);
+
+    result->data = ngx_pnalloc(r->pool, sizeof("ended ") + NGX_INT_T_LEN);
+    if (result->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    result->len = ngx_sprintf(result->data, "ended %ui", n) - result->data;
+
+    return NGX_OK;
+}
+
+
+/*
  * POST ?zone=Z&credential=C&action=refresh|forget.  The location must say
  * "write=on"; who may write is for allow/deny or auth to decide.
  */
@@ -310,7 +420,7 @@ ngx_http_tokenrefresh_control_handler(ngx_http_request_t *r)
     u_char                            *p, *dst, *src;
     ngx_int_t                          rc;
     ngx_str_t                          zone, name, action, result;
-    ngx_uint_t                         i, forget, status;
+    ngx_uint_t                         i, forget, status, subject;
     ngx_chain_t                       *out;
     ngx_list_part_t                   *part;
     ngx_shm_zone_t                    *shm_zone;
@@ -329,14 +439,38 @@ ngx_http_tokenrefresh_control_handler(ngx_http_request_t *r)
     }
 
     if (ngx_http_arg(r, (u_char *) "zone", 4, &zone) != NGX_OK
-        || ngx_http_arg(r, (u_char *) "credential", 10, &name) != NGX_OK
-        || ngx_http_arg(r, (u_char *) "action", 6, &action) != NGX_OK
-        || name.len == 0)
+        || ngx_http_arg(r, (u_char *) "action", 6, &action) != NGX_OK)
     {
         return NGX_HTTP_BAD_REQUEST;
     }
 
-    if (action.len == 7 && ngx_strncmp(action.data, "refresh", 7) == 0) {
+    /*
+     * action=end ends users' sessions: session=<its label, or the first
+     * 12 or more hex digits of it> or subject=<the JWT "sub">, all of
+     * that user's sessions ("log out everywhere")
+     */
+
+    subject = 0;
+
+    if (action.len == 3 && ngx_strncmp(action.data, "end", 3) == 0) {
+        forget = 2;
+
+        if (ngx_http_arg(r, (u_char *) "subject", 7, &name) == NGX_OK) {
+            subject = 1;
+
+        } else if (ngx_http_arg(r, (u_char *) "session", 7, &name) != NGX_OK
+                   || name.len < 12)
+        {
+            return NGX_HTTP_BAD_REQUEST;
+        }
+
+    } else if (ngx_http_arg(r, (u_char *) "credential", 10, &name) != NGX_OK
+               || name.len == 0)
+    {
+        return NGX_HTTP_BAD_REQUEST;
+
+    } else if (action.len == 7 && ngx_strncmp(action.data, "refresh", 7) == 0)
+    {
         forget = 0;
 
     } else if (action.len == 6 && ngx_strncmp(action.data, "forget", 6) == 0)
@@ -395,6 +529,18 @@ ngx_http_tokenrefresh_control_handler(ngx_http_request_t *r)
     if (z == NULL) {
         rc = NGX_DECLINED;
 
+    } else if (forget == 2) {
+        rc = ngx_http_tokenrefresh_end_sessions(r, z, &name, subject,
+                                                &result);
+        if (rc == NGX_ERROR) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (rc == NGX_OK) {
+            status = NGX_HTTP_OK;
+            goto answer;
+        }
+
     } else {
         rc = ngx_http_tokenrefresh_control(z, &name, forget);
     }
@@ -422,9 +568,18 @@ ngx_http_tokenrefresh_control_handler(ngx_http_request_t *r)
 
     default:
         status = NGX_HTTP_NOT_FOUND;
-        ngx_str_set(&result, "no such credential");
+
+        if (forget == 2) {
+            ngx_str_set(&result, "no such session");
+
+        } else {
+            ngx_str_set(&result, "no such credential");
+        }
+
         break;
     }
+
+answer:
 
     out = ngx_http_tokenrefresh_control_answer(r, &zone, &name, &action,
                                                &result);
@@ -596,6 +751,26 @@ ngx_http_tokenrefresh_json(ngx_http_request_t *r, ngx_array_t *zones,
         yajl_gen_integer(g, zr[i].info.kept);
         ngx_http_tokenrefresh_key(g, "unknown_outcomes");
         yajl_gen_integer(g, zr[i].info.unknown);
+
+        ngx_http_tokenrefresh_key(g, "sessions");
+        yajl_gen_map_open(g);
+        ngx_http_tokenrefresh_key(g, "live");
+        yajl_gen_integer(g, zr[i].info.sessions);
+        ngx_http_tokenrefresh_key(g, "created");
+        yajl_gen_integer(g, zr[i].info.sessions_created);
+        ngx_http_tokenrefresh_key(g, "refused");
+        yajl_gen_integer(g, zr[i].info.sessions_refused);
+        ngx_http_tokenrefresh_key(g, "idle");
+        yajl_gen_integer(g, zr[i].info.sessions_idle);
+        ngx_http_tokenrefresh_key(g, "lifetime");
+        yajl_gen_integer(g, zr[i].info.sessions_expired);
+        ngx_http_tokenrefresh_key(g, "logout");
+        yajl_gen_integer(g, zr[i].info.sessions_logout);
+        ngx_http_tokenrefresh_key(g, "operator");
+        yajl_gen_integer(g, zr[i].info.sessions_ended);
+        ngx_http_tokenrefresh_key(g, "evicted");
+        yajl_gen_integer(g, zr[i].info.sessions_evicted);
+        yajl_gen_map_close(g);
 
         ngx_http_tokenrefresh_key(g, "credentials");
         yajl_gen_map_open(g);

@@ -1609,6 +1609,14 @@ ngx_http_tokenrefresh_snapshot(ngx_http_tokenrefresh_zone_t *zone,
     zi->nomem = zone->sh->nomem;
     zi->kept = zone->sh->kept;
     zi->unknown = zone->sh->unknown;
+    zi->sessions = zone->sh->sessions;
+    zi->sessions_created = zone->sh->sessions_created;
+    zi->sessions_refused = zone->sh->sessions_refused;
+    zi->sessions_idle = zone->sh->sessions_idle;
+    zi->sessions_expired = zone->sh->sessions_expired;
+    zi->sessions_logout = zone->sh->sessions_logout;
+    zi->sessions_ended = zone->sh->sessions_ended;
+    zi->sessions_evicted = zone->sh->sessions_evicted;
 
     zi->credentials = ngx_array_create(pool, zi->count ? zi->count : 1,
                                        sizeof(ngx_http_tokenrefresh_info_t));
@@ -1621,6 +1629,12 @@ ngx_http_tokenrefresh_snapshot(ngx_http_tokenrefresh_zone_t *zone,
          q = ngx_queue_next(q))
     {
         tn = ngx_queue_data(q, ngx_http_tokenrefresh_node_t, lru);
+
+        /* users' sessions are counted, not listed: there may be many */
+
+        if (tn->session) {
+            continue;
+        }
 
         ci = ngx_array_push(zi->credentials);
         if (ci == NULL) {

@@ -465,3 +465,56 @@ GET /calls
 --- response_body_like
 ^calls=4 login=2 refresh=2$
 --- error_log_level: notice
+
+
+
+=== TEST 10: the status page counts sessions, lists no session and no token; an operator ends one session, or every session of a user
+--- http_config
+    tokenrefresh_zone users:4m;
+    log_format sess '$tokenrefresh_credential';
+--- config
+    location /api/ {
+        tokenrefresh_session users;
+        tokenrefresh_refresh /_srefresh;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+    location = /status {
+        tokenrefresh_status write=on;
+    }
+    access_log logs/sess.log sess;
+--- init
+mock(jwt => 1);
+my (undef, $a1) = login('ida@example.com');
+my (undef, $a2) = login('ida@example.com');
+my (undef, $b) = login('jo@example.com');
+is(as_user(GET => '/api/a', $b->{session})->{status}, 200, 'in');
+my $st = hit(GET => '/status');
+my $z = jdecode($st->{content})->{zones}{users};
+is($z->{sessions}{live}, 3, 'three live sessions');
+is($z->{sessions}{created}, 3, 'three created');
+is(scalar keys %{ $z->{credentials} }, 0, 'sessions are not listed');
+unlike($st->{content}, qr/eyJ|rt-|\Q$b->{session}\E/, 'no token, no handle');
+like(hit(GET => '/status?format=prometheus')->{content},
+     qr/^tokenrefresh_zone_sessions\{zone="users"\} 3$/m, 'Prometheus');
+# the label the access log shows for jo's request
+open my $fh, '<', "$Test::Nginx::Util::ServRoot/logs/sess.log" or die $!;
+my ($label) = grep { /^session:/ } map { chomp; $_ } <$fh>;
+close $fh;
+like($label, qr/^session:[0-9a-f]{32}$/, 'the access log names the session');
+my $r = hit(POST => '/status?zone=users&action=end&session=' . substr($label, 8, 16));
+is($r->{status}, 200, 'ended by its fingerprint');
+is(as_user(GET => '/api/b', $b->{session})->{status}, 401, 'that session is over');
+$r = hit(POST => '/status?zone=users&action=end&subject=ida%40example.com');
+like($r->{content}, qr/ended 2/, "every session of ida's");
+is(as_user(GET => '/api/c', $a1->{session})->{status}, 401, 'device 1 out');
+is(as_user(GET => '/api/d', $a2->{session})->{status}, 401, 'device 2 out');
+is(hit(POST => '/status?zone=users&action=end&session=0123456789ab')->{status}, 404,
+   'no such session');
+$z = jdecode(hit(GET => '/status')->{content})->{zones}{users};
+is($z->{sessions}{live}, 0, 'none left');
+is($z->{sessions}{operator}, 3, 'three ended by an operator');
+--- request
+GET /calls
+--- response_body_like
+^calls=3 login=3$
