@@ -30,6 +30,7 @@ sub secret_file {
 }
 
 secret_file('tokens.key', join('', map { sprintf '%02x', $_ * 7 } 1 .. 32));
+secret_file('users.key', join('', map { sprintf '%02x', $_ * 5 } 1 .. 32));
 secret_file('seeds/crm', "seed-crm-1\n");
 secret_file('seeds/reports', "seed-reports-1\n");
 system("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 "
@@ -465,5 +466,39 @@ like($r[2]{content}, qr/"cred":"globex"/, 'and globex its own');
 GET /calls
 --- response_body
 calls=2 client_credentials=2
+--- no_error_log
+[error]
+
+
+
+=== TEST 16: guide: users' sessions, a native app
+--- doc: guide-sessions
+--- init
+mock(rotate => 1);
+my $r = main::doc(POST => '/api/tokens',
+                  headers => { 'Content-Type' => 'application/json',
+                               'Accept-Language' => 'pt' },
+                  body => '{"email":"kim@example.com","password":"secret-kim@example.com"}');
+is($r->{status}, 201, 'logged in through nginx');
+unlike($r->{content}, qr/"token"|refreshToken/, 'no token in the answer');
+my ($handle) = $r->{content} =~ /"session":"([A-Za-z0-9_-]{43})"/;
+ok($handle, 'a handle');
+like($r->{content}, qr/"user":\{/, 'the rest of the answer');
+my $s = { 'X-Session' => $handle };
+like(main::doc(GET => '/api/me', headers => $s)->{content}, qr/"cred":"kim\@example.com"/,
+     "the user's token");
+revoke();
+$r = main::doc(GET => '/api/me', headers => $s);
+is($r->{status}, 200, 'a revoked token: refreshed and replayed, the app saw nothing');
+my ($rf) = grep { $_->{path} eq '/api/tokens/refresh' } @{ requests() };
+is($rf->{headers}{'accept-language'}, 'pt', 'the kept locale');
+is(main::doc(POST => '/api/logout', headers => $s)->{status}, 204, 'logout');
+$r = main::doc(GET => '/api/me', headers => $s);
+is($r->{status}, 401, 'then the session has ended');
+like($r->{content}, qr/"error":"session_ended"/, 'with the documented body');
+--- request
+GET /calls
+--- response_body
+calls=3 login=1 refresh=1 revoke=1
 --- no_error_log
 [error]
