@@ -45,6 +45,7 @@ http {
     proxy_temp_path $dir/proxy;
 
     tokenrefresh_zone tokens:1m;
+    tokenrefresh_zone users:4m;
 
     upstream idp { server 127.0.0.1:$idp_port; }
     upstream api { server 127.0.0.1:$api_port; keepalive 16; }
@@ -75,6 +76,34 @@ http {
             internal;
             proxy_set_body "grant_type=refresh_token&refresh_token=\$tokenrefresh_refresh_token_form";
             proxy_pass http://idp/token;
+        }
+
+        # the app's users: a login through nginx, a handle instead of tokens
+        location = /login {
+            tokenrefresh_session_login users;
+            tokenrefresh_session_handle_json session;
+            tokenrefresh_json_access_token  /token;
+            tokenrefresh_json_refresh_token /refreshToken;
+            tokenrefresh_json_expires_in    /expiresIn;
+            proxy_set_header Accept-Encoding "";
+            proxy_pass http://idp/api/tokens;
+        }
+
+        location /me/ {
+            tokenrefresh_session users;
+            tokenrefresh_session_header X-Session;
+            tokenrefresh_refresh /_user_refresh;
+            proxy_set_header Authorization \$tokenrefresh_authorization;
+            proxy_pass http://api;
+        }
+
+        location = /_user_refresh {
+            internal;
+            tokenrefresh_json_access_token  /token;
+            tokenrefresh_json_refresh_token /refreshToken;
+            proxy_set_header Content-Type application/json;
+            proxy_set_body '{"refreshToken":"\$tokenrefresh_refresh_token_json"}';
+            proxy_pass http://idp/api/tokens/refresh;
         }
     }
 }
@@ -124,7 +153,27 @@ curl -s --no-progress-meter --parallel --parallel-immediate --parallel-max 100 \
     awk '{ printf "%s answers with status %s\n", $1, $2 }'
 echo "identity provider: $(calls)    <- one refresh for 100 requests"
 
-say "4. What the module logged (info level; never a token, only a fingerprint)"
+say "4. The app's user logs in through nginx: the answer has no token, only a session handle"
+echo "$ curl -d '{\"email\":\"ann@example.com\",...}' http://127.0.0.1:$nginx_port/login"
+login=$(curl -s -H 'Content-Type: application/json' \
+             -d '{"email":"ann@example.com","password":"secret-ann@example.com"}' \
+             "http://127.0.0.1:$nginx_port/login")
+echo "$login"
+handle=$(echo "$login" | sed -n 's/.*"session":"\([A-Za-z0-9_-]*\)".*/\1/p')
+echo "$ curl -H 'X-Session: <handle>' http://127.0.0.1:$nginx_port/me/profile"
+curl -s -w '\n(HTTP %{http_code})\n' -H "X-Session: $handle" \
+     "http://127.0.0.1:$nginx_port/me/profile"
+
+say "5. The user's token expires; the app's next request just works"
+sleep 5.2
+curl -s -o /dev/null -w '(HTTP %{http_code})\n' -H "X-Session: $handle" \
+     "http://127.0.0.1:$nginx_port/me/profile"
+echo "identity provider: $(calls)    <- the user's session refreshed once"
+echo "$ curl -H 'X-Session: <a handle nobody issued>' .../me/profile"
+curl -s -w '\n(HTTP %{http_code})\n' -H "X-Session: $(printf 'A%.0s' $(seq 43))" \
+     "http://127.0.0.1:$nginx_port/me/profile"
+
+say "6. What the module logged (info level; never a token, only a fingerprint)"
 grep 'tokenrefresh:' "$dir/logs/error.log" |
     sed 's/^.*\] [0-9#]*: \*[0-9]* /  /; s/ while .*//'
 
