@@ -264,22 +264,21 @@ again:
             return NGX_OK;
         }
 
-        goto found;
-    }
+    } else {
+        node = ngx_http_tokenrefresh_find(zone, ctx, tlcf, log);
 
-    node = ngx_http_tokenrefresh_find(zone, ctx, tlcf, log);
+        if (node == NULL) {
+            zone->sh->nomem++;
+            ngx_shmtx_unlock(&zone->shpool->mutex);
 
-    if (node == NULL) {
-        zone->sh->nomem++;
-        ngx_shmtx_unlock(&zone->shpool->mutex);
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "tokenrefresh: zone \"%V\" is full, no room for "
+                          "credential \"%V\"",
+                          &zone->shm_zone->shm.name, &ctx->log_name);
 
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "tokenrefresh: zone \"%V\" is full, no room for "
-                      "credential \"%V\"",
-                      &zone->shm_zone->shm.name, &ctx->log_name);
-
-        res->action = NGX_HTTP_TOKENREFRESH_NOMEM;
-        return NGX_OK;
+            res->action = NGX_HTTP_TOKENREFRESH_NOMEM;
+            return NGX_OK;
+        }
     }
 
     if (node->handover && ngx_http_tokenrefresh_take_over(zone, node, log)) {
@@ -315,8 +314,6 @@ again:
 
         goto again;
     }
-
-found:
 
     res->ref.node = node;
     res->ref.id = node->id;
