@@ -188,8 +188,8 @@ static ngx_int_t
 ngx_http_tokenrefresh_capture_read(ngx_http_request_t *r,
     ngx_http_tokenrefresh_capture_t *cp, ngx_buf_t *b)
 {
-    size_t      size, want, max;
-    ngx_buf_t  *nb;
+    size_t     size, max;
+    ngx_int_t  rc;
 
     if (!ngx_buf_in_memory(b)) {
         return b->in_file ? NGX_ERROR : NGX_OK;
@@ -203,35 +203,16 @@ ngx_http_tokenrefresh_capture_read(ngx_http_request_t *r,
 
     max = cp->format.max_response_size;
 
-    if (cp->body == NULL) {
-        cp->body = ngx_create_temp_buf(r->pool, ngx_min(4096, max));
-        if (cp->body == NULL) {
-            return NGX_ERROR;
-        }
-    }
+    rc = ngx_http_tokenrefresh_room_for(r->pool, &cp->body, size, max);
 
-    if (size > max - (size_t) (cp->body->last - cp->body->pos)) {
+    if (rc == NGX_DECLINED) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "tokenrefresh: a login answer exceeds "
                       "tokenrefresh_max_response_size %uz, refused", max);
-        return NGX_ERROR;
     }
 
-    if (size > (size_t) (cp->body->end - cp->body->last)) {
-        want = 2 * (cp->body->end - cp->body->start);
-
-        while (want < (size_t) (cp->body->last - cp->body->pos) + size) {
-            want *= 2;
-        }
-
-        nb = ngx_create_temp_buf(r->pool, ngx_min(want, max));
-        if (nb == NULL) {
-            return NGX_ERROR;
-        }
-
-        nb->last = ngx_cpymem(nb->pos, cp->body->pos,
-                              cp->body->last - cp->body->pos);
-        cp->body = nb;
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
     }
 
     cp->body->last = ngx_cpymem(cp->body->last, b->pos, size);
@@ -279,10 +260,9 @@ ngx_http_tokenrefresh_capture_session(ngx_http_request_t *r,
                                                [NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
     u_char                                 label
                                                [NGX_HTTP_TOKENREFRESH_LABEL_LEN];
-    ngx_str_t                              handle, out, sub, kept, empty;
+    ngx_str_t                              handle, out, sub, kept;
     ngx_str_t                              v;
     const char                            *err;
-    ngx_table_elt_t                       *h;
     ngx_http_tokenrefresh_zone_t          *zone;
     ngx_http_tokenrefresh_token_t          tok;
     ngx_http_tokenrefresh_pointer_t       *drop[2];
@@ -315,8 +295,6 @@ ngx_http_tokenrefresh_capture_session(ngx_http_request_t *r,
 
     drop[0] = cp->format.access;
     drop[1] = cp->format.refresh;
-
-    ngx_str_null(&empty);
 
     if (ngx_http_tokenrefresh_session_new(r->pool, &handle, digest)
         != NGX_OK)
@@ -382,37 +360,22 @@ ngx_http_tokenrefresh_capture_session(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    if (sc->handle_header.len) {
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
-            return NGX_ERROR;
-        }
-
-        h->hash = 1;
-#if (nginx_version >= 1023000)
-        h->next = NULL;
-#endif
-        h->key = sc->handle_header;
-        h->value = handle;
-    }
-
     /* an answer with a credential in it is nobody's to keep */
 
     ngx_http_tokenrefresh_capture_nocache(r);
 
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
     ngx_str_set(&v, "no-store");
 
-    h->hash = 1;
-#if (nginx_version >= 1023000)
-    h->next = NULL;
-#endif
-    ngx_str_set(&h->key, "Cache-Control");
-    h->value = v;
+    if ((sc->handle_header.len
+         && ngx_http_tokenrefresh_add_header_out(r,
+                                       (char *) sc->handle_header.data,
+                                       &handle)
+            != NGX_OK)
+        || ngx_http_tokenrefresh_add_header_out(r, "Cache-Control", &v)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
     return ngx_http_tokenrefresh_capture_send(r, 0, &out);
 }

@@ -704,6 +704,26 @@ ngx_int_t
 ngx_http_tokenrefresh_set_retry_after(ngx_http_request_t *r,
     ngx_msec_t delay)
 {
+    ngx_str_t  value;
+
+    value.data = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
+    if (value.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    value.len = ngx_sprintf(value.data, "%M", (delay + 999) / 1000)
+                - value.data;
+
+    return ngx_http_tokenrefresh_add_header_out(r, "Retry-After", &value);
+}
+
+
+/* a response header the module adds; key is a constant string */
+
+ngx_int_t
+ngx_http_tokenrefresh_add_header_out(ngx_http_request_t *r, char *key,
+    ngx_str_t *value)
+{
     ngx_table_elt_t  *h;
 
     h = ngx_list_push(&r->headers_out.headers);
@@ -711,18 +731,13 @@ ngx_http_tokenrefresh_set_retry_after(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    h->value.data = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
-    if (h->value.data == NULL) {
-        return NGX_ERROR;
-    }
-
     h->hash = 1;
 #if (nginx_version >= 1023000)
     h->next = NULL;
 #endif
-    ngx_str_set(&h->key, "Retry-After");
-    h->value.len = ngx_sprintf(h->value.data, "%M", (delay + 999) / 1000)
-                   - h->value.data;
+    h->key.data = (u_char *) key;
+    h->key.len = ngx_strlen(key);
+    h->value = *value;
 
     return NGX_OK;
 }

@@ -715,6 +715,8 @@ size_t ngx_http_tokenrefresh_printable_len(u_char *src, size_t len);
 void ngx_http_tokenrefresh_arm_flush(void);
 ngx_int_t ngx_http_tokenrefresh_set_retry_after(ngx_http_request_t *r,
     ngx_msec_t delay);
+ngx_int_t ngx_http_tokenrefresh_add_header_out(ngx_http_request_t *r,
+    char *key, ngx_str_t *value);
 ngx_shm_zone_t *ngx_http_tokenrefresh_use_zone(ngx_conf_t *cf,
     ngx_str_t *name);
 void ngx_http_tokenrefresh_flush_all(void);
@@ -822,6 +824,8 @@ ngx_int_t ngx_http_tokenrefresh_init_refresh(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_tokenrefresh_filter_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_tokenrefresh_token_subrequest(ngx_http_request_t *r,
     ngx_http_request_t *sr);
+ngx_int_t ngx_http_tokenrefresh_room_for(ngx_pool_t *pool, ngx_buf_t **body,
+    size_t size, size_t max);
 void ngx_http_tokenrefresh_format(ngx_http_request_t *r,
     ngx_http_tokenrefresh_format_t *t, ngx_http_tokenrefresh_format_t *u,
     ngx_http_tokenrefresh_format_t *f);

@@ -938,10 +938,9 @@ ngx_http_tokenrefresh_collect(ngx_http_request_t *r,
     ngx_http_tokenrefresh_refresh_t *rf, ngx_buf_t *b)
 {
     off_t                              size;
-    size_t                             want;
     size_t                             max;
     ssize_t                            n;
-    ngx_buf_t                         *nb;
+    ngx_int_t                          rc;
 
     if (ngx_buf_in_memory(b)) {
         size = b->last - b->pos;
@@ -959,42 +958,19 @@ ngx_http_tokenrefresh_collect(ngx_http_request_t *r,
 
     max = ngx_http_tokenrefresh_resolve_format(r, rf)->max_response_size;
 
-    if (rf->body == NULL) {
-        rf->body = ngx_create_temp_buf(r->pool, ngx_min(4096, max));
-        if (rf->body == NULL) {
-            return NGX_ERROR;
-        }
-    }
+    rc = ngx_http_tokenrefresh_room_for(r->pool, &rf->body, (size_t) size,
+                                        max);
 
-    if (size > (off_t) (max - (rf->body->last - rf->body->pos))) {
+    if (rc == NGX_DECLINED) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "tokenrefresh: token response for credential \"%V\" "
                       "exceeds tokenrefresh_max_response_size %uz",
                       &rf->log_name, max);
         rf->too_big = 1;
-        return NGX_ERROR;
     }
 
-    if (size > rf->body->end - rf->body->last) {
-
-        /* grow by doubling: a token response is a few kilobytes */
-
-        want = 2 * (rf->body->end - rf->body->start);
-
-        while (want < (size_t) (rf->body->last - rf->body->pos + size)) {
-            want *= 2;
-        }
-
-        want = ngx_min(want, max);
-
-        nb = ngx_create_temp_buf(r->pool, want);
-        if (nb == NULL) {
-            return NGX_ERROR;
-        }
-
-        nb->last = ngx_cpymem(nb->pos, rf->body->pos,
-                              rf->body->last - rf->body->pos);
-        rf->body = nb;
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
     }
 
     if (ngx_buf_in_memory(b)) {
@@ -1028,6 +1004,58 @@ ngx_http_tokenrefresh_filter_init(ngx_conf_t *cf)
 
     ngx_http_next_body_filter = ngx_http_top_body_filter;
     ngx_http_top_body_filter = ngx_http_tokenrefresh_body_filter;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A body collected in memory, up to max bytes: room for size more, grown
+ * by doubling (a token or login answer is a few kilobytes).  NGX_DECLINED:
+ * it would exceed max; NGX_ERROR: no memory.
+ */
+
+ngx_int_t
+ngx_http_tokenrefresh_room_for(ngx_pool_t *pool, ngx_buf_t **body,
+    size_t size, size_t max)
+{
+    size_t      want, len;
+    ngx_buf_t  *b, *nb;
+
+    b = *body;
+
+    if (b == NULL) {
+        b = ngx_create_temp_buf(pool, ngx_min(4096, max));
+        if (b == NULL) {
+            return NGX_ERROR;
+        }
+
+        *body = b;
+    }
+
+    len = b->last - b->pos;
+
+    if (size > max - len) {
+        return NGX_DECLINED;
+    }
+
+    if (size <= (size_t) (b->end - b->last)) {
+        return NGX_OK;
+    }
+
+    want = 2 * (b->end - b->start);
+
+    while (want < len + size) {
+        want *= 2;
+    }
+
+    nb = ngx_create_temp_buf(pool, ngx_min(want, max));
+    if (nb == NULL) {
+        return NGX_ERROR;
+    }
+
+    nb->last = ngx_cpymem(nb->pos, b->pos, len);
+    *body = nb;
 
     return NGX_OK;
 }

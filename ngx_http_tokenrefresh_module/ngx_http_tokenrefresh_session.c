@@ -40,12 +40,12 @@ static ngx_table_elt_t *ngx_http_tokenrefresh_header_in(
 static ngx_int_t ngx_http_tokenrefresh_session_digest(ngx_str_t *handle,
     u_char *digest);
 static ngx_int_t ngx_http_tokenrefresh_logout_handler(ngx_http_request_t *r);
+static ngx_http_tokenrefresh_logout_t *ngx_http_tokenrefresh_get_logout(
+    ngx_http_request_t *r);
 static ngx_int_t ngx_http_tokenrefresh_revoked(ngx_http_request_t *r,
     void *data, ngx_int_t rc);
 static void ngx_http_tokenrefresh_logout_resume(ngx_http_request_t *r);
 static ngx_int_t ngx_http_tokenrefresh_logout_answer(ngx_http_request_t *r);
-static ngx_int_t ngx_http_tokenrefresh_add_out(ngx_http_request_t *r,
-    char *key, ngx_str_t *value);
 
 
 static ngx_str_t  ngx_http_tokenrefresh_ended_body =
@@ -390,7 +390,7 @@ ngx_http_tokenrefresh_session_cookie(ngx_http_request_t *r,
 
     value.len = p - value.data;
 
-    return ngx_http_tokenrefresh_add_out(r, "Set-Cookie", &value);
+    return ngx_http_tokenrefresh_add_header_out(r, "Set-Cookie", &value);
 }
 
 
@@ -414,10 +414,10 @@ ngx_http_tokenrefresh_session_ended(ngx_http_request_t *r,
 
     ngx_str_set(&v, "no-store");
 
-    if (ngx_http_tokenrefresh_add_out(r, "WWW-Authenticate",
+    if (ngx_http_tokenrefresh_add_header_out(r, "WWW-Authenticate",
                                       &ngx_http_tokenrefresh_ended_auth)
         != NGX_OK
-        || ngx_http_tokenrefresh_add_out(r, "Cache-Control", &v) != NGX_OK)
+        || ngx_http_tokenrefresh_add_header_out(r, "Cache-Control", &v) != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -438,29 +438,6 @@ ngx_http_tokenrefresh_session_ended(ngx_http_request_t *r,
     ngx_http_finalize_request(r, rc);
 
     return NGX_DONE;
-}
-
-
-static ngx_int_t
-ngx_http_tokenrefresh_add_out(ngx_http_request_t *r, char *key,
-    ngx_str_t *value)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-#if (nginx_version >= 1023000)
-    h->next = NULL;
-#endif
-    h->key.data = (u_char *) key;
-    h->key.len = ngx_strlen(key);
-    h->value = *value;
-
-    return NGX_OK;
 }
 
 
@@ -575,7 +552,7 @@ ngx_http_tokenrefresh_logout_handler(ngx_http_request_t *r)
 }
 
 
-ngx_http_tokenrefresh_logout_t *
+static ngx_http_tokenrefresh_logout_t *
 ngx_http_tokenrefresh_get_logout(ngx_http_request_t *r)
 {
     if (r->post_subrequest
@@ -652,7 +629,7 @@ ngx_http_tokenrefresh_logout_answer(ngx_http_request_t *r)
 
     if (ngx_http_tokenrefresh_session_cookie(r, &tlcf->session_conf, NULL)
         != NGX_OK
-        || ngx_http_tokenrefresh_add_out(r, "Cache-Control", &v) != NGX_OK)
+        || ngx_http_tokenrefresh_add_header_out(r, "Cache-Control", &v) != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
