@@ -260,7 +260,7 @@ ngx_http_tokenrefresh_capture_session(ngx_http_request_t *r,
                                                [NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
     u_char                                 label
                                                [NGX_HTTP_TOKENREFRESH_LABEL_LEN];
-    ngx_str_t                              handle, out, sub, kept;
+    ngx_str_t                              handle, out, sub, kept, name;
     ngx_str_t                              v;
     const char                            *err;
     ngx_http_tokenrefresh_zone_t          *zone;
@@ -347,7 +347,13 @@ ngx_http_tokenrefresh_capture_session(ngx_http_request_t *r,
     }
 
     if (zone->state) {
-        (void) ngx_http_tokenrefresh_state_save(zone, r->connection->log);
+        /* the answer does not wait for the disk: a lost login costs a login */
+
+        name.data = digest;
+        name.len = NGX_HTTP_TOKENREFRESH_DIGEST_LEN;
+
+        (void) ngx_http_tokenrefresh_journal_put(zone, &name, 1, NULL, NULL,
+                                                 NULL, r->connection->log);
     }
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,

@@ -72,19 +72,32 @@ ngx_int_t
 ngx_http_tokenrefresh_seal(ngx_pool_t *pool, u_char *key, ngx_str_t *aad,
     ngx_str_t *plain, ngx_str_t *out)
 {
-    int               n;
-    u_char           *p;
-    ngx_int_t         rc;
-    EVP_CIPHER_CTX   *ctx;
-
-    out->len = NGX_HTTP_TOKENREFRESH_NONCE_LEN + plain->len
-               + NGX_HTTP_TOKENREFRESH_TAG_LEN;
+    out->len = NGX_HTTP_TOKENREFRESH_SEALED_LEN(plain->len);
     out->data = ngx_pnalloc(pool, out->len);
     if (out->data == NULL) {
         return NGX_ERROR;
     }
 
-    p = out->data;
+    return ngx_http_tokenrefresh_seal_to(key, aad, plain, out->data);
+}
+
+
+/*
+ * The same into a buffer of NGX_HTTP_TOKENREFRESH_SEALED_LEN(plain->len)
+ * bytes: no pool and no log, so that a thread of a thread pool may call it
+ * (OpenSSL 3 is thread-safe).
+ */
+
+ngx_int_t
+ngx_http_tokenrefresh_seal_to(u_char *key, ngx_str_t *aad, ngx_str_t *plain,
+    u_char *out)
+{
+    int               n;
+    u_char           *p;
+    ngx_int_t         rc;
+    EVP_CIPHER_CTX   *ctx;
+
+    p = out;
 
     if (RAND_bytes(p, NGX_HTTP_TOKENREFRESH_NONCE_LEN) != 1) {
         return NGX_ERROR;
@@ -140,27 +153,38 @@ ngx_int_t
 ngx_http_tokenrefresh_open(ngx_pool_t *pool, u_char *key, ngx_str_t *aad,
     ngx_str_t *in, ngx_str_t *plain)
 {
+    if (in->len < NGX_HTTP_TOKENREFRESH_SEALED_LEN(0)) {
+        return NGX_DECLINED;
+    }
+
+    plain->data = ngx_pnalloc(pool, in->len + 1);
+    if (plain->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_tokenrefresh_open_to(key, aad, in, plain);
+}
+
+
+/* into plain->data, of in->len bytes at least; thread-safe as above */
+
+ngx_int_t
+ngx_http_tokenrefresh_open_to(u_char *key, ngx_str_t *aad, ngx_str_t *in,
+    ngx_str_t *plain)
+{
     int              n;
     size_t           len;
     u_char          *nonce, *tag;
     ngx_int_t        rc;
     EVP_CIPHER_CTX  *ctx;
 
-    if (in->len < NGX_HTTP_TOKENREFRESH_NONCE_LEN
-                  + NGX_HTTP_TOKENREFRESH_TAG_LEN)
-    {
+    if (in->len < NGX_HTTP_TOKENREFRESH_SEALED_LEN(0)) {
         return NGX_DECLINED;
     }
 
     nonce = in->data;
-    len = in->len - NGX_HTTP_TOKENREFRESH_NONCE_LEN
-          - NGX_HTTP_TOKENREFRESH_TAG_LEN;
+    len = in->len - NGX_HTTP_TOKENREFRESH_SEALED_LEN(0);
     tag = in->data + in->len - NGX_HTTP_TOKENREFRESH_TAG_LEN;
-
-    plain->data = ngx_pnalloc(pool, len + 1);
-    if (plain->data == NULL) {
-        return NGX_ERROR;
-    }
 
     ctx = EVP_CIPHER_CTX_new();
     if (ctx == NULL) {

@@ -1378,6 +1378,13 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     zone->shm_zone = shm_zone;
 
+    if (zone->state && name.len > 256) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "a zone with a state file needs a name of 256 "
+                           "characters at most");
+        return NGX_CONF_ERROR;
+    }
+
     shm_zone->init = ngx_http_tokenrefresh_init_zone;
     shm_zone->data = zone;
 
@@ -2173,7 +2180,11 @@ ngx_http_tokenrefresh_init_module(ngx_cycle_t *cycle)
 static ngx_int_t
 ngx_http_tokenrefresh_init_process(ngx_cycle_t *cycle)
 {
-    ngx_event_t  *ev;
+    ngx_uint_t                     i;
+    ngx_event_t                   *ev;
+    ngx_list_part_t               *part;
+    ngx_shm_zone_t                *shm_zone;
+    ngx_http_tokenrefresh_zone_t  *zone;
 
     ev = &ngx_http_tokenrefresh_flush_event;
 
@@ -2190,6 +2201,36 @@ ngx_http_tokenrefresh_init_process(ngx_cycle_t *cycle)
         || ngx_http_tokenrefresh_init_handover(cycle) != NGX_OK)
     {
         return NGX_ERROR;
+    }
+
+    /* each zone with a state file: this worker's journal writer */
+
+    part = &cycle->shared_memory.part;
+    shm_zone = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            shm_zone = part->elts;
+            i = 0;
+        }
+
+        if (shm_zone[i].tag != &ngx_http_tokenrefresh_module) {
+            continue;
+        }
+
+        zone = shm_zone[i].data;
+
+        if (zone && zone->shm_zone == &shm_zone[i] && zone->state
+            && ngx_http_tokenrefresh_journal_init(cycle, zone) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
     }
 
     return ngx_http_tokenrefresh_init_wait(cycle);

@@ -32,10 +32,15 @@
 #define NGX_HTTP_TOKENREFRESH_DIGEST_LEN     16
 #define NGX_HTTP_TOKENREFRESH_NONCE_LEN      12
 #define NGX_HTTP_TOKENREFRESH_TAG_LEN        16
+#define NGX_HTTP_TOKENREFRESH_SEALED_LEN(n)                                   \
+    (NGX_HTTP_TOKENREFRESH_NONCE_LEN + (n) + NGX_HTTP_TOKENREFRESH_TAG_LEN)
 #define NGX_HTTP_TOKENREFRESH_KEY_LEN        32
 
 /* refreshes rejections may start at once, then one per interval */
 #define NGX_HTTP_TOKENREFRESH_REJECT_BURST   3
+
+/* sessions deleted between two journal records, remembered per zone */
+#define NGX_HTTP_TOKENREFRESH_GONE           256
 
 /* refresh tokens remembered as spent, per zone */
 #define NGX_HTTP_TOKENREFRESH_SPENT          64
@@ -335,6 +340,17 @@ typedef struct {
     ngx_uint_t                        spent_next;
     u_char                            spent[NGX_HTTP_TOKENREFRESH_SPENT]
                                            [NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
+
+    /*
+     * The journal (ngx_http_tokenrefresh_journal.c): the sequence number
+     * of the last record, and the digests of the sessions deleted since
+     * the last record, for the next one to say they are gone.
+     */
+    uint64_t                          journal_seq;
+    ngx_uint_t                        gone_count;
+    ngx_uint_t                        gone_lost;
+    u_char                            gone[NGX_HTTP_TOKENREFRESH_GONE]
+                                          [NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
 } ngx_http_tokenrefresh_shctx_t;
 
 
@@ -345,8 +361,15 @@ typedef struct {
     ngx_str_t                         dir;
     u_char                            key[NGX_HTTP_TOKENREFRESH_KEY_LEN];
 
+    ngx_str_t                         journal;  /* path.journal */
+    ngx_str_t                         old;      /* path.journal.old */
+
     /* a rejected file could not be kept aside: never save over it */
     ngx_uint_t                        blocked;
+
+    /* the worker's writer (ngx_http_tokenrefresh_journal.c) */
+    void                             *thread_pool;
+    struct ngx_http_tokenrefresh_writer_s  *writer;
 } ngx_http_tokenrefresh_state_t;
 
 
@@ -740,6 +763,8 @@ ngx_int_t ngx_http_tokenrefresh_store(ngx_http_tokenrefresh_refresh_t *rf,
 ngx_int_t ngx_http_tokenrefresh_fail(ngx_http_tokenrefresh_refresh_t *rf,
     ngx_uint_t outcome, ngx_str_t *reason, ngx_log_t *log);
 void ngx_http_tokenrefresh_release(ngx_http_tokenrefresh_refresh_t *rf);
+void ngx_http_tokenrefresh_release_lease(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_http_tokenrefresh_ref_t *ref, ngx_uint_t lease_seq);
 ngx_uint_t ngx_http_tokenrefresh_superseded(
     ngx_http_tokenrefresh_zone_t *zone);
 ngx_uint_t ngx_http_tokenrefresh_changed(ngx_http_tokenrefresh_ctx_t *ctx);
@@ -762,6 +787,8 @@ void ngx_http_tokenrefresh_handover_end(ngx_http_tokenrefresh_zone_t *zone,
     ngx_http_tokenrefresh_node_t *node);
 void ngx_http_tokenrefresh_remove(ngx_http_tokenrefresh_zone_t *zone,
     ngx_str_t *name, ngx_uint_t session);
+ngx_uint_t ngx_http_tokenrefresh_spent(ngx_http_tokenrefresh_zone_t *zone,
+    u_char *digest);
 ngx_http_tokenrefresh_node_t *ngx_http_tokenrefresh_node_of(
     ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *name, ngx_uint_t session);
 ngx_int_t ngx_http_tokenrefresh_hand_in(ngx_http_tokenrefresh_zone_t *zone,
@@ -799,6 +826,83 @@ ngx_uint_t ngx_http_tokenrefresh_take_over(
     ngx_http_tokenrefresh_zone_t *zone, ngx_http_tokenrefresh_node_t *node,
     ngx_log_t *log);
 
+/* ngx_http_tokenrefresh_records.c */
+#define NGX_HTTP_TOKENREFRESH_CONTENT    "TRS3"
+#define NGX_HTTP_TOKENREFRESH_OP_PUT     1
+#define NGX_HTTP_TOKENREFRESH_OP_GONE    2
+#define NGX_HTTP_TOKENREFRESH_OP_SPENT   3
+
+typedef struct {
+    u_char                           *pos;
+    u_char                           *last;
+} ngx_http_tokenrefresh_reader_t;
+
+
+typedef struct {
+    u_char                           *data;
+    size_t                            len;
+    ngx_str_t                         name;
+    ngx_str_t                         access;
+    ngx_str_t                         refresh;
+    int64_t                           created;
+    int64_t                           last;
+    ngx_uint_t                        session;
+} ngx_http_tokenrefresh_scan_t;
+
+
+/* a snapshot's content and the journals after it, merged */
+typedef struct {
+    u_char                           *key;
+    ngx_str_t                         aad;         /* the journal's */
+    size_t                            max_token_size;
+    int64_t                           now;
+    int64_t                           idle;
+    int64_t                           lifetime;
+    ngx_str_t                         snapshot;    /* opened, or empty */
+    ngx_str_t                         journal[2];  /* .old, then current */
+
+    ngx_str_t                         out;         /* malloc()ed */
+    uint64_t                          floor;       /* the snapshot's */
+    uint64_t                          seq;         /* the highest */
+    size_t                            good[2];     /* up to a torn frame */
+    ngx_uint_t                        frames;
+    ngx_uint_t                        count;
+    ngx_uint_t                        sessions;
+    ngx_uint_t                        expired;
+    const char                       *failed;
+} ngx_http_tokenrefresh_merge_t;
+
+
+size_t ngx_http_tokenrefresh_record_len(ngx_http_tokenrefresh_node_t *tn);
+u_char *ngx_http_tokenrefresh_record_write(u_char *p,
+    ngx_http_tokenrefresh_node_t *tn);
+ngx_int_t ngx_http_tokenrefresh_record_scan(
+    ngx_http_tokenrefresh_reader_t *rd, size_t max_token_size,
+    ngx_uint_t legacy, ngx_http_tokenrefresh_scan_t *rec);
+ngx_int_t ngx_http_tokenrefresh_merge(ngx_http_tokenrefresh_merge_t *m);
+void ngx_http_tokenrefresh_merge_free(ngx_http_tokenrefresh_merge_t *m);
+u_char *ngx_http_tokenrefresh_put(u_char *p, uint64_t v, size_t n);
+ngx_int_t ngx_http_tokenrefresh_get(ngx_http_tokenrefresh_reader_t *rd,
+    uint64_t *v, size_t n);
+ngx_int_t ngx_http_tokenrefresh_get_str(ngx_http_tokenrefresh_reader_t *rd,
+    ngx_str_t *s, size_t lenlen, size_t max);
+
+/* ngx_http_tokenrefresh_journal.c */
+ngx_int_t ngx_http_tokenrefresh_journal_init(ngx_cycle_t *cycle,
+    ngx_http_tokenrefresh_zone_t *zone);
+ngx_int_t ngx_http_tokenrefresh_journal_put(
+    ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *name, ngx_uint_t session,
+    u_char *spent, void (*handler)(void *data, ngx_int_t rc), void *data,
+    ngx_log_t *log);
+ngx_int_t ngx_http_tokenrefresh_journal_fold(
+    ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *content, ngx_log_t *log);
+ngx_int_t ngx_http_tokenrefresh_journal_read(ngx_str_t *path, u_char **data,
+    size_t *len, ngx_log_t *log);
+ngx_int_t ngx_http_tokenrefresh_lock_range(ngx_fd_t fd, ngx_uint_t byte,
+    ngx_uint_t type);
+ngx_int_t ngx_http_tokenrefresh_journal_aad(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_pool_t *pool, ngx_str_t *aad);
+
 /* ngx_http_tokenrefresh_state.c */
 char *ngx_http_tokenrefresh_read_secret(ngx_conf_t *cf, ngx_str_t *file,
     ngx_str_t *out);
@@ -808,6 +912,8 @@ ngx_int_t ngx_http_tokenrefresh_state_load(ngx_http_tokenrefresh_zone_t *zone,
     ngx_log_t *log);
 ngx_int_t ngx_http_tokenrefresh_state_save(ngx_http_tokenrefresh_zone_t *zone,
     ngx_log_t *log);
+ngx_int_t ngx_http_tokenrefresh_state_aad(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_str_t *aad);
 
 /* ngx_http_tokenrefresh_refresh.c */
 ngx_int_t ngx_http_tokenrefresh_start(ngx_http_request_t *r,
@@ -905,6 +1011,10 @@ ngx_int_t ngx_http_tokenrefresh_seal(ngx_pool_t *pool, u_char *key,
     ngx_str_t *aad, ngx_str_t *plain, ngx_str_t *out);
 ngx_int_t ngx_http_tokenrefresh_open(ngx_pool_t *pool, u_char *key,
     ngx_str_t *aad, ngx_str_t *in, ngx_str_t *plain);
+ngx_int_t ngx_http_tokenrefresh_seal_to(u_char *key, ngx_str_t *aad,
+    ngx_str_t *plain, u_char *out);
+ngx_int_t ngx_http_tokenrefresh_open_to(u_char *key, ngx_str_t *aad,
+    ngx_str_t *in, ngx_str_t *plain);
 char *ngx_http_tokenrefresh_assertion_key(ngx_conf_t *cf,
     ngx_http_tokenrefresh_assertion_t *a, ngx_str_t *file);
 ngx_int_t ngx_http_tokenrefresh_assertion(ngx_pool_t *pool,

@@ -21,6 +21,14 @@
 #include "ngx_http_tokenrefresh_module.h"
 
 
+/* a lease to release once the journal has what its refresh stored */
+typedef struct {
+    ngx_http_tokenrefresh_zone_t     *zone;
+    ngx_http_tokenrefresh_ref_t       ref;
+    ngx_uint_t                        lease_seq;
+} ngx_http_tokenrefresh_durable_t;
+
+
 static void ngx_http_tokenrefresh_refresh_init(
     ngx_http_tokenrefresh_refresh_t *rf, ngx_http_tokenrefresh_ctx_t *ctx,
     ngx_http_tokenrefresh_acquire_t *res,
@@ -34,6 +42,9 @@ static ngx_uint_t ngx_http_tokenrefresh_outcome(
 static ngx_http_tokenrefresh_format_t *ngx_http_tokenrefresh_resolve_format(
     ngx_http_request_t *sr, ngx_http_tokenrefresh_refresh_t *rf);
 static void ngx_http_tokenrefresh_deadline(ngx_event_t *ev);
+static void ngx_http_tokenrefresh_persist(ngx_http_tokenrefresh_refresh_t *rf,
+    ngx_log_t *log);
+static void ngx_http_tokenrefresh_durable(void *data, ngx_int_t rc);
 static void ngx_http_tokenrefresh_refresh_cleanup(void *data);
 static void ngx_http_tokenrefresh_open_location(ngx_http_request_t *r);
 static void ngx_http_tokenrefresh_retry_after(ngx_http_request_t *sr,
@@ -476,12 +487,14 @@ ngx_http_tokenrefresh_settle(ngx_http_tokenrefresh_refresh_t *rf,
     if (ngx_http_tokenrefresh_superseded(rf->zone)) {
         ngx_http_tokenrefresh_hand_over(rf, stored || persist ? tok : NULL,
                                         outcome, log);
+        ngx_http_tokenrefresh_release(rf);
 
     } else if (persist && rf->zone->state) {
-        (void) ngx_http_tokenrefresh_state_save(rf->zone, log);
-    }
+        ngx_http_tokenrefresh_persist(rf, log);
 
-    ngx_http_tokenrefresh_release(rf);
+    } else {
+        ngx_http_tokenrefresh_release(rf);
+    }
 
     if (stored) {
         ngx_http_tokenrefresh_fingerprint(fp, tok->access_token.data,
@@ -498,6 +511,49 @@ ngx_http_tokenrefresh_settle(ngx_http_tokenrefresh_refresh_t *rf,
     }
 
 done:
+
+    ngx_http_tokenrefresh_wake_local();
+}
+
+
+/*
+ * What the refresh changed goes to the journal, and the lease is released
+ * only once it is on disk: nobody may send a rotated refresh token that a
+ * restart could forget.  The refresh's request may be gone by then.
+ */
+
+static void
+ngx_http_tokenrefresh_persist(ngx_http_tokenrefresh_refresh_t *rf,
+    ngx_log_t *log)
+{
+    ngx_http_tokenrefresh_durable_t  *d;
+
+    d = ngx_alloc(sizeof(ngx_http_tokenrefresh_durable_t), log);
+    if (d == NULL) {
+        ngx_http_tokenrefresh_release(rf);
+        return;
+    }
+
+    d->zone = rf->zone;
+    d->ref = rf->ref;
+    d->lease_seq = rf->lease_seq;
+
+    (void) ngx_http_tokenrefresh_journal_put(rf->zone, &rf->name,
+                                             rf->session, rf->digest,
+                                             ngx_http_tokenrefresh_durable,
+                                             d, log);
+}
+
+
+static void
+ngx_http_tokenrefresh_durable(void *data, ngx_int_t rc)
+{
+    ngx_http_tokenrefresh_durable_t *d = data;
+
+    /* written or not (it was logged), the lease goes: nothing can wait */
+
+    ngx_http_tokenrefresh_release_lease(d->zone, &d->ref, d->lease_seq);
+    ngx_free(d);
 
     ngx_http_tokenrefresh_wake_local();
 }

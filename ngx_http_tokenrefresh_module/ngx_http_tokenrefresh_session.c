@@ -521,13 +521,15 @@ ngx_http_tokenrefresh_logout_handler(ngx_http_request_t *r)
         return ngx_http_tokenrefresh_logout_answer(r);
     }
 
-    if (lo->refresh_token.len == 0) {
-        return ngx_http_tokenrefresh_logout_answer(r);
+    if (lo->zone->state) {
+        /* the journal says the session is gone: it never comes back */
+        (void) ngx_http_tokenrefresh_journal_put(lo->zone, NULL, 1, NULL,
+                                                 NULL, NULL,
+                                                 r->connection->log);
     }
 
-    if (lo->zone->state) {
-        (void) ngx_http_tokenrefresh_state_save(lo->zone,
-                                                r->connection->log);
+    if (lo->refresh_token.len == 0) {
+        return ngx_http_tokenrefresh_logout_answer(r);
     }
 
     lo->ps.handler = ngx_http_tokenrefresh_revoked;

@@ -12,17 +12,13 @@
  * when a zone is created: at start, restart, or a reload that changes the
  * zone; a reload that keeps the zone keeps its newer state.
  *
- * The plaintext, integers little-endian:
- *
- *   "TRS2"  count:u32  spent:u32  spent x 16-byte digests
- *   count x { name_len:u16 name  access_len:u32 access
- *             refresh_len:u32 refresh  issued:i64  expires:i64
- *             generation:u64  seed:16-byte digest
- *             session:u8  [ created:i64  last:i64  subject:16 bytes
- *                           kept_len:u16 kept ] }
- *
- * A user's session has session 1 and its handle's digest for a name.
- * "TRS1", written by 0.9, has no session byte; it is still read.
+ * Since 0.10 the state is a snapshot and a journal of the changes after
+ * it (ngx_http_tokenrefresh_journal.c): the worker that stores a token
+ * appends one frame, off its event loop, and the journal is merged into
+ * the snapshot now and then.  This file reads both when a zone is created,
+ * and writes a whole snapshot from the zone when a reload hands a zone
+ * over or an operator changes it.  The formats are described in
+ * ngx_http_tokenrefresh_records.c.
  *
  * The file is "TRS1" | nonce | ciphertext | tag, with the zone's name as
  * additional data, so that a file cannot be moved to another zone.
@@ -33,14 +29,7 @@
 
 
 #define NGX_HTTP_TOKENREFRESH_MAGIC      "TRS1"    /* the file's */
-#define NGX_HTTP_TOKENREFRESH_PLAIN      "TRS2"    /* its content's */
-#define NGX_HTTP_TOKENREFRESH_MAX_STATE  (64 * 1024 * 1024)
-
-
-typedef struct {
-    u_char                           *pos;
-    u_char                           *last;
-} ngx_http_tokenrefresh_reader_t;
+#define NGX_HTTP_TOKENREFRESH_MAX_STATE  (256 * 1024 * 1024)
 
 
 static ngx_int_t ngx_http_tokenrefresh_state_read(ngx_str_t *path,
@@ -48,12 +37,11 @@ static ngx_int_t ngx_http_tokenrefresh_state_read(ngx_str_t *path,
 static ngx_int_t ngx_http_tokenrefresh_state_parse(
     ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *plain, ngx_pool_t *pool,
     ngx_log_t *log);
-static u_char *ngx_http_tokenrefresh_put(u_char *p, uint64_t v, size_t n);
-static ngx_int_t ngx_http_tokenrefresh_get(ngx_http_tokenrefresh_reader_t *rd,
-    uint64_t *v, size_t n);
-static ngx_int_t ngx_http_tokenrefresh_get_str(
-    ngx_http_tokenrefresh_reader_t *rd, ngx_str_t *s, size_t lenlen,
-    size_t max);
+static ngx_int_t ngx_http_tokenrefresh_state_merge(
+    ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *plain,
+    ngx_http_tokenrefresh_merge_t *m, ngx_pool_t *pool, ngx_log_t *log);
+static void ngx_http_tokenrefresh_keep_aside(ngx_http_tokenrefresh_state_t *st,
+    ngx_str_t *path, ngx_log_t *log);
 static ngx_int_t ngx_http_tokenrefresh_aad(ngx_http_tokenrefresh_zone_t *zone,
     ngx_pool_t *pool, ngx_str_t *aad);
 static ngx_int_t ngx_http_tokenrefresh_get_session(
@@ -219,6 +207,26 @@ ngx_http_tokenrefresh_state_conf(ngx_conf_t *cf,
 
     ngx_sprintf(st->lock.data, "%V.lock%Z", path);
 
+    st->journal.len = path->len + sizeof(".journal") - 1;
+    st->journal.data = ngx_pnalloc(cf->pool, st->journal.len + 1);
+    st->old.len = path->len + sizeof(".journal.old") - 1;
+    st->old.data = ngx_pnalloc(cf->pool, st->old.len + 1);
+
+    if (st->journal.data == NULL || st->old.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_sprintf(st->journal.data, "%V.journal%Z", path);
+    ngx_sprintf(st->old.data, "%V.journal.old%Z", path);
+
+#if (NGX_THREADS)
+    /* the journal is synced by a task of the default pool */
+    st->thread_pool = ngx_thread_pool_add(cf, NULL);
+    if (st->thread_pool == NULL) {
+        return NGX_CONF_ERROR;
+    }
+#endif
+
     /* the directory, to make a rename durable */
 
     for (p = path->data + path->len; p > path->data && p[-1] != '/'; p--) {
@@ -287,13 +295,16 @@ ngx_http_tokenrefresh_state_load(ngx_http_tokenrefresh_zone_t *zone,
     ngx_log_t *log)
 {
     ngx_int_t                       rc;
-    ngx_str_t                       data, aad, plain, sealed, aside;
-    ngx_uint_t                      n;
+    ngx_str_t                       data, aad, plain, sealed;
+    ngx_uint_t                      n, folded;
     ngx_pool_t                     *pool;
+    ngx_http_tokenrefresh_merge_t   m;
     ngx_http_tokenrefresh_state_t  *st;
 
     st = zone->state;
     ngx_str_null(&data);
+    ngx_str_null(&plain);
+    ngx_memzero(&m, sizeof(ngx_http_tokenrefresh_merge_t));
 
     pool = ngx_create_pool(4096, log);
     if (pool == NULL) {
@@ -302,7 +313,50 @@ ngx_http_tokenrefresh_state_load(ngx_http_tokenrefresh_zone_t *zone,
 
     rc = ngx_http_tokenrefresh_state_read(&st->path, pool, &data, log);
 
+    if (rc == NGX_ERROR) {
+        goto rejected;
+    }
+
+    if (rc == NGX_OK) {
+        if (data.len < sizeof(NGX_HTTP_TOKENREFRESH_MAGIC) - 1
+            || ngx_memcmp(data.data, NGX_HTTP_TOKENREFRESH_MAGIC,
+                          sizeof(NGX_HTTP_TOKENREFRESH_MAGIC) - 1)
+               != 0)
+        {
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "tokenrefresh: state file \"%V\" of zone \"%V\" "
+                          "is not a state file, starting with an empty zone",
+                          &st->path, &zone->shm_zone->shm.name);
+            goto rejected;
+        }
+
+        sealed.data = data.data + sizeof(NGX_HTTP_TOKENREFRESH_MAGIC) - 1;
+        sealed.len = data.len - (sizeof(NGX_HTTP_TOKENREFRESH_MAGIC) - 1);
+
+        if (ngx_http_tokenrefresh_aad(zone, pool, &aad) != NGX_OK) {
+            ngx_destroy_pool(pool);
+            return NGX_ERROR;
+        }
+
+        rc = ngx_http_tokenrefresh_open(pool, st->key, &aad, &sealed,
+                                        &plain);
+
+        if (rc != NGX_OK) {
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "tokenrefresh: state file \"%V\" of zone \"%V\" "
+                          "is corrupt, truncated, sealed with another key or "
+                          "for another zone, or was tampered with; starting "
+                          "with an empty zone",
+                          &st->path, &zone->shm_zone->shm.name);
+            ngx_str_null(&plain);
+            goto rejected;
+        }
+    }
+
+    rc = ngx_http_tokenrefresh_state_merge(zone, &plain, &m, pool, log);
+
     if (rc == NGX_DECLINED) {
+        /* neither a snapshot nor a journal yet */
         ngx_destroy_pool(pool);
         return NGX_OK;
     }
@@ -311,45 +365,19 @@ ngx_http_tokenrefresh_state_load(ngx_http_tokenrefresh_zone_t *zone,
         goto rejected;
     }
 
-    if (data.len < sizeof(NGX_HTTP_TOKENREFRESH_MAGIC) - 1
-        || ngx_memcmp(data.data, NGX_HTTP_TOKENREFRESH_MAGIC,
-                      sizeof(NGX_HTTP_TOKENREFRESH_MAGIC) - 1)
-           != 0)
-    {
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "tokenrefresh: state file \"%V\" of zone \"%V\" is "
-                      "not a state file, starting with an empty zone",
-                      &st->path, &zone->shm_zone->shm.name);
-        goto rejected;
+    folded = 0;
+
+    if ((m.journal[0].data || m.journal[1].data) && !ngx_test_config) {
+        folded = (ngx_http_tokenrefresh_journal_fold(zone, &m.out, log)
+                  == NGX_OK);
     }
 
-    sealed.data = data.data + sizeof(NGX_HTTP_TOKENREFRESH_MAGIC) - 1;
-    sealed.len = data.len - (sizeof(NGX_HTTP_TOKENREFRESH_MAGIC) - 1);
-
-    if (ngx_http_tokenrefresh_aad(zone, pool, &aad) != NGX_OK) {
-        ngx_destroy_pool(pool);
-        return NGX_ERROR;
-    }
-
-    rc = ngx_http_tokenrefresh_open(pool, st->key, &aad, &sealed, &plain);
-
-    if (rc != NGX_OK) {
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "tokenrefresh: state file \"%V\" of zone \"%V\" is "
-                      "corrupt, truncated, sealed with another key or for "
-                      "another zone, or was tampered with; starting with "
-                      "an empty zone", &st->path, &zone->shm_zone->shm.name);
-        goto rejected;
-    }
-
-    rc = ngx_http_tokenrefresh_state_parse(zone, &plain, pool, log);
-
-    ngx_explicit_memzero(plain.data, plain.len);
+    rc = ngx_http_tokenrefresh_state_parse(zone, &m.out, pool, log);
 
     if (rc == NGX_DECLINED) {
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       "tokenrefresh: starting zone \"%V\" empty; give it "
-                      "the size it had, and the file kept aside, to have "
+                      "the size it had, and the files kept aside, to have "
                       "the credentials back",
                       &zone->shm_zone->shm.name);
         goto rejected;
@@ -363,18 +391,46 @@ ngx_http_tokenrefresh_state_load(ngx_http_tokenrefresh_zone_t *zone,
         goto rejected;
     }
 
-    ngx_explicit_memzero(data.data, data.len);
-    ngx_destroy_pool(pool);
-
-    return NGX_OK;
-
-rejected:
+    zone->sh->journal_seq = m.seq;
 
     /*
-     * The next save would replace the file: it is kept aside instead, as
-     * it may hold the only copy of a refresh token (under the right key,
-     * say).  "nginx -t" changes nothing on disk.
+     * a frame torn by a crash during an append would hide the frames
+     * appended after it: it goes now, before any worker appends, if the
+     * journal was not folded into the snapshot
      */
+
+    for (n = 0; n < 2 && !ngx_test_config; n++) {
+        if (m.good[n] == m.journal[n].len) {
+            continue;
+        }
+
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "tokenrefresh: the last %uz bytes of \"%s\" were a "
+                      "torn frame (the machine stopped while it was "
+                      "written), they are dropped",
+                      m.journal[n].len - m.good[n],
+                      n ? st->journal.data : st->old.data);
+
+        if (!folded
+            && truncate((char *) (n ? st->journal.data : st->old.data),
+                        m.good[n])
+               == -1)
+        {
+            ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                          "tokenrefresh: truncate(\"%s\") failed",
+                          n ? st->journal.data : st->old.data);
+        }
+    }
+
+    for (n = 0; n < 2; n++) {
+        free(m.journal[n].data);
+    }
+
+    ngx_http_tokenrefresh_merge_free(&m);
+
+    if (plain.data) {
+        ngx_explicit_memzero(plain.data, plain.len);
+    }
 
     if (data.data) {
         ngx_explicit_memzero(data.data, data.len);
@@ -382,45 +438,159 @@ rejected:
 
     ngx_destroy_pool(pool);
 
+    return NGX_OK;
+
+rejected:
+
+    for (n = 0; n < 2; n++) {
+        free(m.journal[n].data);
+    }
+
+    ngx_http_tokenrefresh_merge_free(&m);
+
+    if (plain.data) {
+        ngx_explicit_memzero(plain.data, plain.len);
+    }
+
+    if (data.data) {
+        ngx_explicit_memzero(data.data, data.len);
+    }
+
+    ngx_destroy_pool(pool);
+
+    /*
+     * The next save would replace the files: they are kept aside instead,
+     * as they may hold the only copy of a refresh token (under the right
+     * key, say).  "nginx -t" changes nothing on disk.
+     */
+
     if (ngx_test_config) {
         return NGX_OK;
     }
 
-    /*
-     * never over a file kept aside before (a wrong key, then a file saved
-     * under it, then the right key again): link() refuses a name that
-     * exists, where rename() would replace it
-     */
+    ngx_http_tokenrefresh_keep_aside(st, &st->path, log);
+    ngx_http_tokenrefresh_keep_aside(st, &st->old, log);
+    ngx_http_tokenrefresh_keep_aside(st, &st->journal, log);
 
-    aside.len = st->path.len + sizeof(".rejected.") + NGX_INT_T_LEN;
+    return NGX_OK;
+}
+
+
+/*
+ * The snapshot's content (plain, empty if there is no snapshot) and the
+ * journals, merged into one "TRS3" content in m->out.  NGX_DECLINED: no
+ * state at all.
+ */
+
+static ngx_int_t
+ngx_http_tokenrefresh_state_merge(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_str_t *plain, ngx_http_tokenrefresh_merge_t *m, ngx_pool_t *pool,
+    ngx_log_t *log)
+{
+    ngx_int_t                       rc;
+    ngx_uint_t                      n, found;
+    ngx_http_tokenrefresh_state_t  *st;
+
+    st = zone->state;
+    found = (plain->len != 0);
+
+    for (n = 0; n < 2; n++) {
+        rc = ngx_http_tokenrefresh_journal_read(n ? &st->journal : &st->old,
+                                                &m->journal[n].data,
+                                                &m->journal[n].len, log);
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        found |= (rc == NGX_OK);
+    }
+
+    if (!found) {
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                      "tokenrefresh: no state file \"%V\" yet", &st->path);
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_tokenrefresh_journal_aad(zone, pool, &m->aad) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    m->key = st->key;
+    m->max_token_size = zone->max_token_size;
+    m->now = ngx_http_tokenrefresh_now();
+    m->idle = zone->session_idle;
+    m->lifetime = zone->session_lifetime;
+    m->snapshot = *plain;
+
+    if (ngx_http_tokenrefresh_merge(m) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "tokenrefresh: the state of zone \"%V\" in \"%V\" and "
+                      "its journal cannot be read: %s; starting with an "
+                      "empty zone", &zone->shm_zone->shm.name, &st->path,
+                      m->failed ? m->failed : "out of memory");
+        return NGX_ERROR;
+    }
+
+    if (m->frames || m->expired) {
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                      "tokenrefresh: %ui journal frames of zone \"%V\" read, "
+                      "%ui expired sessions left out",
+                      m->frames, &zone->shm_zone->shm.name, m->expired);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A rejected file is linked to a name of its own, never over one kept
+ * before (a wrong key, then a file saved under it, then the right key
+ * again): link() refuses a name that exists, where rename() would
+ * replace it.
+ */
+
+static void
+ngx_http_tokenrefresh_keep_aside(ngx_http_tokenrefresh_state_t *st,
+    ngx_str_t *path, ngx_log_t *log)
+{
+    ngx_str_t        aside;
+    ngx_uint_t       n;
+    ngx_file_info_t  fi;
+
+    if (ngx_link_info(path->data, &fi) == NGX_FILE_ERROR) {
+        return;
+    }
+
+    aside.len = path->len + sizeof(".rejected.") + NGX_INT_T_LEN;
     aside.data = ngx_alloc(aside.len, log);
     if (aside.data == NULL) {
-        return NGX_OK;
+        st->blocked = 1;
+        return;
     }
 
     for (n = 0; n < 1000; n++) {
 
         if (n == 0) {
-            ngx_sprintf(aside.data, "%V.rejected%Z", &st->path);
+            ngx_sprintf(aside.data, "%V.rejected%Z", path);
 
         } else {
-            ngx_sprintf(aside.data, "%V.rejected.%ui%Z", &st->path, n);
+            ngx_sprintf(aside.data, "%V.rejected.%ui%Z", path, n);
         }
 
-        if (link((char *) st->path.data, (char *) aside.data) == 0) {
+        if (link((char *) path->data, (char *) aside.data) == 0) {
             break;
         }
 
         if (ngx_errno != NGX_EEXIST) {
             ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
                           "tokenrefresh: cannot link \"%s\" to \"%s\"",
-                          st->path.data, aside.data);
+                          path->data, aside.data);
             n = 1000;
             break;
         }
     }
 
-    if (n < 1000 && ngx_delete_file(st->path.data) != NGX_FILE_ERROR) {
+    if (n < 1000 && ngx_delete_file(path->data) != NGX_FILE_ERROR) {
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "tokenrefresh: the rejected state file was kept as "
                       "\"%s\"", aside.data);
@@ -429,14 +599,12 @@ rejected:
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       "tokenrefresh: the rejected state file \"%V\" could "
                       "not be kept aside; it is left where it is, and the "
-                      "zone \"%V\" does not save its state until it is "
-                      "moved", &st->path, &zone->shm_zone->shm.name);
+                      "zone does not save its state until it is moved",
+                      path);
         st->blocked = 1;
     }
 
     ngx_free(aside.data);
-
-    return NGX_OK;
 }
 
 
@@ -468,9 +636,6 @@ ngx_http_tokenrefresh_state_read(ngx_str_t *path, ngx_pool_t *pool,
         }
 
         if (ngx_errno == NGX_ENOENT) {
-            ngx_log_error(NGX_LOG_NOTICE, log, 0,
-                          "tokenrefresh: no state file \"%s\" yet",
-                          path->data);
             return NGX_DECLINED;
         }
 
@@ -531,92 +696,74 @@ ngx_http_tokenrefresh_state_read(ngx_str_t *path, ngx_pool_t *pool,
 
 
 /*
- * All or nothing: every record is checked before any credential is
- * created, so a file that does not parse leaves the zone empty.
+ * A merged "TRS3" content into the zone.  Every record is checked before
+ * any credential is created, so a content that does not parse leaves the
+ * zone empty.  The named credentials come first, all or nothing: a
+ * partial zone would lose the rest.  The sessions follow, the most
+ * recently used first, as many as fit.
  */
 
 static ngx_int_t
 ngx_http_tokenrefresh_state_parse(ngx_http_tokenrefresh_zone_t *zone,
     ngx_str_t *plain, ngx_pool_t *pool, ngx_log_t *log)
 {
-    uint64_t                          count, spent, i, v;
-    ngx_str_t                         magic, name, access, refresh, digest,
-                                      seed;
-    ngx_uint_t                        sessions, n;
+    u_char                           *start;
+    uint64_t                          floor, count, spent, i, v, op;
+    ngx_str_t                         magic, name, digest, seed;
+    ngx_uint_t                        sessions, dropped;
     ngx_http_tokenrefresh_token_t     tok;
-    ngx_http_tokenrefresh_reader_t    rd;
+    ngx_http_tokenrefresh_reader_t    rd, one;
+    ngx_http_tokenrefresh_scan_t    rec;
     ngx_http_tokenrefresh_session_t  *ss;
-
-    /* the compiler cannot see that the first pass checked every read */
-    v = 0;
-    ngx_str_null(&digest);
-    ngx_str_null(&seed);
 
     rd.pos = plain->data;
     rd.last = plain->data + plain->len;
 
-    if (ngx_http_tokenrefresh_get_str(&rd, &magic, 0, 4) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    /* 0.9's content has no sessions */
-
-    if (ngx_memcmp(magic.data, NGX_HTTP_TOKENREFRESH_PLAIN, 4) == 0) {
-        sessions = 1;
-
-    } else if (ngx_memcmp(magic.data, NGX_HTTP_TOKENREFRESH_MAGIC, 4) == 0) {
-        sessions = 0;
-
-    } else {
-        return NGX_ERROR;
-    }
-
-    n = 0;
-
-    if (ngx_http_tokenrefresh_get(&rd, &count, 4) != NGX_OK
+    if (ngx_http_tokenrefresh_get_str(&rd, &magic, 0, 4) != NGX_OK
+        || ngx_memcmp(magic.data, NGX_HTTP_TOKENREFRESH_CONTENT, 4) != 0
+        || ngx_http_tokenrefresh_get(&rd, &floor, 8) != NGX_OK
+        || ngx_http_tokenrefresh_get(&rd, &count, 4) != NGX_OK
         || ngx_http_tokenrefresh_get(&rd, &spent, 4) != NGX_OK
-        || spent > NGX_HTTP_TOKENREFRESH_SPENT)
+        || spent > NGX_HTTP_TOKENREFRESH_SPENT
+        || (uint64_t) (rd.last - rd.pos)
+           < spent * NGX_HTTP_TOKENREFRESH_DIGEST_LEN)
     {
         return NGX_ERROR;
     }
 
+    rd.pos += spent * NGX_HTTP_TOKENREFRESH_DIGEST_LEN;
+    start = rd.pos;
+
     /* a first pass only checks */
 
-    for (i = 0; i < spent; i++) {
-        if (ngx_http_tokenrefresh_get_str(&rd, &digest, 0,
-                                          NGX_HTTP_TOKENREFRESH_DIGEST_LEN)
-            != NGX_OK)
+    for (i = 0; i < count; i++) {
+        if (ngx_http_tokenrefresh_get(&rd, &v, 8) != NGX_OK
+            || ngx_http_tokenrefresh_get(&rd, &op, 1) != NGX_OK)
         {
             return NGX_ERROR;
         }
-    }
 
-    for (i = 0; i < count; i++) {
-        if (ngx_http_tokenrefresh_get_str(&rd, &name, 2,
-                                          NGX_HTTP_TOKENREFRESH_MAX_NAME)
+        if (op == NGX_HTTP_TOKENREFRESH_OP_GONE) {
+            if (ngx_http_tokenrefresh_get_str(&rd, &digest, 0,
+                                              NGX_HTTP_TOKENREFRESH_DIGEST_LEN)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            continue;
+        }
+
+        if (op != NGX_HTTP_TOKENREFRESH_OP_PUT
+            || ngx_http_tokenrefresh_record_scan(&rd, zone->max_token_size,
+                                                 0, &rec)
                != NGX_OK
-            || name.len == 0
-            || ngx_http_tokenrefresh_get_str(&rd, &access, 4,
-                                             zone->max_token_size)
-               != NGX_OK
-            || ngx_http_tokenrefresh_get_str(&rd, &refresh, 4,
-                                             zone->max_token_size)
-               != NGX_OK
-            || (access.len
-                && ngx_http_tokenrefresh_check_token(&access,
+            || (rec.access.len
+                && ngx_http_tokenrefresh_check_token(&rec.access,
                                                      zone->max_token_size))
-            || (refresh.len
-                && ngx_http_tokenrefresh_check_token(&refresh,
-                                                     zone->max_token_size))
-            || ngx_http_tokenrefresh_get(&rd, &v, 8) != NGX_OK
-            || ngx_http_tokenrefresh_get(&rd, &v, 8) != NGX_OK
-            || ngx_http_tokenrefresh_get(&rd, &v, 8) != NGX_OK
-            || ngx_http_tokenrefresh_get_str(&rd, &seed, 0,
-                                             NGX_HTTP_TOKENREFRESH_DIGEST_LEN)
-               != NGX_OK
-            || (sessions
-                && ngx_http_tokenrefresh_get_session(&rd, NULL, &ss)
-                   != NGX_OK))
+            || (rec.refresh.len
+                && ngx_http_tokenrefresh_check_token(&rec.refresh,
+                                                     zone->max_token_size)))
         {
             return NGX_ERROR;
         }
@@ -628,7 +775,7 @@ ngx_http_tokenrefresh_state_parse(ngx_http_tokenrefresh_zone_t *zone,
 
     /* the second pass restores */
 
-    rd.pos = plain->data + 12;
+    rd.pos = plain->data + 4 + 8 + 4 + 4;
 
     for (i = 0; i < spent; i++) {
         (void) ngx_http_tokenrefresh_get_str(&rd, &digest, 0,
@@ -636,56 +783,88 @@ ngx_http_tokenrefresh_state_parse(ngx_http_tokenrefresh_zone_t *zone,
         ngx_http_tokenrefresh_spend(zone, digest.data);
     }
 
+    sessions = 0;
+    dropped = 0;
+    rd.pos = start;
+
     for (i = 0; i < count; i++) {
-        (void) ngx_http_tokenrefresh_get_str(&rd, &name, 2,
+        (void) ngx_http_tokenrefresh_get(&rd, &v, 8);
+        (void) ngx_http_tokenrefresh_get(&rd, &op, 1);
+
+        if (op == NGX_HTTP_TOKENREFRESH_OP_GONE) {
+            rd.pos += NGX_HTTP_TOKENREFRESH_DIGEST_LEN;
+            continue;
+        }
+
+        (void) ngx_http_tokenrefresh_record_scan(&rd, zone->max_token_size,
+                                                 0, &rec);
+
+        if (dropped) {
+            dropped += rec.session;
+            continue;
+        }
+
+        one.pos = rec.data;
+        one.last = rec.data + rec.len;
+
+        (void) ngx_http_tokenrefresh_get_str(&one, &name, 2,
                                              NGX_HTTP_TOKENREFRESH_MAX_NAME);
-        (void) ngx_http_tokenrefresh_get_str(&rd, &tok.access_token, 4,
+        (void) ngx_http_tokenrefresh_get_str(&one, &tok.access_token, 4,
                                              zone->max_token_size);
-        (void) ngx_http_tokenrefresh_get_str(&rd, &tok.refresh_token, 4,
+        (void) ngx_http_tokenrefresh_get_str(&one, &tok.refresh_token, 4,
                                              zone->max_token_size);
-        (void) ngx_http_tokenrefresh_get(&rd, &v, 8);
+        (void) ngx_http_tokenrefresh_get(&one, &v, 8);
         tok.issued = (int64_t) v;
-        (void) ngx_http_tokenrefresh_get(&rd, &v, 8);
+        (void) ngx_http_tokenrefresh_get(&one, &v, 8);
         tok.expires = (int64_t) v;
-        (void) ngx_http_tokenrefresh_get(&rd, &v, 8);
-        (void) ngx_http_tokenrefresh_get_str(&rd, &seed, 0,
+        (void) ngx_http_tokenrefresh_get(&one, &v, 8);
+        (void) ngx_http_tokenrefresh_get_str(&one, &seed, 0,
                                              NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
 
-        ss = NULL;
-
-        if (sessions
-            && ngx_http_tokenrefresh_get_session(&rd, pool, &ss) != NGX_OK)
-        {
+        if (ngx_http_tokenrefresh_get_session(&one, pool, &ss) != NGX_OK) {
             return NGX_ERROR;
         }
 
-        n += (ss != NULL);
-
         if (ngx_http_tokenrefresh_restore(zone, &name, &tok, v, seed.data,
                                           ss, log)
-            != NGX_OK)
+            == NGX_OK)
         {
-            /* all or nothing: a partial zone would lose the rest */
-
-            ngx_http_tokenrefresh_forget_all(zone);
-
-            ngx_log_error(NGX_LOG_ERR, log, 0,
-                          "tokenrefresh: the state file \"%V\" (%uL "
-                          "credentials) does not fit zone \"%V\" of %uz "
-                          "bytes: nothing is restored, and nothing evicted",
-                          &zone->state->path, count,
-                          &zone->shm_zone->shm.name,
-                          zone->shm_zone->shm.size);
-
-            return NGX_DECLINED;
+            sessions += (ss != NULL);
+            continue;
         }
+
+        if (ss) {
+            /* the least recently used sessions stay out */
+            dropped = 1;
+            continue;
+        }
+
+        ngx_http_tokenrefresh_forget_all(zone);
+
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "tokenrefresh: the state file \"%V\" (%uL records) "
+                      "does not fit zone \"%V\" of %uz bytes: nothing is "
+                      "restored, and nothing evicted",
+                      &zone->state->path, count, &zone->shm_zone->shm.name,
+                      zone->shm_zone->shm.size);
+
+        return NGX_DECLINED;
+    }
+
+    if (dropped) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "tokenrefresh: zone \"%V\" of %uz bytes has no room "
+                      "for %ui users' sessions of its state file, the least "
+                      "recently used; they are not restored",
+                      &zone->shm_zone->shm.name, zone->shm_zone->shm.size,
+                      dropped);
     }
 
     ngx_log_error(NGX_LOG_NOTICE, log, 0,
-                  "tokenrefresh: %uL credentials of zone \"%V\" restored "
+                  "tokenrefresh: %ui credentials of zone \"%V\" restored "
                   "from \"%V\" (%ui of them users' sessions)",
-                  count - n, &zone->shm_zone->shm.name, &zone->state->path,
-                  n);
+                  zone->sh->count, &zone->shm_zone->shm.name,
+                  &zone->state->path, sessions);
 
     return NGX_OK;
 }
@@ -706,13 +885,12 @@ ngx_http_tokenrefresh_state_save(ngx_http_tokenrefresh_zone_t *zone,
     ngx_fd_t                        lock, fd;
     ngx_int_t                       rc;
     ngx_str_t                       plain, aad, sealed, tmp;
-    ngx_uint_t                      i;
+    ngx_uint_t                      i, first;
     ngx_pool_t                     *pool;
     ngx_queue_t                    *q;
     ngx_http_tokenrefresh_node_t   *tn;
-    ngx_http_tokenrefresh_state_t    *st;
-    ngx_http_tokenrefresh_shctx_t    *sh;
-    ngx_http_tokenrefresh_session_t  *ss;
+    ngx_http_tokenrefresh_state_t  *st;
+    ngx_http_tokenrefresh_shctx_t  *sh;
 
     st = zone->state;
     sh = zone->sh;
@@ -742,30 +920,30 @@ ngx_http_tokenrefresh_state_save(ngx_http_tokenrefresh_zone_t *zone,
         goto failed;
     }
 
-    if (ngx_lock_fd(lock) == NGX_ERROR) {
+    /* byte 1: a compaction in a thread may be replacing the snapshot */
+
+    if (ngx_http_tokenrefresh_lock_range(lock, 1, F_WRLCK) != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
                       "tokenrefresh: cannot lock \"%s\"", st->lock.data);
         goto failed;
     }
 
-    /* the snapshot, under the zone's lock */
+    /*
+     * the snapshot, under the zone's lock: it holds all that the journal's
+     * frames made before it said (they were made under this lock too)
+     */
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    len = 12 + NGX_HTTP_TOKENREFRESH_SPENT * NGX_HTTP_TOKENREFRESH_DIGEST_LEN;
+    len = 4 + 8 + 4 + 4
+          + NGX_HTTP_TOKENREFRESH_SPENT * NGX_HTTP_TOKENREFRESH_DIGEST_LEN;
 
     for (q = ngx_queue_head(&sh->lru);
          q != ngx_queue_sentinel(&sh->lru);
          q = ngx_queue_next(q))
     {
         tn = ngx_queue_data(q, ngx_http_tokenrefresh_node_t, lru);
-        len += 2 + tn->len + 4 + tn->access_len + 4 + tn->refresh_len + 24
-               + NGX_HTTP_TOKENREFRESH_DIGEST_LEN + 1;
-
-        if (tn->session) {
-            len += 16 + NGX_HTTP_TOKENREFRESH_DIGEST_LEN + 2
-                   + tn->session->kept_len;
-        }
+        len += 8 + 1 + ngx_http_tokenrefresh_record_len(tn);
     }
 
     plain.data = ngx_pnalloc(pool, len);
@@ -774,12 +952,19 @@ ngx_http_tokenrefresh_state_save(ngx_http_tokenrefresh_zone_t *zone,
         goto failed;
     }
 
-    p = ngx_cpymem(plain.data, NGX_HTTP_TOKENREFRESH_PLAIN, 4);
+    p = ngx_cpymem(plain.data, NGX_HTTP_TOKENREFRESH_CONTENT, 4);
+    p = ngx_http_tokenrefresh_put(p, sh->journal_seq, 8);
     p = ngx_http_tokenrefresh_put(p, sh->count, 4);
     p = ngx_http_tokenrefresh_put(p, sh->spent_count, 4);
 
+    /* the oldest first: a merge keeps the last ones */
+
+    first = (sh->spent_count == NGX_HTTP_TOKENREFRESH_SPENT)
+            ? sh->spent_next : 0;
+
     for (i = 0; i < sh->spent_count; i++) {
-        p = ngx_cpymem(p, sh->spent[i], NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
+        p = ngx_cpymem(p, sh->spent[(first + i) % NGX_HTTP_TOKENREFRESH_SPENT],
+                       NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
     }
 
     for (q = ngx_queue_head(&sh->lru);
@@ -788,31 +973,13 @@ ngx_http_tokenrefresh_state_save(ngx_http_tokenrefresh_zone_t *zone,
     {
         tn = ngx_queue_data(q, ngx_http_tokenrefresh_node_t, lru);
 
-        p = ngx_http_tokenrefresh_put(p, tn->len, 2);
-        p = ngx_cpymem(p, tn->name, tn->len);
-        p = ngx_http_tokenrefresh_put(p, tn->access_len, 4);
-        p = ngx_cpymem(p, tn->access, tn->access_len);
-        p = ngx_http_tokenrefresh_put(p, tn->refresh_len, 4);
-        p = ngx_cpymem(p, tn->refresh, tn->refresh_len);
-        p = ngx_http_tokenrefresh_put(p, (uint64_t) tn->issued, 8);
-        p = ngx_http_tokenrefresh_put(p, (uint64_t) tn->expires, 8);
-        p = ngx_http_tokenrefresh_put(p, tn->generation, 8);
-        p = ngx_cpymem(p, tn->seed, NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
-
-        ss = tn->session;
-
-        if (ss == NULL) {
-            *p++ = 0;
-            continue;
-        }
-
-        *p++ = 1;
-        p = ngx_http_tokenrefresh_put(p, (uint64_t) ss->created, 8);
-        p = ngx_http_tokenrefresh_put(p, (uint64_t) ss->last, 8);
-        p = ngx_cpymem(p, ss->subject, NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
-        p = ngx_http_tokenrefresh_put(p, ss->kept_len, 2);
-        p = ngx_cpymem(p, ss->kept, ss->kept_len);
+        p = ngx_http_tokenrefresh_put(p, sh->journal_seq, 8);
+        *p++ = NGX_HTTP_TOKENREFRESH_OP_PUT;
+        p = ngx_http_tokenrefresh_record_write(p, tn);
     }
+
+    /* the sessions deleted so far are not in it: nothing to say of them */
+    sh->gone_count = 0;
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
@@ -989,64 +1156,25 @@ ngx_http_tokenrefresh_aad(ngx_http_tokenrefresh_zone_t *zone,
 }
 
 
-static u_char *
-ngx_http_tokenrefresh_put(u_char *p, uint64_t v, size_t n)
+/* the same into aad->data of 4 + 256 bytes, for a thread */
+
+ngx_int_t
+ngx_http_tokenrefresh_state_aad(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_str_t *aad)
 {
-    while (n--) {
-        *p++ = (u_char) (v & 0xff);
-        v >>= 8;
-    }
+    ngx_str_t  *name;
 
-    return p;
-}
+    name = &zone->shm_zone->shm.name;
 
-
-static ngx_int_t
-ngx_http_tokenrefresh_get(ngx_http_tokenrefresh_reader_t *rd, uint64_t *v,
-    size_t n)
-{
-    size_t  i;
-
-    if ((size_t) (rd->last - rd->pos) < n) {
+    if (name->len > 256) {
         return NGX_ERROR;
     }
 
-    *v = 0;
+    aad->len = sizeof(NGX_HTTP_TOKENREFRESH_MAGIC) - 1 + name->len;
 
-    for (i = 0; i < n; i++) {
-        *v |= (uint64_t) rd->pos[i] << (8 * i);
-    }
-
-    rd->pos += n;
-
-    return NGX_OK;
-}
-
-
-/* lenlen: the size of the length before the bytes, 0 for a fixed size */
-
-static ngx_int_t
-ngx_http_tokenrefresh_get_str(ngx_http_tokenrefresh_reader_t *rd,
-    ngx_str_t *s, size_t lenlen, size_t max)
-{
-    uint64_t  len;
-
-    if (lenlen == 0) {
-        len = max;
-
-    } else if (ngx_http_tokenrefresh_get(rd, &len, lenlen) != NGX_OK
-               || len > max)
-    {
-        return NGX_ERROR;
-    }
-
-    if ((uint64_t) (rd->last - rd->pos) < len) {
-        return NGX_ERROR;
-    }
-
-    s->data = rd->pos;
-    s->len = (size_t) len;
-    rd->pos += len;
+    ngx_memcpy(ngx_cpymem(aad->data, NGX_HTTP_TOKENREFRESH_MAGIC,
+                          sizeof(NGX_HTTP_TOKENREFRESH_MAGIC) - 1),
+               name->data, name->len);
 
     return NGX_OK;
 }

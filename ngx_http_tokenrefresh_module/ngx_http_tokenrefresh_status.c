@@ -390,7 +390,8 @@ ngx_http_tokenrefresh_end_sessions(ngx_http_request_t *r,
     }
 
     if (z->state) {
-        (void) ngx_http_tokenrefresh_state_save(z, r->connection->log);
+        (void) ngx_http_tokenrefresh_journal_put(z, NULL, 1, NULL, NULL, NULL,
+                                                 r->connection->log);
     }
 
     ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,

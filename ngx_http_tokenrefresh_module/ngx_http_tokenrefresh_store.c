@@ -115,8 +115,6 @@ static ngx_int_t ngx_http_tokenrefresh_copy(ngx_pool_t *pool, ngx_str_t *dst,
     u_char *src, size_t len);
 static ngx_msec_t ngx_http_tokenrefresh_backoff_delay(ngx_uint_t fails,
     ngx_msec_t min, ngx_msec_t max);
-static ngx_uint_t ngx_http_tokenrefresh_spent(
-    ngx_http_tokenrefresh_zone_t *zone, u_char *digest);
 static ngx_int_t ngx_http_tokenrefresh_set_tokens(
     ngx_http_tokenrefresh_zone_t *zone, ngx_http_tokenrefresh_node_t *node,
     ngx_http_tokenrefresh_token_t *tok, ngx_uint_t generation,
@@ -1378,25 +1376,34 @@ ngx_http_tokenrefresh_fail(ngx_http_tokenrefresh_refresh_t *rf,
 void
 ngx_http_tokenrefresh_release(ngx_http_tokenrefresh_refresh_t *rf)
 {
-    ngx_http_tokenrefresh_node_t  *node;
-    ngx_http_tokenrefresh_zone_t  *zone;
+    ngx_http_tokenrefresh_release_lease(rf->zone, &rf->ref, rf->lease_seq);
 
-    zone = rf->zone;
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "tokenrefresh: lease %ui of credential \"%V\" released",
+                   rf->lease_seq, &rf->log_name);
+}
+
+
+/* the same once the refresh's request is gone: by what identifies it */
+
+void
+ngx_http_tokenrefresh_release_lease(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_http_tokenrefresh_ref_t *ref, ngx_uint_t lease_seq)
+{
+    ngx_http_tokenrefresh_node_t  *node;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    node = ngx_http_tokenrefresh_deref(&rf->ref);
+    node = ngx_http_tokenrefresh_deref(ref);
 
-    if (node && ngx_http_tokenrefresh_lease_held(node, rf)) {
+    if (node && node->lease_pid == ngx_pid && node->lease_seq == lease_seq
+        && !node->handover)
+    {
         node->lease_pid = 0;
         node->seq++;
     }
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
-
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                   "tokenrefresh: lease %ui of credential \"%V\" released",
-                   rf->lease_seq, &rf->log_name);
 }
 
 
@@ -1722,7 +1729,7 @@ ngx_http_tokenrefresh_spend(ngx_http_tokenrefresh_zone_t *zone,
 }
 
 
-static ngx_uint_t
+ngx_uint_t
 ngx_http_tokenrefresh_spent(ngx_http_tokenrefresh_zone_t *zone,
     u_char *digest)
 {
@@ -1965,6 +1972,7 @@ ngx_http_tokenrefresh_forget_all(ngx_http_tokenrefresh_zone_t *zone)
 
     zone->sh->spent_count = 0;
     zone->sh->spent_next = 0;
+    zone->sh->gone_count = 0;
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 }
@@ -2595,6 +2603,16 @@ ngx_http_tokenrefresh_delete(ngx_http_tokenrefresh_zone_t *zone,
     if (tn->session) {
         ngx_slab_free_locked(zone->shpool, tn->session);
         zone->sh->sessions--;
+
+        /* the next journal record says so: it must not come back */
+
+        if (zone->sh->gone_count < NGX_HTTP_TOKENREFRESH_GONE) {
+            ngx_memcpy(zone->sh->gone[zone->sh->gone_count++], tn->name,
+                       NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
+
+        } else {
+            zone->sh->gone_lost++;
+        }
     }
 
     tn->seq++;

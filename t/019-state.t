@@ -104,8 +104,10 @@ my $state = state_dir() . '/t1.state';
 ok(!-e $state, 'no state file yet');
 mock(rotate => 1);
 like(hit(GET => '/api/a')->{content}, qr/"token_n":1\b/, 'logged in');
-ok(-e $state, 'the login wrote the state file');
+# the journal writes it off the event loop; the first change makes a snapshot
+ok(wait_until(sub { -e $state }), 'the login wrote the state file');
 is(sprintf('%o', mode_of($state)), '600', 'mode 0600');
+ok(!-e "$state.journal.old", 'the journal was merged into it');
 my $s = stats();
 my $bytes = slurp($state);
 is(scalar(grep { index($bytes, $_) >= 0 }
@@ -288,6 +290,7 @@ my %damage = (
 my $logins = 1;
 is(hit(GET => '/api/a')->{status}, 200, 'logged in');
 for my $kind (sort keys %damage) {
+    wait_until(sub { -e $state });
     my $good = slurp($state);
     ok(defined $good && length $good > 32, "$kind: a good state file");
     my $log0 = error_log_size();
@@ -341,6 +344,7 @@ GET /api/z
 --- init
 my $state = state_dir() . '/t6.state';
 is(hit(GET => '/api/a')->{status}, 200, 'logged in');
+ok(wait_until(sub { -e $state }), 'the state file was written');
 chmod 0644, $state;
 restart_nginx('QUIT');
 is(sprintf('%o', mode_of($state)), '600', 'mode 0600 again');
