@@ -445,11 +445,13 @@ ngx_http_tokenrefresh_settle(ngx_http_tokenrefresh_refresh_t *rf,
     u_char      fp[NGX_HTTP_TOKENREFRESH_FP_LEN];
     ngx_int_t   rc;
     ngx_str_t   noroom;
-    ngx_uint_t  persist, stored;
+    ngx_uint_t  persist, stored, wake;
 
     if (rf->done) {
         return;
     }
+
+    wake = 1;
 
     rf->done = 1;
 
@@ -490,7 +492,9 @@ ngx_http_tokenrefresh_settle(ngx_http_tokenrefresh_refresh_t *rf,
         ngx_http_tokenrefresh_release(rf);
 
     } else if (persist && rf->zone->state) {
+        /* the waiters wake when it is on disk, as the lease goes */
         ngx_http_tokenrefresh_persist(rf, log);
+        wake = 0;
 
     } else {
         ngx_http_tokenrefresh_release(rf);
@@ -512,7 +516,9 @@ ngx_http_tokenrefresh_settle(ngx_http_tokenrefresh_refresh_t *rf,
 
 done:
 
-    ngx_http_tokenrefresh_wake_local();
+    if (wake) {
+        ngx_http_tokenrefresh_wake_local();
+    }
 }
 
 
@@ -531,6 +537,7 @@ ngx_http_tokenrefresh_persist(ngx_http_tokenrefresh_refresh_t *rf,
     d = ngx_alloc(sizeof(ngx_http_tokenrefresh_durable_t), log);
     if (d == NULL) {
         ngx_http_tokenrefresh_release(rf);
+        ngx_http_tokenrefresh_wake_local();
         return;
     }
 
