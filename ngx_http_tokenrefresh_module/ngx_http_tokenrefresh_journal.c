@@ -173,13 +173,12 @@ ngx_http_tokenrefresh_journal_put(ngx_http_tokenrefresh_zone_t *zone,
     u_char                          *p, *plain, *next;
     size_t                           len, size;
     uint64_t                         seq;
-    ngx_str_t                        aad, content;
+    ngx_str_t                        content;
     ngx_uint_t                       i, ops, spend;
     ngx_http_tokenrefresh_node_t    *tn;
     ngx_http_tokenrefresh_shctx_t   *sh;
     ngx_http_tokenrefresh_writer_t  *w;
     ngx_http_tokenrefresh_waiter_t  *wt;
-    u_char                           abuf[4 + 256];
 
     w = zone->state->writer;
     sh = zone->sh;
@@ -269,18 +268,13 @@ ngx_http_tokenrefresh_journal_put(ngx_http_tokenrefresh_zone_t *zone,
         w->next_size = ngx_max(2 * w->next_size, w->next_len + size);
     }
 
-    aad.data = abuf;
-
-    if (ngx_http_tokenrefresh_journal_aad(zone, NULL, &aad) != NGX_OK) {
-        goto failed;
-    }
-
     content.data = plain;
     content.len = len;
 
     p = ngx_http_tokenrefresh_put(w->next + w->next_len, size - 4, 4);
 
-    if (ngx_http_tokenrefresh_seal_to(zone->state->key, &aad, &content, p)
+    if (ngx_http_tokenrefresh_seal_to(zone->state->key,
+                                      &zone->state->journal_aad, &content, p)
         != NGX_OK)
     {
         goto failed;
@@ -632,10 +626,9 @@ ngx_http_tokenrefresh_compact_merge(ngx_http_tokenrefresh_job_t *job,
     u_char                         *file, *old, *sealed;
     size_t                          flen, olen, slen;
     ngx_int_t                       rc;
-    ngx_str_t                       in, aad, saad;
+    ngx_str_t                       in;
     ngx_http_tokenrefresh_zone_t   *zone;
     ngx_http_tokenrefresh_state_t  *st;
-    u_char                          abuf[4 + 256], sbuf[4 + 256];
 
     zone = job->zone;
     st = zone->state;
@@ -646,18 +639,8 @@ ngx_http_tokenrefresh_compact_merge(ngx_http_tokenrefresh_job_t *job,
     olen = 0;
     rc = NGX_ERROR;
 
-    aad.data = abuf;
-    saad.data = sbuf;
-
-    if (ngx_http_tokenrefresh_journal_aad(zone, NULL, &aad) != NGX_OK
-        || ngx_http_tokenrefresh_state_aad(zone, &saad) != NGX_OK)
-    {
-        job->compact_failed = "the zone's name is too long";
-        return NGX_ERROR;
-    }
-
     m->key = st->key;
-    m->aad = aad;
+    m->aad = st->journal_aad;
     m->max_token_size = zone->max_token_size;
     m->now = job->now;
     m->idle = zone->session_idle;
@@ -681,7 +664,8 @@ ngx_http_tokenrefresh_compact_merge(ngx_http_tokenrefresh_job_t *job,
         in.len = flen - 4;
         m->snapshot.data = file + 4;
 
-        if (ngx_http_tokenrefresh_open_to(st->key, &saad, &in, &m->snapshot)
+        if (ngx_http_tokenrefresh_open_to(st->key, &st->aad, &in,
+                                          &m->snapshot)
             != NGX_OK)
         {
             job->compact_failed = "the snapshot does not open";
@@ -715,7 +699,7 @@ ngx_http_tokenrefresh_compact_merge(ngx_http_tokenrefresh_job_t *job,
 
     ngx_memcpy(sealed, "TRS1", 4);
 
-    if (ngx_http_tokenrefresh_seal_to(st->key, &saad, &m->out, sealed + 4)
+    if (ngx_http_tokenrefresh_seal_to(st->key, &st->aad, &m->out, sealed + 4)
         != NGX_OK)
     {
         job->compact_failed = "sealing the snapshot";
@@ -768,17 +752,10 @@ ngx_http_tokenrefresh_journal_fold(ngx_http_tokenrefresh_zone_t *zone,
     size_t                          len;
     ngx_fd_t                        lock;
     ngx_int_t                       rc;
-    ngx_str_t                       aad;
     ngx_http_tokenrefresh_state_t  *st;
-    u_char                          abuf[4 + 256];
 
     st = zone->state;
     rc = NGX_ERROR;
-    aad.data = abuf;
-
-    if (ngx_http_tokenrefresh_state_aad(zone, &aad) != NGX_OK) {
-        return NGX_ERROR;
-    }
 
     len = 4 + NGX_HTTP_TOKENREFRESH_SEALED_LEN(content->len);
 
@@ -800,7 +777,7 @@ ngx_http_tokenrefresh_journal_fold(ngx_http_tokenrefresh_zone_t *zone,
         goto done;
     }
 
-    if (ngx_http_tokenrefresh_seal_to(st->key, &aad, content, sealed + 4)
+    if (ngx_http_tokenrefresh_seal_to(st->key, &st->aad, content, sealed + 4)
         != NGX_OK
         || ngx_http_tokenrefresh_write_file(&st->path, sealed, len, &st->dir)
            != NGX_OK)
@@ -1008,36 +985,6 @@ ngx_http_tokenrefresh_lock_range(ngx_fd_t fd, ngx_uint_t byte,
         return NGX_ERROR;
     }
 #endif
-
-    return NGX_OK;
-}
-
-
-/*
- * The journal's additional data: "TRJ1" and the zone's name, into aad->data
- * of 4 + 256 bytes when pool is NULL.
- */
-
-ngx_int_t
-ngx_http_tokenrefresh_journal_aad(ngx_http_tokenrefresh_zone_t *zone,
-    ngx_pool_t *pool, ngx_str_t *aad)
-{
-    ngx_str_t  *name;
-
-    name = &zone->shm_zone->shm.name;
-    aad->len = 4 + name->len;
-
-    if (pool) {
-        aad->data = ngx_pnalloc(pool, aad->len);
-        if (aad->data == NULL) {
-            return NGX_ERROR;
-        }
-
-    } else if (name->len > 256) {
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(ngx_cpymem(aad->data, "TRJ1", 4), name->data, name->len);
 
     return NGX_OK;
 }

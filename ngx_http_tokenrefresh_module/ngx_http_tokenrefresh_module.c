@@ -1378,10 +1378,9 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     zone->shm_zone = shm_zone;
 
-    if (zone->state && name.len > 256) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "a zone with a state file needs a name of 256 "
-                           "characters at most");
+    if (zone->state
+        && ngx_http_tokenrefresh_state_name(cf, zone, &name) != NGX_CONF_OK)
+    {
         return NGX_CONF_ERROR;
     }
 

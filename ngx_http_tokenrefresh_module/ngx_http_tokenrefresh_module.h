@@ -364,6 +364,10 @@ typedef struct {
     ngx_str_t                         journal;  /* path.journal */
     ngx_str_t                         old;      /* path.journal.old */
 
+    /* additional data: "TRS1" or "TRJ1", and the zone's name */
+    ngx_str_t                         aad;
+    ngx_str_t                         journal_aad;
+
     /* a rejected file could not be kept aside: never save over it */
     ngx_uint_t                        blocked;
 
@@ -900,8 +904,6 @@ ngx_int_t ngx_http_tokenrefresh_journal_read(ngx_str_t *path, u_char **data,
     size_t *len, ngx_log_t *log);
 ngx_int_t ngx_http_tokenrefresh_lock_range(ngx_fd_t fd, ngx_uint_t byte,
     ngx_uint_t type);
-ngx_int_t ngx_http_tokenrefresh_journal_aad(ngx_http_tokenrefresh_zone_t *zone,
-    ngx_pool_t *pool, ngx_str_t *aad);
 
 /* ngx_http_tokenrefresh_state.c */
 char *ngx_http_tokenrefresh_read_secret(ngx_conf_t *cf, ngx_str_t *file,
@@ -912,8 +914,8 @@ ngx_int_t ngx_http_tokenrefresh_state_load(ngx_http_tokenrefresh_zone_t *zone,
     ngx_log_t *log);
 ngx_int_t ngx_http_tokenrefresh_state_save(ngx_http_tokenrefresh_zone_t *zone,
     ngx_log_t *log);
-ngx_int_t ngx_http_tokenrefresh_state_aad(ngx_http_tokenrefresh_zone_t *zone,
-    ngx_str_t *aad);
+char *ngx_http_tokenrefresh_state_name(ngx_conf_t *cf,
+    ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *name);
 
 /* ngx_http_tokenrefresh_refresh.c */
 ngx_int_t ngx_http_tokenrefresh_start(ngx_http_request_t *r,

@@ -42,8 +42,6 @@ static ngx_int_t ngx_http_tokenrefresh_state_merge(
     ngx_http_tokenrefresh_merge_t *m, ngx_pool_t *pool, ngx_log_t *log);
 static void ngx_http_tokenrefresh_keep_aside(ngx_http_tokenrefresh_state_t *st,
     ngx_str_t *path, ngx_log_t *log);
-static ngx_int_t ngx_http_tokenrefresh_aad(ngx_http_tokenrefresh_zone_t *zone,
-    ngx_pool_t *pool, ngx_str_t *aad);
 static ngx_int_t ngx_http_tokenrefresh_get_session(
     ngx_http_tokenrefresh_reader_t *rd, ngx_pool_t *pool,
     ngx_http_tokenrefresh_session_t **ss);
@@ -295,7 +293,7 @@ ngx_http_tokenrefresh_state_load(ngx_http_tokenrefresh_zone_t *zone,
     ngx_log_t *log)
 {
     ngx_int_t                       rc;
-    ngx_str_t                       data, aad, plain, sealed;
+    ngx_str_t                       data, plain, sealed;
     ngx_uint_t                      n, folded;
     ngx_pool_t                     *pool;
     ngx_http_tokenrefresh_merge_t   m;
@@ -333,12 +331,7 @@ ngx_http_tokenrefresh_state_load(ngx_http_tokenrefresh_zone_t *zone,
         sealed.data = data.data + sizeof(NGX_HTTP_TOKENREFRESH_MAGIC) - 1;
         sealed.len = data.len - (sizeof(NGX_HTTP_TOKENREFRESH_MAGIC) - 1);
 
-        if (ngx_http_tokenrefresh_aad(zone, pool, &aad) != NGX_OK) {
-            ngx_destroy_pool(pool);
-            return NGX_ERROR;
-        }
-
-        rc = ngx_http_tokenrefresh_open(pool, st->key, &aad, &sealed,
+        rc = ngx_http_tokenrefresh_open(pool, st->key, &st->aad, &sealed,
                                         &plain);
 
         if (rc != NGX_OK) {
@@ -511,10 +504,7 @@ ngx_http_tokenrefresh_state_merge(ngx_http_tokenrefresh_zone_t *zone,
         return NGX_DECLINED;
     }
 
-    if (ngx_http_tokenrefresh_journal_aad(zone, pool, &m->aad) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
+    m->aad = st->journal_aad;
     m->key = st->key;
     m->max_token_size = zone->max_token_size;
     m->now = ngx_http_tokenrefresh_now();
@@ -884,7 +874,7 @@ ngx_http_tokenrefresh_state_save(ngx_http_tokenrefresh_zone_t *zone,
     size_t                          len;
     ngx_fd_t                        lock, fd;
     ngx_int_t                       rc;
-    ngx_str_t                       plain, aad, sealed, tmp;
+    ngx_str_t                       plain, sealed, tmp;
     ngx_uint_t                      i, first;
     ngx_pool_t                     *pool;
     ngx_queue_t                    *q;
@@ -985,8 +975,7 @@ ngx_http_tokenrefresh_state_save(ngx_http_tokenrefresh_zone_t *zone,
 
     plain.len = p - plain.data;
 
-    if (ngx_http_tokenrefresh_aad(zone, pool, &aad) != NGX_OK
-        || ngx_http_tokenrefresh_seal(pool, st->key, &aad, &plain, &sealed)
+    if (ngx_http_tokenrefresh_seal(pool, st->key, &st->aad, &plain, &sealed)
            != NGX_OK)
     {
         ngx_log_error(NGX_LOG_ERR, log, 0,
@@ -1134,47 +1123,34 @@ ngx_http_tokenrefresh_get_session(ngx_http_tokenrefresh_reader_t *rd,
 }
 
 
-/* the additional data: the magic and the zone's name, of any length */
+/*
+ * Once the zone has its name: the additional data of the snapshot and of
+ * the journal, the magic and the zone's name, of any length.
+ */
 
-static ngx_int_t
-ngx_http_tokenrefresh_aad(ngx_http_tokenrefresh_zone_t *zone,
-    ngx_pool_t *pool, ngx_str_t *aad)
+char *
+ngx_http_tokenrefresh_state_name(ngx_conf_t *cf,
+    ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *name)
 {
-    aad->len = sizeof(NGX_HTTP_TOKENREFRESH_MAGIC) - 1
-               + zone->shm_zone->shm.name.len;
+    ngx_http_tokenrefresh_state_t  *st;
 
-    aad->data = ngx_pnalloc(pool, aad->len);
-    if (aad->data == NULL) {
-        return NGX_ERROR;
+    st = zone->state;
+
+    st->aad.len = sizeof(NGX_HTTP_TOKENREFRESH_MAGIC) - 1 + name->len;
+    st->aad.data = ngx_pnalloc(cf->pool, st->aad.len);
+    st->journal_aad.len = 4 + name->len;
+    st->journal_aad.data = ngx_pnalloc(cf->pool, st->journal_aad.len);
+
+    if (st->aad.data == NULL || st->journal_aad.data == NULL) {
+        return NGX_CONF_ERROR;
     }
 
-    ngx_memcpy(ngx_cpymem(aad->data, NGX_HTTP_TOKENREFRESH_MAGIC,
-                          sizeof(NGX_HTTP_TOKENREFRESH_MAGIC) - 1),
-               zone->shm_zone->shm.name.data, zone->shm_zone->shm.name.len);
-
-    return NGX_OK;
-}
-
-
-/* the same into aad->data of 4 + 256 bytes, for a thread */
-
-ngx_int_t
-ngx_http_tokenrefresh_state_aad(ngx_http_tokenrefresh_zone_t *zone,
-    ngx_str_t *aad)
-{
-    ngx_str_t  *name;
-
-    name = &zone->shm_zone->shm.name;
-
-    if (name->len > 256) {
-        return NGX_ERROR;
-    }
-
-    aad->len = sizeof(NGX_HTTP_TOKENREFRESH_MAGIC) - 1 + name->len;
-
-    ngx_memcpy(ngx_cpymem(aad->data, NGX_HTTP_TOKENREFRESH_MAGIC,
+    ngx_memcpy(ngx_cpymem(st->aad.data, NGX_HTTP_TOKENREFRESH_MAGIC,
                           sizeof(NGX_HTTP_TOKENREFRESH_MAGIC) - 1),
                name->data, name->len);
 
-    return NGX_OK;
+    ngx_memcpy(ngx_cpymem(st->journal_aad.data, "TRJ1", 4),
+               name->data, name->len);
+
+    return NGX_CONF_OK;
 }
