@@ -18,6 +18,7 @@
 #include <openssl/rand.h>
 #include <openssl/ec.h>
 #include <openssl/err.h>
+#include <openssl/hmac.h>
 
 
 static void ngx_http_tokenrefresh_pkey_cleanup(void *data);
@@ -219,6 +220,78 @@ done:
 
     EVP_CIPHER_CTX_free(ctx);
     ERR_clear_error();
+
+    return rc;
+}
+
+
+/*
+ * A journal frame: salt (16 random bytes) | sealed, under a key of its
+ * own, HMAC-SHA256(key, salt).  A busy zone seals many frames under one
+ * state key; with a key per frame, the bound on random GCM nonces under
+ * one key (2^32) is never near.  Thread-safe.
+ */
+
+static ngx_int_t
+ngx_http_tokenrefresh_frame_key(u_char *key, u_char *salt, u_char *out)
+{
+    unsigned int  len;
+
+    if (HMAC(EVP_sha256(), key, NGX_HTTP_TOKENREFRESH_KEY_LEN, salt,
+             NGX_HTTP_TOKENREFRESH_SALT_LEN, out, &len)
+        == NULL)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_tokenrefresh_seal_frame(u_char *key, ngx_str_t *aad,
+    ngx_str_t *plain, u_char *out)
+{
+    u_char     fkey[EVP_MAX_MD_SIZE];
+    ngx_int_t  rc;
+
+    if (RAND_bytes(out, NGX_HTTP_TOKENREFRESH_SALT_LEN) != 1
+        || ngx_http_tokenrefresh_frame_key(key, out, fkey) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_tokenrefresh_seal_to(fkey, aad, plain,
+                                       out + NGX_HTTP_TOKENREFRESH_SALT_LEN);
+
+    ngx_explicit_memzero(fkey, sizeof(fkey));
+
+    return rc;
+}
+
+
+ngx_int_t
+ngx_http_tokenrefresh_open_frame(u_char *key, ngx_str_t *aad, ngx_str_t *in,
+    ngx_str_t *plain)
+{
+    u_char     fkey[EVP_MAX_MD_SIZE];
+    ngx_int_t  rc;
+    ngx_str_t  sealed;
+
+    if (in->len < NGX_HTTP_TOKENREFRESH_FRAME_LEN(0)) {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_tokenrefresh_frame_key(key, in->data, fkey) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    sealed.data = in->data + NGX_HTTP_TOKENREFRESH_SALT_LEN;
+    sealed.len = in->len - NGX_HTTP_TOKENREFRESH_SALT_LEN;
+
+    rc = ngx_http_tokenrefresh_open_to(fkey, aad, &sealed, plain);
+
+    ngx_explicit_memzero(fkey, sizeof(fkey));
 
     return rc;
 }

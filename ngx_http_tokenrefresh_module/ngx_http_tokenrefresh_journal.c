@@ -250,7 +250,7 @@ ngx_http_tokenrefresh_journal_put(ngx_http_tokenrefresh_zone_t *zone,
 
     /* sealed in the event loop: a few microseconds for a credential */
 
-    size = 4 + NGX_HTTP_TOKENREFRESH_SEALED_LEN(len);
+    size = 4 + NGX_HTTP_TOKENREFRESH_FRAME_LEN(len);
 
     if (w->next_len + size > w->next_size) {
         next = ngx_alloc(ngx_max(2 * w->next_size, w->next_len + size), log);
@@ -273,8 +273,9 @@ ngx_http_tokenrefresh_journal_put(ngx_http_tokenrefresh_zone_t *zone,
 
     p = ngx_http_tokenrefresh_put(w->next + w->next_len, size - 4, 4);
 
-    if (ngx_http_tokenrefresh_seal_to(zone->state->key,
-                                      &zone->state->journal_aad, &content, p)
+    if (ngx_http_tokenrefresh_seal_frame(zone->state->key,
+                                         &zone->state->journal_aad, &content,
+                                         p)
         != NGX_OK)
     {
         goto failed;

@@ -34,6 +34,9 @@
 #define NGX_HTTP_TOKENREFRESH_TAG_LEN        16
 #define NGX_HTTP_TOKENREFRESH_SEALED_LEN(n)                                   \
     (NGX_HTTP_TOKENREFRESH_NONCE_LEN + (n) + NGX_HTTP_TOKENREFRESH_TAG_LEN)
+#define NGX_HTTP_TOKENREFRESH_SALT_LEN       16
+#define NGX_HTTP_TOKENREFRESH_FRAME_LEN(n)                                    \
+    (NGX_HTTP_TOKENREFRESH_SALT_LEN + NGX_HTTP_TOKENREFRESH_SEALED_LEN(n))
 #define NGX_HTTP_TOKENREFRESH_KEY_LEN        32
 
 /* refreshes rejections may start at once, then one per interval */
@@ -1016,6 +1019,10 @@ ngx_int_t ngx_http_tokenrefresh_open(ngx_pool_t *pool, u_char *key,
 ngx_int_t ngx_http_tokenrefresh_seal_to(u_char *key, ngx_str_t *aad,
     ngx_str_t *plain, u_char *out);
 ngx_int_t ngx_http_tokenrefresh_open_to(u_char *key, ngx_str_t *aad,
+    ngx_str_t *in, ngx_str_t *plain);
+ngx_int_t ngx_http_tokenrefresh_seal_frame(u_char *key, ngx_str_t *aad,
+    ngx_str_t *plain, u_char *out);
+ngx_int_t ngx_http_tokenrefresh_open_frame(u_char *key, ngx_str_t *aad,
     ngx_str_t *in, ngx_str_t *plain);
 char *ngx_http_tokenrefresh_assertion_key(ngx_conf_t *cf,
     ngx_http_tokenrefresh_assertion_t *a, ngx_str_t *file);

@@ -24,10 +24,11 @@
  *   count x { seq:u64  op:u8  put: record | gone: 16 bytes }
  *
  * The journal is a file of frames appended one after the other, each
- * sealed on its own (AES-256-GCM, with "TRJ1" and the zone's name as
+ * sealed on its own (AES-256-GCM under a key of its own, HMAC-SHA256 of
+ * the state key and the frame's salt, with "TRJ1" and the zone's name as
  * additional data) so that a torn last frame loses only itself:
  *
- *   len:u32  nonce | ciphertext | tag
+ *   len:u32  salt:16  nonce | ciphertext | tag
  *
  * and a frame's content is what one change did to the zone:
  *
@@ -592,8 +593,8 @@ ngx_http_tokenrefresh_merge_journal(ngx_http_tokenrefresh_merge_t *m,
         frame.len = len;
         content.data = plain;
 
-        rc = ngx_http_tokenrefresh_open_to(m->key, &m->aad, &frame,
-                                           &content);
+        rc = ngx_http_tokenrefresh_open_frame(m->key, &m->aad, &frame,
+                                              &content);
 
         if (rc == NGX_ERROR) {
             return NGX_ERROR;
