@@ -98,7 +98,7 @@ static void ngx_http_tokenrefresh_journal_compact(
 static ngx_int_t ngx_http_tokenrefresh_compact_merge(
     ngx_http_tokenrefresh_job_t *job, ngx_http_tokenrefresh_merge_t *m);
 static ngx_int_t ngx_http_tokenrefresh_write_file(ngx_str_t *path,
-    u_char *data, size_t len, ngx_str_t *dir);
+    u_char *data, size_t len, ngx_str_t *dir, ngx_uid_t owner);
 static ssize_t ngx_http_tokenrefresh_read_all(ngx_fd_t fd, u_char *buf,
     size_t len);
 static ngx_int_t ngx_http_tokenrefresh_slurp(u_char *path, u_char **data,
@@ -446,7 +446,8 @@ ngx_http_tokenrefresh_journal_thread(void *data, ngx_log_t *log)
     /* a new journal's name, on disk too */
 
     if (before == 0) {
-        (void) ngx_http_tokenrefresh_write_file(NULL, NULL, 0, &st->dir);
+        (void) ngx_http_tokenrefresh_write_file(NULL, NULL, 0, &st->dir,
+                                                   (ngx_uid_t) -1);
     }
 
     job->rc = NGX_OK;
@@ -707,7 +708,8 @@ ngx_http_tokenrefresh_compact_merge(ngx_http_tokenrefresh_job_t *job,
         goto done;
     }
 
-    if (ngx_http_tokenrefresh_write_file(&st->path, sealed, slen, &st->dir)
+    if (ngx_http_tokenrefresh_write_file(&st->path, sealed, slen, &st->dir,
+                                         (ngx_uid_t) -1)
         != NGX_OK)
     {
         job->compact_failed = "writing the snapshot";
@@ -718,7 +720,8 @@ ngx_http_tokenrefresh_compact_merge(ngx_http_tokenrefresh_job_t *job,
     /* the snapshot holds all of it now */
 
     (void) unlink((char *) st->old.data);
-    (void) ngx_http_tokenrefresh_write_file(NULL, NULL, 0, &st->dir);
+    (void) ngx_http_tokenrefresh_write_file(NULL, NULL, 0, &st->dir,
+                                                   (ngx_uid_t) -1);
 
     rc = NGX_OK;
 
@@ -753,10 +756,22 @@ ngx_http_tokenrefresh_journal_fold(ngx_http_tokenrefresh_zone_t *zone,
     size_t                          len;
     ngx_fd_t                        lock;
     ngx_int_t                       rc;
+    ngx_uid_t                       owner;
+    ngx_core_conf_t                *ccf;
     ngx_http_tokenrefresh_state_t  *st;
 
     st = zone->state;
     rc = NGX_ERROR;
+
+    /*
+     * the master may run as root: the workers compact this snapshot
+     * later, as the "user" of the configuration, and must read it
+     */
+
+    ccf = (ngx_core_conf_t *) ngx_get_conf(st->cycle->conf_ctx,
+                                           ngx_core_module);
+    owner = (geteuid() == 0 && ccf->user != (ngx_uid_t) NGX_CONF_UNSET_UINT)
+            ? ccf->user : (ngx_uid_t) -1;
 
     len = 4 + NGX_HTTP_TOKENREFRESH_SEALED_LEN(content->len);
 
@@ -769,6 +784,11 @@ ngx_http_tokenrefresh_journal_fold(ngx_http_tokenrefresh_zone_t *zone,
 
     lock = open((char *) st->lock.data, O_RDWR|O_CREAT|O_NOFOLLOW, 0600);
 
+    if (lock != -1 && owner != (ngx_uid_t) -1 && fchown(lock, owner, -1)) {
+        ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
+                      "tokenrefresh: fchown(\"%s\") failed", st->lock.data);
+    }
+
     if (lock == -1
         || ngx_http_tokenrefresh_lock_range(lock, 1, F_WRLCK) != NGX_OK
         || ngx_http_tokenrefresh_lock_range(lock, 0, F_WRLCK) != NGX_OK)
@@ -780,7 +800,8 @@ ngx_http_tokenrefresh_journal_fold(ngx_http_tokenrefresh_zone_t *zone,
 
     if (ngx_http_tokenrefresh_seal_to(st->key, &st->aad, content, sealed + 4)
         != NGX_OK
-        || ngx_http_tokenrefresh_write_file(&st->path, sealed, len, &st->dir)
+        || ngx_http_tokenrefresh_write_file(&st->path, sealed, len, &st->dir,
+                                            owner)
            != NGX_OK)
     {
         ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
@@ -791,7 +812,8 @@ ngx_http_tokenrefresh_journal_fold(ngx_http_tokenrefresh_zone_t *zone,
 
     (void) unlink((char *) st->old.data);
     (void) unlink((char *) st->journal.data);
-    (void) ngx_http_tokenrefresh_write_file(NULL, NULL, 0, &st->dir);
+    (void) ngx_http_tokenrefresh_write_file(NULL, NULL, 0, &st->dir,
+                                                   (ngx_uid_t) -1);
 
     rc = NGX_OK;
 
@@ -815,7 +837,7 @@ done:
 
 static ngx_int_t
 ngx_http_tokenrefresh_write_file(ngx_str_t *path, u_char *data, size_t len,
-    ngx_str_t *dir)
+    ngx_str_t *dir, ngx_uid_t owner)
 {
     int        fd;
     u_char     tmp[NGX_MAX_PATH];
@@ -840,7 +862,10 @@ ngx_http_tokenrefresh_write_file(ngx_str_t *path, u_char *data, size_t len,
 
         n = write(fd, data, len);
 
-        if (n != (ssize_t) len || fsync(fd) == -1) {
+        if (n != (ssize_t) len
+            || (owner != (ngx_uid_t) -1 && fchown(fd, owner, -1) == -1)
+            || fsync(fd) == -1)
+        {
             err = ngx_errno;
             close(fd);
             (void) unlink((char *) tmp);
@@ -946,13 +971,20 @@ ngx_int_t
 ngx_http_tokenrefresh_journal_read(ngx_str_t *path, u_char **data,
     size_t *len, ngx_log_t *log)
 {
+    int        fd;
     ngx_int_t  rc;
 
     rc = ngx_http_tokenrefresh_slurp(path->data, data, len);
 
     if (rc == NGX_OK && !ngx_test_config) {
         /* sealed, but nobody else's business: as the snapshot */
-        (void) chmod((char *) path->data, 0600);
+
+        fd = open((char *) path->data, O_RDONLY|O_NOFOLLOW);
+
+        if (fd != -1) {
+            (void) fchmod(fd, 0600);
+            close(fd);
+        }
     }
 
     if (rc == NGX_ERROR) {

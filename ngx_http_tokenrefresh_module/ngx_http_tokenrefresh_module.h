@@ -374,6 +374,8 @@ typedef struct {
     /* a rejected file could not be kept aside: never save over it */
     ngx_uint_t                        blocked;
 
+    ngx_cycle_t                      *cycle;    /* the "user" to write as */
+
     /* the worker's writer (ngx_http_tokenrefresh_journal.c) */
     void                             *thread_pool;
     struct ngx_http_tokenrefresh_writer_s  *writer;

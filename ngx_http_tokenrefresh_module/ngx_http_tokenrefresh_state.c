@@ -205,6 +205,8 @@ ngx_http_tokenrefresh_state_conf(ngx_conf_t *cf,
 
     ngx_sprintf(st->lock.data, "%V.lock%Z", path);
 
+    st->cycle = cf->cycle;
+
     st->journal.len = path->len + sizeof(".journal") - 1;
     st->journal.data = ngx_pnalloc(cf->pool, st->journal.len + 1);
     st->old.len = path->len + sizeof(".journal.old") - 1;
