@@ -98,7 +98,7 @@ static ngx_http_tokenrefresh_node_t *ngx_http_tokenrefresh_lookup(
     ngx_uint_t session);
 static ngx_http_tokenrefresh_node_t *ngx_http_tokenrefresh_create(
     ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *name, uint32_t hash,
-    ngx_uint_t evict, ngx_log_t *log);
+    ngx_http_tokenrefresh_session_t *ss, ngx_uint_t evict, ngx_log_t *log);
 static void *ngx_http_tokenrefresh_alloc(ngx_http_tokenrefresh_zone_t *zone,
     size_t size, ngx_http_tokenrefresh_node_t *keep, ngx_uint_t evict,
     ngx_log_t *log);
@@ -365,8 +365,8 @@ ngx_http_tokenrefresh_find(ngx_http_tokenrefresh_zone_t *zone,
     }
 
     if (node == NULL) {
-        node = ngx_http_tokenrefresh_create(zone, &ctx->name, ctx->hash, 1,
-                                            log);
+        node = ngx_http_tokenrefresh_create(zone, &ctx->name, ctx->hash, NULL,
+                                            1, log);
         if (node == NULL) {
             return NULL;
         }
@@ -514,15 +514,13 @@ ngx_http_tokenrefresh_session_create(ngx_http_tokenrefresh_zone_t *zone,
 
     node = ngx_http_tokenrefresh_create(zone, &name,
                                         ngx_http_tokenrefresh_digest_key(digest),
+                                        ss,
                                         NGX_HTTP_TOKENREFRESH_EVICT_SESSIONS,
                                         log);
     if (node == NULL) {
         ngx_slab_free_locked(zone->shpool, ss);
         goto nomem;
     }
-
-    node->session = ss;
-    zone->sh->sessions++;
 
     if (ngx_http_tokenrefresh_set_tokens(zone, node, tok, 1,
                                          NGX_HTTP_TOKENREFRESH_EVICT_SESSIONS,
@@ -1797,18 +1795,13 @@ ngx_http_tokenrefresh_restore(ngx_http_tokenrefresh_zone_t *zone,
             ngx_memcpy(nss, ss, size);
         }
 
-        tn = ngx_http_tokenrefresh_create(zone, name, hash, 0, log);
+        tn = ngx_http_tokenrefresh_create(zone, name, hash, nss, 0, log);
         if (tn == NULL) {
             if (nss) {
                 ngx_slab_free_locked(zone->shpool, nss);
             }
 
             goto nomem;
-        }
-
-        if (nss) {
-            tn->session = nss;
-            zone->sh->sessions++;
         }
     }
 
@@ -2419,9 +2412,16 @@ ngx_http_tokenrefresh_lookup(ngx_http_tokenrefresh_zone_t *zone,
 }
 
 
+/*
+ * A session is one from the start: the tree orders sessions and named
+ * credentials of an equal key by their kind, so the kind must be known
+ * when the node is inserted.
+ */
+
 static ngx_http_tokenrefresh_node_t *
 ngx_http_tokenrefresh_create(ngx_http_tokenrefresh_zone_t *zone,
-    ngx_str_t *name, uint32_t hash, ngx_uint_t evict, ngx_log_t *log)
+    ngx_str_t *name, uint32_t hash, ngx_http_tokenrefresh_session_t *ss,
+    ngx_uint_t evict, ngx_log_t *log)
 {
     size_t                         size;
     ngx_http_tokenrefresh_node_t  *tn;
@@ -2441,6 +2441,11 @@ ngx_http_tokenrefresh_create(ngx_http_tokenrefresh_zone_t *zone,
     tn->used = tn->moved;
     tn->len = (u_short) name->len;
     ngx_memcpy(tn->name, name->data, name->len);
+
+    if (ss) {
+        tn->session = ss;
+        zone->sh->sessions++;
+    }
 
     ngx_rbtree_insert(&zone->sh->rbtree, &tn->node);
     ngx_queue_insert_head(&zone->sh->lru, &tn->lru);

@@ -20,7 +20,7 @@ set -eu
 
 # build, test, and the AddressSanitizer nginx built from Debian's source
 PKGS="nginx-core nginx-dev libyajl-dev libssl-dev perl make gcc curl \
-      libio-socket-ip-perl libjson-pp-perl openssl dpkg-dev \
+      libio-socket-ip-perl libjson-pp-perl libcryptx-perl openssl dpkg-dev \
       libpcre2-dev zlib1g-dev"
 
 check=no

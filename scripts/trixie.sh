@@ -39,7 +39,8 @@ esac
 # what building and testing need, as in scripts/setup.sh; trixie's nginx
 # package is the binary (nginx-core is a transitional package there)
 PKGS="nginx nginx-dev libyajl-dev libssl-dev gcc make perl dpkg-dev curl \
-      libio-socket-ip-perl openssl libpcre2-dev zlib1g-dev ca-certificates"
+      libio-socket-ip-perl libcryptx-perl openssl libpcre2-dev zlib1g-dev \
+      ca-certificates"
 # JSON::PP is part of perl itself in trixie; the package is taken when the
 # archive still has it
 OPTIONAL_PKGS="libjson-pp-perl"

@@ -363,3 +363,80 @@ GET /api/f
 "X-Session: x"
 --- error_code: 401
 --- error_log_level: notice
+
+
+
+=== TEST 6: two sessions whose digests share the tree key (restored from a state file) are both found
+The zone orders its tree by 32 bits of the handle's digest, then by kind
+and digest: a session must be known as one when it is inserted.  Two
+handles whose digests collide on those 32 bits are found by a birthday
+search, given real tokens by the mock, and written into a state file
+sealed with the zone's key, the greater digest restored second.
+--- config
+    location /api/ {
+        tokenrefresh_session users;
+        tokenrefresh_refresh /_srefresh;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+--- init
+use Digest::SHA qw(sha256);
+use Crypt::AuthEnc::GCM qw(gcm_encrypt_authenticate);
+my @b64 = ('A' .. 'Z', 'a' .. 'z', '0' .. '9', '-', '_');
+my (%seen, @pair);
+while (!@pair) {
+    my $h = join '', map { $b64[rand 64] } 1 .. 43;
+    my $k = substr(sha256($h), 0, 4);
+    if (exists $seen{$k} && $seen{$k} ne $h) { @pair = ($seen{$k}, $h) }
+    $seen{$k} = $h;
+}
+@pair = sort { substr(sha256($a), 0, 16) cmp substr(sha256($b), 0, 16) } @pair;
+is(substr(sha256($pair[0]), 0, 4), substr(sha256($pair[1]), 0, 4),
+   'two handles whose digests share 32 bits');
+my $now = int(time * 1000);
+my $plain = '';
+for my $i (0, 1) {
+    my $r = HTTP::Tiny->new->post(
+        "http://127.0.0.1:$ENV{TEST_NGINX_IDP_PORT}/api/tokens",
+        { headers => { 'Content-Type' => 'application/json' },
+          content => JSON::PP->new->encode({ email => "c$i\@example.com",
+                                     password => "secret-c$i\@example.com" }) });
+    my $t = jdecode($r->{content});
+    ok($t->{token} && $t->{refreshToken}, "tokens for user $i");
+    # the smaller digest was used last: restored first
+    $plain .= pack('Q<', 1) . "\x01"
+            . pack('v', 16) . substr(sha256($pair[$i]), 0, 16)
+            . pack('V', length $t->{token}) . $t->{token}
+            . pack('V', length $t->{refreshToken}) . $t->{refreshToken}
+            . pack('q<', $now) . pack('q<', $now + 3_600_000) . pack('Q<', 1)
+            . ("\0" x 16)
+            . "\x01" . pack('q<', $now) . pack('q<', $now - 1000 * $i)
+            . ("\0" x 16) . pack('v', 0);
+}
+$plain = 'TRS3' . pack('Q<', 0) . pack('V', 2) . pack('V', 0) . $plain;
+my $key = do { open my $fh, '<', "$ENV{TEST_NGINX_STATE_DIR}/key" or die; local $/; <$fh> };
+$key =~ s/\s+//g;
+my $nonce = join '', map { chr rand 256 } 1 .. 12;
+my ($ct, $tag) = gcm_encrypt_authenticate('AES', pack('H*', $key), $nonce,
+                                          'TRS1users', $plain);
+stop_nginx('QUIT');
+my $state = state_of(6);
+unlink $state, "$state.journal";
+open my $fh, '>:raw', $state or die;
+print $fh 'TRS1', $nonce, $ct, $tag;
+close $fh;
+chmod 0600, $state;
+my $log0 = error_log_size();
+start_nginx();
+like(join('', error_log_since($log0)),
+     qr/2 credentials of zone "users" restored .*\(2 of them users' sessions\)/,
+     'both restored');
+is(as_user(GET => '/api/a', $pair[0])->{status}, 200, 'the first is found');
+is(as_user(GET => '/api/b', $pair[1])->{status}, 200, 'the second is found');
+is(jdecode(as_user(GET => '/api/c', $pair[1])->{content})->{cred},
+   'c1@example.com', "with its own user's token");
+--- request
+GET /calls
+--- response_body_like
+^calls=2 login=2$
+--- error_log_level: notice
