@@ -11,10 +11,17 @@
 #      and how soon a waiting request in another worker resumes once the
 #      token is stored;
 #   3. scaling: 1, 100 and 10,000 credentials, 1 KB and 8 KB tokens;
-#      memory per credential.
+#      memory per credential;
+#   4. sessions: a request with a user's session handle, among 100,000 live
+#      sessions, against a request with one named credential: instructions
+#      per request under callgrind, and throughput.
 #
 # Usage: bench/bench.pl [--rounds N] [--steady-rounds N] [--seconds S]
-#                        [--only steady|storm|scaling] [--out DIR]
+#                        [--sessions N] [--session-rounds N]
+#                        [--only steady|storm|scaling|sessions] [--out DIR]
+#
+# BENCH_PORT=P: the front nginx listens on P, the upstream on P+1, the mock
+# provider on P+2 and P+3, nginx under callgrind on P+10.
 # Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
 # BSD 2-Clause License: see the file LICENSE.
 
@@ -29,6 +36,8 @@ use HTTP::Tiny;
 use JSON::PP;
 use POSIX qw(strftime);
 use Time::HiRes qw(time sleep);
+use Digest::SHA ();
+use List::Util qw(min max);
 use IO::Socket::INET;
 
 my $top = "$Bin/..";
@@ -36,8 +45,10 @@ my $top = "$Bin/..";
 # interleaved runs give a steadier median than a few long ones.
 my ($rounds, $seconds, $out, $only) = (7, 2, "$top/build/bench", '');
 my $steady_rounds = 21;
+my ($sessions, $session_rounds) = (100_000, 11);
 GetOptions('rounds=i' => \$rounds, 'seconds=f' => \$seconds,
            'steady-rounds=i' => \$steady_rounds,
+           'sessions=i' => \$sessions, 'session-rounds=i' => \$session_rounds,
            'out=s' => \$out, 'only=s' => \$only) or die "usage\n";
 
 # BENCH_SO: another build of the module, to compare with (docs/benchmarks.md)
@@ -47,6 +58,9 @@ my $lua = -f '/usr/lib/nginx/modules/ngx_http_lua_module.so'
           && -f '/usr/lib/nginx/modules/ndk_http_module.so';
 
 my %port = (front => 18180, up => 18181, idp => 18850, api => 18860);
+if (my $p = $ENV{BENCH_PORT}) {
+    %port = (front => $p, up => $p + 1, idp => $p + 2, api => $p + 3);
+}
 my $http = HTTP::Tiny->new(timeout => 30);
 my $json = JSON::PP->new->canonical->pretty;
 
@@ -132,6 +146,12 @@ http {
 }
 EOF
 
+# users' sessions: a 512-byte node, a chunk and the mock's two tokens of
+# about 34 bytes take about 700 bytes (docs/benchmarks.md, "Memory per
+# session"); 1 KB each, and room to spare: a full zone would end sessions
+# whose handles the bench holds
+my $users_mb = int($sessions * 1024 / 2**20) + 16;
+
 my $lua_load = $lua ? "load_module /usr/lib/nginx/modules/ndk_http_module.so;\n"
                       . "load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;\n" : "";
 my $lua_http = $lua ? <<"EOF" : '';
@@ -167,6 +187,7 @@ http {
     proxy_temp_path $out/front/proxy;
 
     tokenrefresh_zone tokens:64m;
+    tokenrefresh_zone users:${users_mb}m session_idle=1h session_lifetime=1d;
 $lua_http
     map "" \$kb { default "@{[ 'a' x 1000 ]}"; }
 
@@ -233,6 +254,40 @@ $lua_loc
             tokenrefresh_wait_timeout 30s;
             proxy_set_header Authorization \$tokenrefresh_authorization;
             proxy_pass http://api;
+        }
+
+        # a user's session: the handle in a header (a native app's), the
+        # same upstream as /mod/
+        location /ses/ {
+            tokenrefresh_session users;
+            tokenrefresh_session_header X-Session;
+            tokenrefresh_session_cookie off;
+            tokenrefresh_refresh /_srefresh;
+            tokenrefresh_json_access_token /token;
+            tokenrefresh_json_refresh_token /refreshToken;
+            proxy_set_header Authorization \$tokenrefresh_authorization;
+            proxy_pass http://up;
+        }
+
+        # the app's login (the mock's custom login API): a new session
+        location = /login {
+            tokenrefresh_session_login users;
+            tokenrefresh_session_cookie off;
+            tokenrefresh_session_handle_json session;
+            tokenrefresh_json_access_token /token;
+            tokenrefresh_json_refresh_token /refreshToken;
+            tokenrefresh_json_expires_in /expiresIn;
+            proxy_set_header Accept-Encoding "";
+            proxy_pass http://idp/api/tokens;
+        }
+
+        location = /_srefresh {
+            internal;
+            tokenrefresh_json_access_token /token;
+            tokenrefresh_json_refresh_token /refreshToken;
+            proxy_set_header Content-Type application/json;
+            proxy_set_body '{"refreshToken":"\$tokenrefresh_refresh_token_json"}';
+            proxy_pass http://idp/api/tokens/refresh;
         }
 
         location = /_login {
@@ -374,9 +429,17 @@ printf "  lua / hard-coded header:    median %.3f (%.3f .. %.3f)\n",
 # same configuration in one process under callgrind, the same requests to
 # each location, instructions counted per request.
 
+# variants: the locations /V/ to measure (by default the steady state's);
+# script: V => a wrk script for the requests of V; fill: a step run in the
+# process before counting starts (nginx runs without instrumentation until
+# then, several times faster); own: the variant whose own instructions are
+# reported (the module's by default).
 sub instructions {
+    my (%o) = @_;
+    my @vs = @{ $o{variants} // \@variants };
+    my $script = $o{script} // {};
     my $port = $port{front} + 10;
-    my $dir = "$out/cg";
+    my $dir = "$out/" . ($o{dir} // 'cg');
     system("mkdir -p $dir/logs") == 0 or die;
     my $conf = do { local (@ARGV, $/) = "$out/front/nginx.conf"; <> };
     $conf =~ s/^worker_processes 2;/worker_processes 1;\nmaster_process off;\ndaemon off;/m;
@@ -390,6 +453,7 @@ sub instructions {
         open STDOUT, '>', "$dir/valgrind.log";
         open STDERR, '>&', \*STDOUT;
         exec 'valgrind', '--tool=callgrind', "--callgrind-out-file=$dir/cg.out",
+             $o{fill} ? '--instr-atstart=no' : (),
              $nginx, '-p', $dir, '-c', "$dir/nginx.conf";
     }
 
@@ -399,13 +463,21 @@ sub instructions {
         sleep 0.1;
     }
 
+    if ($o{fill}) {
+        $o{fill}->($port);
+        system("callgrind_control -i on $pid > /dev/null 2>&1") == 0 or die;
+    }
+
     my (%ir, %own);
     # five dumps per variant, interleaved; the median of each
-    for my $v ((@variants) x 5) {
-        system("wrk -t1 -c4 -d1s http://127.0.0.1:$port/$v/warm > /dev/null");
+    for my $v ((@vs) x 5) {
+        my $s = $script->{$v} ? " -s $script->{$v}" : '';
+        system("wrk -t1 -c4 -d1s$s http://127.0.0.1:$port/$v/warm > /dev/null");
         system("callgrind_control -z $pid > /dev/null 2>&1") == 0 or die;
-        my $o = `wrk -t1 -c1 -d3s http://127.0.0.1:$port/$v/x`;
+        my $o = `wrk -t1 -c1 -d3s$s http://127.0.0.1:$port/$v/x`;
         my ($n) = $o =~ /(\d+) requests in/ or die "wrk: $o";
+        die "wrk: non-2xx answers from /$v/ under callgrind\n"
+            if $o =~ /Non-2xx or 3xx responses: [1-9]/;
         system("callgrind_control -d $pid > /dev/null 2>&1") == 0 or die;
         my ($dump) = sort { -M $a <=> -M $b } glob "$dir/cg.out.*";
         my $text = do { local (@ARGV, $/) = $dump; <> };
@@ -417,11 +489,14 @@ sub instructions {
         printf STDERR "    %s %.0f (%d requests)\n", $v, $total / $n, $n if $ENV{BENCH_VERBOSE};
     }
 
+    $o{after}->($port) if $o{after};
+
     kill 'TERM', $pid;
     waitpid $pid, 0;
 
-    return { (map { $_ => median(@{ $ir{$_} }) } @variants),
-             own => median(@{ $own{mod} }) };
+    return { (map { $_ => median(@{ $ir{$_} }) } @vs),
+             own => median(@{ $own{ $o{own} // 'mod' } }),
+             own_of => { map { $_ => median(@{ $own{$_} }) } @vs } };
 }
 
 # The module's own instructions in a callgrind dump: the self cost of its
@@ -597,7 +672,7 @@ printf "  resumed in the other worker after the token was stored: %d "
 # --- 3. scaling --------------------------------------------------------------
 
 SCALING:
-goto DONE if $only && $only ne 'scaling';
+goto SESSIONS if $only && $only ne 'scaling';
 
 say "== scaling: credentials and token sizes, $rounds rounds";
 
@@ -680,6 +755,228 @@ EOF
 }
 
 $result{scaling} = \%scale;
+
+# --- 4. users' sessions ------------------------------------------------------
+#
+# A request that carries a session's handle, among $sessions live sessions
+# (a lookup in a tree of that many, by the SHA-256 of the handle), against
+# a request that attaches the token of one named credential: the same
+# request bytes (both carry a handle, picked at random), the same proxy,
+# the same upstream.
+
+SESSIONS:
+goto DONE if $only && $only ne 'sessions';
+
+say "== sessions: $sessions live sessions, $session_rounds rounds";
+
+mock('config', { delay_ms => 0, token_pad => 0 });
+
+# $n logins through the nginx on $port, by wrk: the handles, one a line,
+# in $file.  wrk is stopped once it has them all; the logins in flight
+# then make a few sessions more.
+sub login_sessions {
+    my ($port, $n, $file, $prefix) = @_;
+    my $lua = "$file.lua";
+    write_file($lua, <<'EOF');
+local out, i, prefix
+init = function(args)
+    out = io.open(args[1], "w")
+    out:setvbuf("line")
+    prefix = args[2]
+end
+request = function()
+    i = (i or 0) + 1
+    local email = prefix .. i .. "@example.com"
+    return wrk.format("POST", "/login",
+                      { ["Content-Type"] = "application/json" },
+                      '{"email":"' .. email .. '","password":"secret-'
+                      .. email .. '"}')
+end
+response = function(status, headers, body)
+    local h = body:match('"session":"([%w_-]+)"')
+    if status == 201 and h then
+        out:write(h, "\n")
+    else
+        out:write("! ", status, " ", body:sub(1, 200), "\n")
+    end
+end
+EOF
+    unlink $file;
+    my $t0 = time;
+    my $pid = fork // die "fork";
+    if ($pid == 0) {
+        open STDOUT, '>', "$file.wrk";
+        exec 'wrk', '-t1', '-c32', '-d600s', '--timeout', '10s', '-s', $lua,
+             "http://127.0.0.1:$port/login", '--', $file, $prefix;
+    }
+    # a line is 44 bytes
+    until ((-s $file // 0) >= $n * 44) {
+        die "login_sessions: wrk ended early: " . `cat $file.wrk`
+            if waitpid($pid, POSIX::WNOHANG()) == $pid;
+        die "login_sessions: too slow" if time - $t0 > 600;
+        sleep 0.2;
+    }
+    kill 'INT', $pid;
+    waitpid $pid, 0;
+    open my $fh, '<', $file or die "$file: $!";
+    my @h = <$fh>;
+    close $fh;
+    my @bad = grep { /^!/ } @h;
+    die "login_sessions: " . scalar(@bad) . " failed logins: $bad[0]" if @bad;
+    my %seen;
+    my $dup = grep { $seen{$_}++ } @h;
+    die "login_sessions: $dup handles twice" if $dup;
+    return { handles => scalar @h, seconds => time - $t0 };
+}
+
+# Sessions whose handles' digests share the 32 bits of the tree key: each
+# is asked for once.  One that does not answer 200 is reported and left
+# out of the requests (so far: a session inserted into the tree before it
+# is marked as one, ngx_http_tokenrefresh_create(), can land on the wrong
+# side of an equal key, where the lookup never finds it).
+sub check_collisions {
+    my ($port, $file) = @_;
+    open my $fh, '<', $file or die "$file: $!";
+    chomp(my @h = <$fh>);
+    close $fh;
+    my %by;
+    push @{ $by{ substr(Digest::SHA::sha256($_), 0, 4) } }, $_ for @h;
+    my @coll = map { @$_ } grep { @$_ > 1 } values %by;
+    my %bad;
+    for my $h (@coll) {
+        my $r = $http->get("http://127.0.0.1:$port/ses/probe",
+                           { headers => { 'X-Session' => $h } });
+        $bad{$h} = $r->{status} if $r->{status} != 200;
+    }
+    if (%bad) {
+        write_file($file, join '', map { "$_\n" } grep { !$bad{$_} } @h);
+        printf "  NOT FOUND: %d of the %d sessions whose handles share a "
+               . "tree key answer %s; left out of the requests\n",
+               scalar keys %bad, scalar @coll, join(' ', sort values %bad);
+    }
+    return { colliding => scalar @coll, unreachable => scalar keys %bad };
+}
+
+sub zone_status {
+    my ($port, $zone) = @_;
+    my $r = $http->get("http://127.0.0.1:$port/status");
+    die "status: $r->{status}" unless $r->{success};
+    return decode_json($r->{content})->{zones}{$zone};
+}
+
+# the same requests for both: a random handle of $handles in X-Session, so
+# that the lookup goes down the tree, not to one hot node
+sub session_scripts {
+    my ($handles) = @_;
+    my %script;
+    for my $v ('mod', 'ses') {
+        $script{$v} = "$handles-$v.lua";
+        write_file($script{$v}, <<"EOF");
+local reqs, n = {}, 0
+init = function(args)
+    for h in io.lines("$handles") do
+        n = n + 1
+        reqs[n] = wrk.format("GET", "/$v/x", { ["X-Session"] = h })
+    end
+    math.randomseed(os.time() + n)
+end
+request = function()
+    return reqs[math.random(n)]
+end
+EOF
+    }
+    return \%script;
+}
+
+get('/mod/warm');                     # the named credential's login
+
+my $handles = "$out/handles";
+my $u0 = zone_status($port{front}, 'users')->{used};
+my $login = login_sessions($port{front}, $sessions, $handles, 'u');
+my $zs = zone_status($port{front}, 'users');
+die "sessions: $zs->{sessions}{evicted} evicted, the zone is too small"
+    if $zs->{sessions}{evicted};
+my $per = ($zs->{used} - $u0) / $zs->{sessions}{live};
+printf "  %d logins in %.0f s; %d live sessions, zone %d MB, %.0f%% used, "
+       . "%.0f bytes per session\n", $login->{handles}, $login->{seconds},
+       $zs->{sessions}{live}, $users_mb, $zs->{used} / $zs->{size} * 100,
+       $per;
+my $coll = check_collisions($port{front}, $handles);
+
+my $sscript = session_scripts($handles);
+for my $v ('mod', 'ses') {
+    wrk("http://127.0.0.1:$port{front}/", $sscript->{$v}, 1);
+}
+
+my (@sr, %srps, %sp99);
+for my $round (1 .. $session_rounds) {
+    my %r;
+    for my $v ($round % 2 ? ('mod', 'ses') : ('ses', 'mod')) {
+        $r{$v} = wrk("http://127.0.0.1:$port{front}/", $sscript->{$v});
+        push @{ $srps{$v} }, $r{$v}{rps};
+        push @{ $sp99{$v} }, $r{$v}{p99};
+    }
+    push @sr, $r{ses}{rps} / $r{mod}{rps};
+    printf "  round %d: named credential %.0f rps, session %.0f rps (%.3f)\n",
+           $round, $r{mod}{rps}, $r{ses}{rps}, $sr[-1];
+}
+my $zs2 = zone_status($port{front}, 'users');
+die "sessions: $zs2->{sessions}{live} live sessions after the rounds, "
+    . "$zs->{sessions}{live} before"
+    if $zs2->{sessions}{live} != $zs->{sessions}{live};
+
+my %sres = (
+    sessions => $zs->{sessions}{live}, zone_mb => $users_mb,
+    zone_used => $zs->{used}, bytes_per_session => $per,
+    login_seconds => $login->{seconds},
+    colliding => $coll->{colliding}, unreachable => $coll->{unreachable},
+    rps => { mod => median(@{ $srps{mod} }), ses => median(@{ $srps{ses} }) },
+    p99 => { mod => median(@{ $sp99{mod} }), ses => median(@{ $sp99{ses} }) },
+    ratio => { median => median(@sr), min => min(@sr), max => max(@sr),
+               all => \@sr },
+);
+printf "  session / named credential, requests/s: median %.3f (%.3f .. %.3f)\n",
+       median(@sr), min(@sr), max(@sr);
+
+# the same under callgrind: the zone is filled in that process, by logins
+# through it before counting starts
+if (system('which valgrind > /dev/null 2>&1') == 0) {
+    my $cg_handles = "$out/cg-handles";
+    my ($live, $cg_coll);
+    my $ir = instructions(
+        dir => 'cg-sessions', variants => [ 'mod', 'ses' ], own => 'ses',
+        script => session_scripts($cg_handles),
+        fill => sub {
+            my ($port) = @_;
+            my $l = login_sessions($port, $sessions, $cg_handles, 'c');
+            $live = zone_status($port, 'users')->{sessions}{live};
+            printf "  under callgrind: %d logins in %.0f s, %d live sessions\n",
+                   $l->{handles}, $l->{seconds}, $live;
+            $cg_coll = check_collisions($port, $cg_handles);
+            $http->get("http://127.0.0.1:$port/mod/warm")->{status} == 200
+                or die "sessions: /mod/ under callgrind";
+        },
+        after => sub {
+            my ($port) = @_;
+            my $z = zone_status($port, 'users');
+            die "sessions under callgrind: $z->{sessions}{live} live, "
+                . "$live before" if $z->{sessions}{live} != $live;
+        });
+    $sres{instructions} = {
+        mod => $ir->{mod}, ses => $ir->{ses},
+        ratio => $ir->{ses} / $ir->{mod},
+        difference => $ir->{ses} - $ir->{mod},
+        own => $ir->{own_of}, sessions => $live,
+        colliding => $cg_coll->{colliding},
+        unreachable => $cg_coll->{unreachable},
+    };
+    printf "  instructions per request: named credential %.0f, session %.0f "
+           . "(%+.1f%%, %+.0f); the module's own functions %.0f and %.0f\n",
+           $ir->{mod}, $ir->{ses}, ($ir->{ses} / $ir->{mod} - 1) * 100,
+           $ir->{ses} - $ir->{mod}, $ir->{own_of}{mod}, $ir->{own_of}{ses};
+}
+
+$result{sessions} = \%sres;
 
 DONE:
 write_file("$out/results.json", $json->encode(\%result));
