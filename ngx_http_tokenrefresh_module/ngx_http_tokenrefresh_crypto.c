@@ -47,13 +47,44 @@ ngx_http_tokenrefresh_fingerprint(u_char *dst, u_char *data, size_t len)
 }
 
 
-/* the raw first 16 bytes of the SHA-256: for the list of spent tokens */
+/*
+ * The raw first 16 bytes of the SHA-256: the spent tokens, and a session's
+ * name on every request that carries a handle.  OpenSSL 3 looks the
+ * algorithm up again on each EVP_Digest() call (about 40 % of the cost of
+ * hashing a handle), so the worker fetches SHA-256 once and keeps one
+ * context.  Only the event loop calls this: no thread shares them.
+ */
 
 void
 ngx_http_tokenrefresh_digest(u_char *dst, u_char *data, size_t len)
 {
-    u_char        md[EVP_MAX_MD_SIZE];
-    unsigned int  mdlen;
+    u_char              md[EVP_MAX_MD_SIZE];
+    unsigned int        mdlen;
+    static EVP_MD      *sha256;
+    static EVP_MD_CTX  *ctx;
+
+    if (ctx == NULL) {
+        sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+        ctx = EVP_MD_CTX_new();
+
+        if (sha256 == NULL || ctx == NULL) {
+            EVP_MD_free(sha256);
+            EVP_MD_CTX_free(ctx);
+            sha256 = NULL;
+            ctx = NULL;
+            goto once;
+        }
+    }
+
+    if (EVP_DigestInit_ex2(ctx, sha256, NULL) == 1
+        && EVP_DigestUpdate(ctx, data, len) == 1
+        && EVP_DigestFinal_ex(ctx, md, &mdlen) == 1)
+    {
+        ngx_memcpy(dst, md, NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
+        return;
+    }
+
+once:
 
     if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) != 1) {
         ngx_memzero(dst, NGX_HTTP_TOKENREFRESH_DIGEST_LEN);

@@ -37,6 +37,9 @@ static ngx_int_t ngx_http_tokenrefresh_session_csrf(ngx_http_request_t *r,
     ngx_http_tokenrefresh_session_conf_t *sc);
 static ngx_table_elt_t *ngx_http_tokenrefresh_header_in(
     ngx_http_request_t *r, char *lowcase, size_t len);
+static u_char *ngx_http_tokenrefresh_session_memo(ngx_http_request_t *r,
+    ngx_str_t *handle, u_char *digest);
+static void ngx_http_tokenrefresh_memo_cleanup(void *data);
 static ngx_int_t ngx_http_tokenrefresh_session_digest(ngx_str_t *handle,
     u_char *digest);
 static ngx_int_t ngx_http_tokenrefresh_logout_handler(ngx_http_request_t *r);
@@ -46,6 +49,22 @@ static ngx_int_t ngx_http_tokenrefresh_revoked(ngx_http_request_t *r,
     void *data, ngx_int_t rc);
 static void ngx_http_tokenrefresh_logout_resume(ngx_http_request_t *r);
 static ngx_int_t ngx_http_tokenrefresh_logout_answer(ngx_http_request_t *r);
+
+
+/*
+ * The last handle a client connection carried, and its digest: an app
+ * sends its user's requests on its own keep-alive or HTTP/2 connection,
+ * so the SHA-256 of the handle is made once per connection rather than
+ * once per request.  It lives in the connection's pool, which holds the
+ * request lines that carried the handle anyway, and is wiped when the
+ * connection closes.
+ */
+
+typedef struct {
+    u_char                           handle[NGX_HTTP_TOKENREFRESH_HANDLE_LEN];
+    u_char                           digest[NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
+    ngx_uint_t                       valid;
+} ngx_http_tokenrefresh_memo_t;
 
 
 static ngx_str_t  ngx_http_tokenrefresh_ended_body =
@@ -96,7 +115,7 @@ ngx_http_tokenrefresh_session_pass(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ngx_http_tokenrefresh_session_digest(&handle, p) != NGX_OK) {
+    if (ngx_http_tokenrefresh_session_memo(r, &handle, p) == NULL) {
         /* not a handle this module could have made */
         return NGX_DECLINED;
     }
@@ -291,22 +310,96 @@ ngx_http_tokenrefresh_header_in(ngx_http_request_t *r, char *lowcase,
 
 /* only what this module could have issued is looked up */
 
+static u_char *
+ngx_http_tokenrefresh_session_memo(ngx_http_request_t *r, ngx_str_t *handle,
+    u_char *digest)
+{
+    ngx_connection_t              *c;
+    ngx_pool_cleanup_t            *cln;
+    ngx_http_tokenrefresh_memo_t  *memo;
+
+    c = r->connection;
+
+#if (NGX_HTTP_V2)
+    if (r->stream) {
+        c = r->stream->connection->connection;
+    }
+#endif
+
+    for (cln = c->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_tokenrefresh_memo_cleanup) {
+            break;
+        }
+    }
+
+    memo = cln ? cln->data : NULL;
+
+    if (memo && memo->valid
+        && handle->len == NGX_HTTP_TOKENREFRESH_HANDLE_LEN
+        && CRYPTO_memcmp(memo->handle, handle->data, handle->len) == 0)
+    {
+        return ngx_cpymem(digest, memo->digest,
+                          NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
+    }
+
+    if (ngx_http_tokenrefresh_session_digest(handle, digest) != NGX_OK) {
+        return NULL;
+    }
+
+    if (memo == NULL) {
+        cln = ngx_pool_cleanup_add(c->pool,
+                                   sizeof(ngx_http_tokenrefresh_memo_t));
+        if (cln == NULL) {
+            /* no memo: the next request hashes again */
+            return digest;
+        }
+
+        cln->handler = ngx_http_tokenrefresh_memo_cleanup;
+        memo = cln->data;
+    }
+
+    ngx_memcpy(memo->handle, handle->data, handle->len);
+    ngx_memcpy(memo->digest, digest, NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
+    memo->valid = 1;
+
+    return digest;
+}
+
+
+static void
+ngx_http_tokenrefresh_memo_cleanup(void *data)
+{
+    ngx_explicit_memzero(data, sizeof(ngx_http_tokenrefresh_memo_t));
+}
+
+
 static ngx_int_t
 ngx_http_tokenrefresh_session_digest(ngx_str_t *handle, u_char *digest)
 {
     size_t  i;
-    u_char  c;
+
+    /* base64url: what ngx_http_tokenrefresh_session_new() writes */
+    static const u_char  ok[256] = {
+        ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1,
+        ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1,
+        ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1,
+        ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
+        ['Y'] = 1, ['Z'] = 1,
+        ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1,
+        ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1,
+        ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1,
+        ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+        ['y'] = 1, ['z'] = 1,
+        ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1,
+        ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1, ['-'] = 1, ['_'] = 1
+    };
 
     if (handle->len != NGX_HTTP_TOKENREFRESH_HANDLE_LEN) {
         return NGX_DECLINED;
     }
 
-    for (i = 0; i < handle->len; i++) {
-        c = handle->data[i];
-
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')
-              || (c >= '0' && c <= '9') || c == '-' || c == '_'))
-        {
+    for (i = 0; i < NGX_HTTP_TOKENREFRESH_HANDLE_LEN; i++) {
+        if (!ok[handle->data[i]]) {
             return NGX_DECLINED;
         }
     }

@@ -518,3 +518,45 @@ is($z->{sessions}{operator}, 3, 'three ended by an operator');
 GET /calls
 --- response_body_like
 ^calls=3 login=3$
+
+
+
+=== TEST 11: one connection, several users: each request counts with its own handle (keep-alive; and HTTP/2)
+A connection remembers the last handle it carried and its digest; a
+different handle on the same connection must be looked up again.
+--- config
+    listen 127.0.0.1:$TEST_NGINX_H2_PORT http2;
+
+    location /api/ {
+        tokenrefresh_session users;
+        tokenrefresh_refresh /_srefresh;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+        add_header X-Conn $connection always;
+    }
+--- init
+my (undef, $a) = login('kay@example.com');
+my (undef, $b) = login('lou@example.com');
+my $ua = HTTP::Tiny->new(keep_alive => 1);
+my $port = $Test::Nginx::Util::ServerPortForClient;
+my (@who, @h2, %conn);
+for my $h ($a, $b, $a, $b, { session => 'A' x 43 }, $a) {
+    my $r = $ua->get("http://127.0.0.1:$port/api/k",
+                     { headers => { 'X-Session' => $h->{session} } });
+    $conn{ $r->{headers}{'x-conn'} }++;
+    push @who, $r->{status} == 200 ? jdecode($r->{content})->{cred} : $r->{status};
+}
+is(scalar keys %conn, 1, 'one keep-alive connection');
+is("@who", 'kay@example.com lou@example.com kay@example.com lou@example.com 401 kay@example.com',
+   'each request with its own user');
+# HTTP/2 (curl 7.88 cannot send a second request on an h2c connection it
+# opened with prior knowledge: one stream per connection here)
+for my $h ($a, $b) {
+    my $out = `curl -s --http2-prior-knowledge -H 'X-Session: $h->{session}' http://127.0.0.1:$ENV{TEST_NGINX_H2_PORT}/api/h`;
+    push @h2, $out =~ /"cred":"([^"]+)"/ ? $1 : '?';
+}
+is("@h2", 'kay@example.com lou@example.com', 'over HTTP/2, each with its own user');
+--- request
+GET /calls
+--- response_body_like
+^calls=2 login=2$
