@@ -866,22 +866,29 @@ sub zone_status {
 
 # the same requests for both: a random handle of $handles in X-Session, so
 # that the lookup goes down the tree, not to one hot node
+# ses1: the session, one handle for all the requests of a connection (an
+# app's connection: the handle is hashed once per connection); mod and ses:
+# a handle picked at random for each request (a gateway multiplexing many
+# users' requests on its connections: hashed on every request)
 sub session_scripts {
     my ($handles) = @_;
     my %script;
-    for my $v ('mod', 'ses') {
+    for my $v ('mod', 'ses', 'ses1') {
+        my $path = $v eq 'ses1' ? 'ses' : $v;
+        my $pick = $v eq 'ses1' ? 'one' : 'reqs[math.random(n)]';
         $script{$v} = "$handles-$v.lua";
         write_file($script{$v}, <<"EOF");
-local reqs, n = {}, 0
+local reqs, n, one = {}, 0, nil
 init = function(args)
     for h in io.lines("$handles") do
         n = n + 1
-        reqs[n] = wrk.format("GET", "/$v/x", { ["X-Session"] = h })
+        reqs[n] = wrk.format("GET", "/$path/x", { ["X-Session"] = h })
     end
     math.randomseed(os.time() + n)
+    one = reqs[math.random(n)]
 end
 request = function()
-    return reqs[math.random(n)]
+    return $pick
 end
 EOF
     }
@@ -904,21 +911,26 @@ printf "  %d logins in %.0f s; %d live sessions, zone %d MB, %.0f%% used, "
 my $coll = check_collisions($port{front}, $handles);
 
 my $sscript = session_scripts($handles);
-for my $v ('mod', 'ses') {
+for my $v ('mod', 'ses', 'ses1') {
     wrk("http://127.0.0.1:$port{front}/", $sscript->{$v}, 1);
 }
 
-my (@sr, %srps, %sp99);
+my (@sr, @sr1, %srps, %sp99);
 for my $round (1 .. $session_rounds) {
     my %r;
-    for my $v ($round % 2 ? ('mod', 'ses') : ('ses', 'mod')) {
+    my @order = ('mod', 'ses', 'ses1');
+    push @order, shift @order for 1 .. $round % 3;
+    for my $v (@order) {
         $r{$v} = wrk("http://127.0.0.1:$port{front}/", $sscript->{$v});
         push @{ $srps{$v} }, $r{$v}{rps};
         push @{ $sp99{$v} }, $r{$v}{p99};
     }
     push @sr, $r{ses}{rps} / $r{mod}{rps};
-    printf "  round %d: named credential %.0f rps, session %.0f rps (%.3f)\n",
-           $round, $r{mod}{rps}, $r{ses}{rps}, $sr[-1];
+    push @sr1, $r{ses1}{rps} / $r{mod}{rps};
+    printf "  round %d: named credential %.0f rps, session %.0f rps (%.3f), "
+           . "one handle per connection %.0f rps (%.3f)\n",
+           $round, $r{mod}{rps}, $r{ses}{rps}, $sr[-1], $r{ses1}{rps},
+           $sr1[-1];
 }
 my $zs2 = zone_status($port{front}, 'users');
 die "sessions: $zs2->{sessions}{live} live sessions after the rounds, "
@@ -930,13 +942,16 @@ my %sres = (
     zone_used => $zs->{used}, bytes_per_session => $per,
     login_seconds => $login->{seconds},
     colliding => $coll->{colliding}, unreachable => $coll->{unreachable},
-    rps => { mod => median(@{ $srps{mod} }), ses => median(@{ $srps{ses} }) },
-    p99 => { mod => median(@{ $sp99{mod} }), ses => median(@{ $sp99{ses} }) },
+    rps => { map { $_ => median(@{ $srps{$_} }) } qw(mod ses ses1) },
+    p99 => { map { $_ => median(@{ $sp99{$_} }) } qw(mod ses ses1) },
     ratio => { median => median(@sr), min => min(@sr), max => max(@sr),
                all => \@sr },
+    ratio1 => { median => median(@sr1), min => min(@sr1), max => max(@sr1),
+                all => \@sr1 },
 );
-printf "  session / named credential, requests/s: median %.3f (%.3f .. %.3f)\n",
-       median(@sr), min(@sr), max(@sr);
+printf "  session / named credential, requests/s: median %.3f (%.3f .. %.3f); "
+       . "one handle per connection %.3f (%.3f .. %.3f)\n",
+       median(@sr), min(@sr), max(@sr), median(@sr1), min(@sr1), max(@sr1);
 
 # the same under callgrind: the zone is filled in that process, by logins
 # through it before counting starts
@@ -944,7 +959,8 @@ if (system('which valgrind > /dev/null 2>&1') == 0) {
     my $cg_handles = "$out/cg-handles";
     my ($live, $cg_coll);
     my $ir = instructions(
-        dir => 'cg-sessions', variants => [ 'mod', 'ses' ], own => 'ses',
+        dir => 'cg-sessions', variants => [ 'mod', 'ses', 'ses1' ],
+        own => 'ses',
         script => session_scripts($cg_handles),
         fill => sub {
             my ($port) = @_;
@@ -963,17 +979,22 @@ if (system('which valgrind > /dev/null 2>&1') == 0) {
                 . "$live before" if $z->{sessions}{live} != $live;
         });
     $sres{instructions} = {
-        mod => $ir->{mod}, ses => $ir->{ses},
+        mod => $ir->{mod}, ses => $ir->{ses}, ses1 => $ir->{ses1},
         ratio => $ir->{ses} / $ir->{mod},
         difference => $ir->{ses} - $ir->{mod},
+        ratio1 => $ir->{ses1} / $ir->{mod},
+        difference1 => $ir->{ses1} - $ir->{mod},
         own => $ir->{own_of}, sessions => $live,
         colliding => $cg_coll->{colliding},
         unreachable => $cg_coll->{unreachable},
     };
     printf "  instructions per request: named credential %.0f, session %.0f "
-           . "(%+.1f%%, %+.0f); the module's own functions %.0f and %.0f\n",
+           . "(%+.1f%%, %+.0f), one handle per connection %.0f (%+.1f%%, "
+           . "%+.0f); the module's own functions %.0f, %.0f and %.0f\n",
            $ir->{mod}, $ir->{ses}, ($ir->{ses} / $ir->{mod} - 1) * 100,
-           $ir->{ses} - $ir->{mod}, $ir->{own_of}{mod}, $ir->{own_of}{ses};
+           $ir->{ses} - $ir->{mod}, $ir->{ses1},
+           ($ir->{ses1} / $ir->{mod} - 1) * 100, $ir->{ses1} - $ir->{mod},
+           $ir->{own_of}{mod}, $ir->{own_of}{ses}, $ir->{own_of}{ses1};
 }
 
 $result{sessions} = \%sres;

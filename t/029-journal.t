@@ -440,3 +440,81 @@ GET /calls
 --- response_body_like
 ^calls=2 login=2$
 --- error_log_level: notice
+
+
+
+=== TEST 7: the state files of 0.8 ("TRS1" inside) and 0.9 ("TRS2", with sessions) are still read
+--- config
+    location /api/ {
+        tokenrefresh_session users;
+        tokenrefresh_refresh /_srefresh;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+    location /named/ {
+        tokenrefresh users billing;
+        tokenrefresh_refresh /_srefresh;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+    location = /status {
+        tokenrefresh_status;
+    }
+--- init
+use Digest::SHA qw(sha256 sha256_hex);
+use Crypt::AuthEnc::GCM qw(gcm_encrypt_authenticate);
+my $key = do { open my $fh, '<', "$ENV{TEST_NGINX_STATE_DIR}/key" or die; local $/; <$fh> };
+$key =~ s/\s+//g;
+my $state = state_of(7);
+my $now = int(time * 1000);
+sub seal_state {
+    my ($plain) = @_;
+    my $nonce = join '', map { chr rand 256 } 1 .. 12;
+    my ($ct, $tag) = gcm_encrypt_authenticate('AES', pack('H*', $key), $nonce,
+                                              'TRS1users', $plain);
+    stop_nginx('QUIT');
+    unlink $state, "$state.journal";
+    open my $fh, '>:raw', $state or die;
+    print $fh 'TRS1', $nonce, $ct, $tag;
+    close $fh;
+    chmod 0600, $state;
+    my $log0 = error_log_size();
+    start_nginx();
+    return join '', error_log_since($log0);
+}
+sub record {
+    my ($name, $at, $rt) = @_;
+    return pack('v', length $name) . $name
+         . pack('V', length $at) . $at . pack('V', length $rt) . $rt
+         . pack('q<', $now) . pack('q<', $now + 3_600_000) . pack('Q<', 1)
+         . ("\0" x 16);
+}
+# 0.8: no session byte
+my $log = seal_state('TRS1' . pack('V', 1) . pack('V', 0)
+                     . record('billing', 'at-from-0.8', 'rt-from-0.8'));
+like($log, qr/1 credentials of zone "users" restored/, '0.8: restored');
+my $st = jdecode(hit(GET => '/status')->{content});
+is($st->{zones}{users}{credentials}{billing}{token}{fingerprint},
+   substr(sha256_hex('at-from-0.8'), 0, 12), "0.8: the credential's token");
+# 0.9: a session byte, a user's session
+my $handle = join '', map { ('A' .. 'Z', 'a' .. 'z')[rand 52] } 1 .. 43;
+my $r = HTTP::Tiny->new->post(
+    "http://127.0.0.1:$ENV{TEST_NGINX_IDP_PORT}/api/tokens",
+    { headers => { 'Content-Type' => 'application/json' },
+      content => JSON::PP->new->encode({ email => 'old@example.com',
+                                         password => 'secret-old@example.com' }) });
+my $t = jdecode($r->{content});
+$log = seal_state('TRS2' . pack('V', 1) . pack('V', 0)
+                  . record(substr(sha256($handle), 0, 16), $t->{token},
+                           $t->{refreshToken})
+                  . "\x01" . pack('q<', $now) . pack('q<', $now)
+                  . ("\0" x 16) . pack('v', 0));
+like($log, qr/1 credentials of zone "users" restored .*\(1 of them users' sessions\)/,
+     '0.9: restored');
+is(jdecode(as_user(GET => '/api/a', $handle)->{content})->{cred},
+   'old@example.com', "0.9: the user's session works");
+--- request
+GET /calls
+--- response_body_like
+^calls=1 login=1$
+--- error_log_level: notice
