@@ -344,7 +344,7 @@ calls=1 client_credentials=1
 my $state = main::etc_dir() . '/tokens.state';
 unlink $state;
 is(hit(GET => '/api/a')->{status}, 200, 'logged in');
-ok(-s $state, 'the state file was written');
+ok(wait_until(sub { -s $state }), 'the state file was written');
 is(sprintf('%o', (stat $state)[2] & 07777), '600', 'mode 0600');
 --- request
 GET /calls
