@@ -389,6 +389,9 @@ ngx_http_tokenrefresh_copy_zone(ngx_http_tokenrefresh_zone_t *zone,
 
     sh->spent_count = osh->spent_count;
     sh->spent_next = osh->spent_next;
+
+    /* the new zone's frames and snapshots must sort after the old one's */
+    sh->journal_seq = ngx_max(sh->journal_seq, osh->journal_seq);
     sh->evictions = osh->evictions + left;
     sh->nomem = osh->nomem;
     sh->kept = osh->kept;

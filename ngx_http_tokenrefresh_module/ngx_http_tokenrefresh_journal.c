@@ -19,9 +19,16 @@
  * until it is done.  If the pool's queue is full, or nginx was built
  * without threads, the same work is done in the event loop.
  *
+ * A write that failed keeps its frames for the next one (a timer retries
+ * within a second), and the lease waits for nobody: a disk that fails is
+ * logged, not a reason to stop serving.  A worker killed in the middle of
+ * an append leaves a torn frame that would hide every frame after it: the
+ * end of the last good append is kept in the lock file, and the next
+ * append cuts what lies beyond it.
+ *
  * When the journal has grown as large as the snapshot (and at least
- * NGX_HTTP_TOKENREFRESH_COMPACT), or there is no snapshot yet, the task
- * that noticed compacts it: the
+ * NGX_HTTP_TOKENREFRESH_COMPACT), or there is no snapshot yet, the writer
+ * compacts it in a task of its own, which does not delay the appends: the
  * journal is renamed to "<state file>.journal.old", merged with the
  * snapshot into a new snapshot, which replaces the old one, and removed.
  * The merge reads the files, never the zone.
@@ -43,6 +50,26 @@
 #define NGX_HTTP_TOKENREFRESH_COMPACT  (64 * 1024)
 #define NGX_HTTP_TOKENREFRESH_MAX_FILE (256 * 1024 * 1024)
 
+/* frames kept for a retry at most; beyond, the whole zone is written */
+#define NGX_HTTP_TOKENREFRESH_RETRY_MAX (16 * 1024 * 1024)
+
+/* threads only where a thread and its event loop can exclude each other */
+#if (NGX_THREADS) && defined(F_OFD_SETLKW)
+#define NGX_HTTP_TOKENREFRESH_THREADS  1
+#else
+#define NGX_HTTP_TOKENREFRESH_THREADS  0
+#endif
+
+#define NGX_HTTP_TOKENREFRESH_MARK_AT  8
+
+
+/* where the last good append ended, in the lock file */
+typedef struct {
+    dev_t                             dev;
+    ino_t                             ino;
+    off_t                             end;
+} ngx_http_tokenrefresh_mark_t;
+
 
 typedef struct {
     ngx_queue_t                       queue;
@@ -57,6 +84,10 @@ typedef struct {
     u_char                           *frames;
     size_t                            len;
     int64_t                           now;
+
+    ngx_uint_t                        compact_only;
+    ngx_uint_t                        compact_due;
+    off_t                             cut;         /* torn bytes cut */
 
     ngx_int_t                         rc;
     const char                       *failed;
@@ -79,12 +110,16 @@ typedef struct ngx_http_tokenrefresh_writer_s {
     size_t                            next_len;
     size_t                            next_size;
     ngx_uint_t                        busy;
+    ngx_uint_t                        compacting;
     ngx_event_t                       hold;
-#if (NGX_THREADS)
+    ngx_event_t                       retry;
+#if (NGX_HTTP_TOKENREFRESH_THREADS)
     ngx_thread_pool_t                *pool;
     ngx_thread_task_t                *task;
+    ngx_thread_task_t                *ctask;
 #endif
     ngx_http_tokenrefresh_job_t      *job;
+    ngx_http_tokenrefresh_job_t      *cjob;
     ngx_log_t                        *log;
 } ngx_http_tokenrefresh_writer_t;
 
@@ -104,6 +139,17 @@ static ssize_t ngx_http_tokenrefresh_read_all(ngx_fd_t fd, u_char *buf,
 static ngx_int_t ngx_http_tokenrefresh_slurp(u_char *path, u_char **data,
     size_t *len);
 static void ngx_http_tokenrefresh_journal_hold(ngx_event_t *ev);
+static void ngx_http_tokenrefresh_journal_retry(ngx_event_t *ev);
+static void ngx_http_tokenrefresh_journal_held(
+    ngx_http_tokenrefresh_writer_t *w);
+static void ngx_http_tokenrefresh_compact_post(
+    ngx_http_tokenrefresh_writer_t *w);
+static void ngx_http_tokenrefresh_compact_thread(void *data, ngx_log_t *log);
+static void ngx_http_tokenrefresh_compact_done(ngx_event_t *ev);
+static void ngx_http_tokenrefresh_journal_requeue(
+    ngx_http_tokenrefresh_writer_t *w, ngx_http_tokenrefresh_job_t *job);
+static ngx_int_t ngx_http_tokenrefresh_mark(ngx_fd_t lock,
+    ngx_http_tokenrefresh_mark_t *mark, ngx_uint_t write);
 
 
 /* in each worker, for each zone with a state file */
@@ -112,6 +158,7 @@ ngx_int_t
 ngx_http_tokenrefresh_journal_init(ngx_cycle_t *cycle,
     ngx_http_tokenrefresh_zone_t *zone)
 {
+    ngx_uint_t                       resave;
     ngx_http_tokenrefresh_writer_t  *w;
 
     w = ngx_pcalloc(cycle->pool, sizeof(ngx_http_tokenrefresh_writer_t));
@@ -125,7 +172,8 @@ ngx_http_tokenrefresh_journal_init(ngx_cycle_t *cycle,
     ngx_queue_init(&w->running);
 
     w->job = ngx_pcalloc(cycle->pool, sizeof(ngx_http_tokenrefresh_job_t));
-    if (w->job == NULL) {
+    w->cjob = ngx_pcalloc(cycle->pool, sizeof(ngx_http_tokenrefresh_job_t));
+    if (w->job == NULL || w->cjob == NULL) {
         return NGX_ERROR;
     }
 
@@ -134,12 +182,18 @@ ngx_http_tokenrefresh_journal_init(ngx_cycle_t *cycle,
     w->hold.log = cycle->log;
     w->hold.cancelable = 0;
 
-#if (NGX_THREADS)
+    w->retry.handler = ngx_http_tokenrefresh_journal_retry;
+    w->retry.data = w;
+    w->retry.log = cycle->log;
+    w->retry.cancelable = 1;
+
+#if (NGX_HTTP_TOKENREFRESH_THREADS)
     w->pool = zone->state->thread_pool;
 
     if (w->pool) {
         w->task = ngx_thread_task_alloc(cycle->pool, 0);
-        if (w->task == NULL) {
+        w->ctask = ngx_thread_task_alloc(cycle->pool, 0);
+        if (w->task == NULL || w->ctask == NULL) {
             return NGX_ERROR;
         }
 
@@ -148,12 +202,97 @@ ngx_http_tokenrefresh_journal_init(ngx_cycle_t *cycle,
         w->task->event.handler = ngx_http_tokenrefresh_journal_done;
         w->task->event.data = w;
         w->task->event.log = cycle->log;
+
+        w->ctask->ctx = w->cjob;
+        w->ctask->handler = ngx_http_tokenrefresh_compact_thread;
+        w->ctask->event.handler = ngx_http_tokenrefresh_compact_done;
+        w->ctask->event.data = w;
+        w->ctask->event.log = cycle->log;
     }
 #endif
 
     zone->state->writer = w;
 
+    /*
+     * a reload gave a zone that was kept a state file it never wrote: the
+     * first worker to start writes the whole zone, or the next compaction
+     * would make a snapshot of what changed since
+     */
+
+    if (zone->sh->resave) {
+        ngx_shmtx_lock(&zone->shpool->mutex);
+        resave = zone->sh->resave;
+        zone->sh->resave = 0;
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+
+        if (resave) {
+            (void) ngx_http_tokenrefresh_state_save(zone, cycle->log);
+        }
+    }
+
     return NGX_OK;
+}
+
+
+/*
+ * The worker exits: nginx has already stopped the thread pool (its module
+ * exits first), after the task in flight ran; what it wrote is settled
+ * here, and the frames that waited are written, in this process.
+ */
+
+void
+ngx_http_tokenrefresh_journal_exit(ngx_http_tokenrefresh_zone_t *zone)
+{
+    ngx_event_t                      ev;
+    ngx_http_tokenrefresh_writer_t  *w;
+
+    w = zone->state ? zone->state->writer : NULL;
+
+    if (w == NULL) {
+        return;
+    }
+
+#if (NGX_HTTP_TOKENREFRESH_THREADS)
+    w->pool = NULL;
+#endif
+
+    ev.data = w;
+
+    if (w->compacting) {
+        ngx_http_tokenrefresh_compact_done(&ev);
+    }
+
+    if (w->busy) {
+        ngx_http_tokenrefresh_journal_done(&ev);
+    }
+
+    if (!w->busy && w->next_len) {
+        /* the pool is gone: in this process, once more */
+        ngx_http_tokenrefresh_journal_post(w);
+    }
+
+    if (w->retry.timer_set) {
+        ngx_del_timer(&w->retry);
+    }
+}
+
+
+/* the next sequence number, under the zone's mutex */
+
+uint64_t
+ngx_http_tokenrefresh_journal_seq(ngx_http_tokenrefresh_shctx_t *sh)
+{
+    uint64_t  seq;
+
+    /*
+     * numbers that grow with the wall clock too: the frames of a zone a
+     * reload replaced and those of its successor sort by time
+     */
+
+    seq = (uint64_t) ngx_time() << 20;
+    sh->journal_seq = ngx_max(sh->journal_seq + 1, seq);
+
+    return sh->journal_seq;
 }
 
 
@@ -174,7 +313,7 @@ ngx_http_tokenrefresh_journal_put(ngx_http_tokenrefresh_zone_t *zone,
     size_t                           len, size;
     uint64_t                         seq;
     ngx_str_t                        content;
-    ngx_uint_t                       i, ops, spend;
+    ngx_uint_t                       i, ops, spend, lost;
     ngx_http_tokenrefresh_node_t    *tn;
     ngx_http_tokenrefresh_shctx_t   *sh;
     ngx_http_tokenrefresh_writer_t  *w;
@@ -184,6 +323,7 @@ ngx_http_tokenrefresh_journal_put(ngx_http_tokenrefresh_zone_t *zone,
     sh = zone->sh;
     plain = NULL;
     wt = NULL;
+    lost = 0;
 
     if (w == NULL || zone->state->blocked) {
         /* not a worker, or a rejected file is in the way: it says why */
@@ -215,14 +355,7 @@ ngx_http_tokenrefresh_journal_put(ngx_http_tokenrefresh_zone_t *zone,
         goto failed;
     }
 
-    /*
-     * numbers that grow with the wall clock too: the frames of a zone a
-     * reload replaced and those of its successor sort by time
-     */
-
-    seq = (uint64_t) ngx_time() << 20;
-    sh->journal_seq = ngx_max(sh->journal_seq + 1, seq);
-    seq = sh->journal_seq;
+    seq = ngx_http_tokenrefresh_journal_seq(sh);
 
     ops = sh->gone_count + (spend ? 1 : 0) + (tn ? 1 : 0);
 
@@ -235,6 +368,10 @@ ngx_http_tokenrefresh_journal_put(ngx_http_tokenrefresh_zone_t *zone,
     }
 
     sh->gone_count = 0;
+
+    /* more sessions ended than the ring holds: the whole zone, below */
+    lost = sh->gone_lost;
+    sh->gone_lost = 0;
 
     if (spend) {
         *p++ = NGX_HTTP_TOKENREFRESH_OP_SPENT;
@@ -294,6 +431,10 @@ ngx_http_tokenrefresh_journal_put(ngx_http_tokenrefresh_zone_t *zone,
         ngx_http_tokenrefresh_journal_post(w);
     }
 
+    if (lost) {
+        (void) ngx_http_tokenrefresh_state_save(zone, log);
+    }
+
     return NGX_OK;
 
 failed:
@@ -347,12 +488,15 @@ ngx_http_tokenrefresh_journal_post(ngx_http_tokenrefresh_writer_t *w)
 
     w->busy = 1;
 
-#if (NGX_THREADS)
+    if (w->retry.timer_set) {
+        ngx_del_timer(&w->retry);
+    }
+
+#if (NGX_HTTP_TOKENREFRESH_THREADS)
 
     if (w->pool) {
         if (ngx_thread_task_post(w->pool, w->task) == NGX_OK) {
-            /* a graceful exit waits for the task */
-            ngx_add_timer(&w->hold, 86400000);
+            ngx_http_tokenrefresh_journal_held(w);
             return;
         }
 
@@ -378,19 +522,21 @@ ngx_http_tokenrefresh_journal_thread(void *data, ngx_log_t *log)
 {
     ngx_http_tokenrefresh_job_t *job = data;
 
-    ssize_t                         n;
-    off_t                           before;
-    ngx_fd_t                        lock, fd;
-    ngx_file_info_t                 fi;
-    ngx_http_tokenrefresh_state_t  *st;
+    ssize_t                          n;
+    off_t                            before;
+    ngx_fd_t                         lock, fd;
+    ngx_file_info_t                  fi, si;
+    ngx_http_tokenrefresh_mark_t     mark;
+    ngx_http_tokenrefresh_state_t   *st;
 
     st = job->zone->state;
     job->rc = NGX_ERROR;
     fd = NGX_INVALID_FILE;
     before = 0;
 
-    lock = open((char *) st->lock.data, O_RDWR|O_CREAT|O_NOFOLLOW, 0600);
-    if (lock == -1) {
+    lock = open((char *) st->lock.data,
+                O_RDWR|O_CREAT|O_NOFOLLOW|O_CLOEXEC, 0600);
+    if (lock == NGX_INVALID_FILE) {
         job->failed = "open() of the lock file";
         job->err = ngx_errno;
         return;
@@ -403,8 +549,8 @@ ngx_http_tokenrefresh_journal_thread(void *data, ngx_log_t *log)
     }
 
     fd = open((char *) st->journal.data,
-              O_WRONLY|O_APPEND|O_CREAT|O_NOFOLLOW, 0600);
-    if (fd == -1) {
+              O_WRONLY|O_APPEND|O_CREAT|O_NOFOLLOW|O_CLOEXEC, 0600);
+    if (fd == NGX_INVALID_FILE) {
         job->failed = "open()";
         job->err = ngx_errno;
         goto done;
@@ -417,6 +563,22 @@ ngx_http_tokenrefresh_journal_thread(void *data, ngx_log_t *log)
     }
 
     before = ngx_file_size(&fi);
+
+    /* what a worker killed during its append left beyond the last one */
+
+    if (ngx_http_tokenrefresh_mark(lock, &mark, 0) == NGX_OK
+        && mark.dev == fi.st_dev && mark.ino == fi.st_ino
+        && before > mark.end)
+    {
+        if (ftruncate(fd, mark.end) == -1) {
+            job->failed = "ftruncate() of a torn frame";
+            job->err = ngx_errno;
+            goto done;
+        }
+
+        job->cut = before - mark.end;
+        before = mark.end;
+    }
 
     n = write(fd, job->frames, job->len);
 
@@ -435,6 +597,11 @@ ngx_http_tokenrefresh_journal_thread(void *data, ngx_log_t *log)
 
     job->journal_size = before + n;
 
+    mark.dev = fi.st_dev;
+    mark.ino = fi.st_ino;
+    mark.end = job->journal_size;
+    (void) ngx_http_tokenrefresh_mark(lock, &mark, 1);
+
     (void) ngx_http_tokenrefresh_lock_range(lock, 0, F_UNLCK);
 
     if (fdatasync(fd) == -1) {
@@ -447,23 +614,26 @@ ngx_http_tokenrefresh_journal_thread(void *data, ngx_log_t *log)
 
     if (before == 0) {
         (void) ngx_http_tokenrefresh_write_file(NULL, NULL, 0, &st->dir,
-                                                   (ngx_uid_t) -1);
+                                                (ngx_uid_t) -1);
     }
 
     job->rc = NGX_OK;
 
+    /* the first change makes a snapshot: there is always one to look at */
+
+    job->compact_due = (ngx_file_info(st->path.data, &si) == NGX_FILE_ERROR
+                        || (job->journal_size >= NGX_HTTP_TOKENREFRESH_COMPACT
+                            && (off_t) job->journal_size
+                               >= ngx_file_size(&si)));
+
 done:
 
-    if (fd != -1) {
+    if (fd != NGX_INVALID_FILE) {
         close(fd);
     }
 
     /* closing the only descriptor releases its locks */
     close(lock);
-
-    if (job->rc == NGX_OK) {
-        ngx_http_tokenrefresh_journal_compact(job);
-    }
 }
 
 
@@ -479,42 +649,41 @@ ngx_http_tokenrefresh_journal_done(ngx_event_t *ev)
     ngx_http_tokenrefresh_waiter_t  *wt;
 
     job = w->job;
+    w->busy = 0;
 
-    if (w->hold.timer_set) {
-        ngx_del_timer(&w->hold);
+    ngx_http_tokenrefresh_journal_held(w);
+
+    if (job->cut) {
+        ngx_log_error(NGX_LOG_WARN, w->log, 0,
+                      "tokenrefresh: %O bytes of a torn frame (a worker "
+                      "stopped during an append) were cut from the journal "
+                      "\"%V\"", job->cut, &w->zone->state->journal);
     }
 
     if (job->rc != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, w->log, job->err,
-                      "tokenrefresh: %s of the journal \"%V\" failed; a "
-                      "restart now would use older tokens",
+                      "tokenrefresh: %s of the journal \"%V\" failed; the "
+                      "frames are kept and written again, a restart now "
+                      "would use older tokens",
                       job->failed, &w->zone->state->journal);
+
+        ngx_http_tokenrefresh_journal_requeue(w, job);
 
     } else {
         ngx_log_debug2(NGX_LOG_DEBUG_HTTP, w->log, 0,
                        "tokenrefresh: %uz bytes appended to the journal, "
                        "now %uz", job->len, job->journal_size);
+
+        ngx_explicit_memzero(job->frames, job->len);
+        ngx_free(job->frames);
     }
 
-    if (job->compacted == NGX_OK) {
-        ngx_log_error(NGX_LOG_INFO, w->log, 0,
-                      "tokenrefresh: the journal of zone \"%V\" (%uz bytes, "
-                      "%ui frames) was compacted into \"%V\": %ui "
-                      "credentials, %ui of them users' sessions",
-                      &w->zone->shm_zone->shm.name, job->journal_size,
-                      job->frames_merged, &w->zone->state->path,
-                      job->count, job->sessions);
-
-    } else if (job->compacted == NGX_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, w->log, job->compact_err,
-                      "tokenrefresh: the journal of zone \"%V\" could not be "
-                      "compacted: %s; it is kept, and read at the next start",
-                      &w->zone->shm_zone->shm.name, job->compact_failed);
-    }
-
-    ngx_explicit_memzero(job->frames, job->len);
-    ngx_free(job->frames);
     job->frames = NULL;
+
+    /*
+     * the waiters go on even after a failure: a lease cannot wait for a
+     * disk that may not come back, and the frames are written again
+     */
 
     while (!ngx_queue_empty(&w->running)) {
         q = ngx_queue_head(&w->running);
@@ -525,12 +694,91 @@ ngx_http_tokenrefresh_journal_done(ngx_event_t *ev)
         ngx_free(wt);
     }
 
-    w->busy = 0;
+    if (job->rc == NGX_OK && job->compact_due && !w->compacting) {
+        ngx_http_tokenrefresh_compact_post(w);
+    }
 
     /* what came meanwhile, in one task */
 
-    if (!ngx_queue_empty(&w->pending) || w->next_len) {
+    if (job->rc == NGX_OK && (!ngx_queue_empty(&w->pending) || w->next_len))
+    {
         ngx_http_tokenrefresh_journal_post(w);
+    }
+}
+
+
+/*
+ * The frames of a failed write go before the ones made since, for the next
+ * write (they carry their numbers: written twice, they mean the same);
+ * too many, and the whole zone is written instead.
+ */
+
+static void
+ngx_http_tokenrefresh_journal_requeue(ngx_http_tokenrefresh_writer_t *w,
+    ngx_http_tokenrefresh_job_t *job)
+{
+    u_char  *p;
+
+    if (job->len + w->next_len > NGX_HTTP_TOKENREFRESH_RETRY_MAX) {
+        ngx_explicit_memzero(job->frames, job->len);
+        ngx_free(job->frames);
+        (void) ngx_http_tokenrefresh_state_save(w->zone, w->log);
+        goto retry;
+    }
+
+    p = ngx_alloc(job->len + w->next_len, w->log);
+    if (p == NULL) {
+        ngx_explicit_memzero(job->frames, job->len);
+        ngx_free(job->frames);
+        goto retry;
+    }
+
+    ngx_memcpy(p, job->frames, job->len);
+
+    if (w->next) {
+        ngx_memcpy(p + job->len, w->next, w->next_len);
+        ngx_explicit_memzero(w->next, w->next_len);
+        ngx_free(w->next);
+    }
+
+    ngx_explicit_memzero(job->frames, job->len);
+    ngx_free(job->frames);
+
+    w->next = p;
+    w->next_len += job->len;
+    w->next_size = w->next_len;
+
+retry:
+
+    if (!w->retry.timer_set && !ngx_exiting && !ngx_terminate) {
+        ngx_add_timer(&w->retry, 1000);
+    }
+}
+
+
+static void
+ngx_http_tokenrefresh_journal_retry(ngx_event_t *ev)
+{
+    ngx_http_tokenrefresh_writer_t *w = ev->data;
+
+    if (!w->busy && w->next_len) {
+        ngx_http_tokenrefresh_journal_post(w);
+    }
+}
+
+
+/* a graceful exit waits while a task runs: a timer it cannot cancel */
+
+static void
+ngx_http_tokenrefresh_journal_held(ngx_http_tokenrefresh_writer_t *w)
+{
+    if (w->busy || w->compacting) {
+        if (!w->hold.timer_set) {
+            ngx_add_timer(&w->hold, 86400000);
+        }
+
+    } else if (w->hold.timer_set) {
+        ngx_del_timer(&w->hold);
     }
 }
 
@@ -540,6 +788,75 @@ ngx_http_tokenrefresh_journal_hold(ngx_event_t *ev)
 {
     /* a task that runs for a day: keep waiting for it */
     ngx_add_timer(ev, 86400000);
+}
+
+
+static void
+ngx_http_tokenrefresh_compact_post(ngx_http_tokenrefresh_writer_t *w)
+{
+    ngx_event_t                   ev;
+    ngx_http_tokenrefresh_job_t  *job;
+
+    job = w->cjob;
+    ngx_memzero(job, sizeof(ngx_http_tokenrefresh_job_t));
+
+    job->zone = w->zone;
+    job->compact_only = 1;
+    job->now = ngx_http_tokenrefresh_now();
+
+    w->compacting = 1;
+
+#if (NGX_HTTP_TOKENREFRESH_THREADS)
+
+    if (w->pool) {
+        if (ngx_thread_task_post(w->pool, w->ctask) == NGX_OK) {
+            ngx_http_tokenrefresh_journal_held(w);
+            return;
+        }
+    }
+
+#endif
+
+    ngx_http_tokenrefresh_compact_thread(job, w->log);
+
+    ev.data = w;
+    ngx_http_tokenrefresh_compact_done(&ev);
+}
+
+
+static void
+ngx_http_tokenrefresh_compact_thread(void *data, ngx_log_t *log)
+{
+    ngx_http_tokenrefresh_journal_compact(data);
+}
+
+
+static void
+ngx_http_tokenrefresh_compact_done(ngx_event_t *ev)
+{
+    ngx_http_tokenrefresh_writer_t *w = ev->data;
+
+    ngx_http_tokenrefresh_job_t  *job;
+
+    job = w->cjob;
+    w->compacting = 0;
+
+    ngx_http_tokenrefresh_journal_held(w);
+
+    if (job->compacted == NGX_OK) {
+        ngx_log_error(NGX_LOG_INFO, w->log, 0,
+                      "tokenrefresh: the journal of zone \"%V\" (%ui "
+                      "frames) was compacted into \"%V\": %ui credentials, "
+                      "%ui of them users' sessions",
+                      &w->zone->shm_zone->shm.name, job->frames_merged,
+                      &w->zone->state->path, job->count, job->sessions);
+
+    } else if (job->compacted == NGX_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, w->log, job->compact_err,
+                      "tokenrefresh: the journal of zone \"%V\" could not be "
+                      "compacted: %s; it is kept, and read at the next start",
+                      &w->zone->shm_zone->shm.name, job->compact_failed);
+    }
 }
 
 
@@ -555,24 +872,17 @@ ngx_http_tokenrefresh_journal_compact(ngx_http_tokenrefresh_job_t *job)
 {
     ngx_fd_t                        lock;
     ngx_file_info_t                 fi;
+    ngx_http_tokenrefresh_mark_t    mark;
     ngx_http_tokenrefresh_merge_t   m;
     ngx_http_tokenrefresh_state_t  *st;
 
     st = job->zone->state;
 
-    /* the first change makes a snapshot: there is always one to look at */
-
-    if (ngx_file_info(st->path.data, &fi) != NGX_FILE_ERROR
-        && (job->journal_size < NGX_HTTP_TOKENREFRESH_COMPACT
-            || (off_t) job->journal_size < ngx_file_size(&fi)))
-    {
-        return;
-    }
-
     job->compacted = NGX_ERROR;
 
-    lock = open((char *) st->lock.data, O_RDWR|O_CREAT|O_NOFOLLOW, 0600);
-    if (lock == -1) {
+    lock = open((char *) st->lock.data,
+                O_RDWR|O_CREAT|O_NOFOLLOW|O_CLOEXEC, 0600);
+    if (lock == NGX_INVALID_FILE) {
         job->compact_failed = "open() of the lock file";
         job->compact_err = ngx_errno;
         return;
@@ -597,11 +907,23 @@ ngx_http_tokenrefresh_journal_compact(ngx_http_tokenrefresh_job_t *job)
         if (ngx_rename_file(st->journal.data, st->old.data)
             == NGX_FILE_ERROR)
         {
+            if (ngx_errno == NGX_ENOENT) {
+                /* another worker compacted it already */
+                job->compacted = 0;
+                close(lock);
+                return;
+            }
+
             job->compact_failed = "rename() of the journal";
             job->compact_err = ngx_errno;
             close(lock);
             return;
         }
+
+        /* the next append starts a new journal: no end to keep */
+
+        ngx_memzero(&mark, sizeof(ngx_http_tokenrefresh_mark_t));
+        (void) ngx_http_tokenrefresh_mark(lock, &mark, 1);
 
         (void) ngx_http_tokenrefresh_lock_range(lock, 0, F_UNLCK);
     }
@@ -621,11 +943,33 @@ ngx_http_tokenrefresh_journal_compact(ngx_http_tokenrefresh_job_t *job)
 }
 
 
+/* where the last good append ended: read, or written (under byte 0) */
+
+static ngx_int_t
+ngx_http_tokenrefresh_mark(ngx_fd_t lock, ngx_http_tokenrefresh_mark_t *mark,
+    ngx_uint_t write)
+{
+    ssize_t  n;
+
+    if (write) {
+        n = pwrite(lock, mark, sizeof(ngx_http_tokenrefresh_mark_t),
+                   NGX_HTTP_TOKENREFRESH_MARK_AT);
+
+    } else {
+        n = pread(lock, mark, sizeof(ngx_http_tokenrefresh_mark_t),
+                  NGX_HTTP_TOKENREFRESH_MARK_AT);
+    }
+
+    return (n == (ssize_t) sizeof(ngx_http_tokenrefresh_mark_t))
+           ? NGX_OK : NGX_ERROR;
+}
+
+
 static ngx_int_t
 ngx_http_tokenrefresh_compact_merge(ngx_http_tokenrefresh_job_t *job,
     ngx_http_tokenrefresh_merge_t *m)
 {
-    u_char                         *file, *old, *sealed;
+    u_char                         *file, *old, *sealed, *plain;
     size_t                          flen, olen, slen;
     ngx_int_t                       rc;
     ngx_str_t                       in;
@@ -637,6 +981,7 @@ ngx_http_tokenrefresh_compact_merge(ngx_http_tokenrefresh_job_t *job,
     file = NULL;
     old = NULL;
     sealed = NULL;
+    plain = NULL;
     flen = 0;
     olen = 0;
     rc = NGX_ERROR;
@@ -664,7 +1009,16 @@ ngx_http_tokenrefresh_compact_merge(ngx_http_tokenrefresh_job_t *job,
 
         in.data = file + 4;
         in.len = flen - 4;
-        m->snapshot.data = file + 4;
+
+        /* OpenSSL wants the output apart from the input */
+
+        plain = malloc(flen);
+        if (plain == NULL) {
+            job->compact_failed = "out of memory";
+            goto done;
+        }
+
+        m->snapshot.data = plain;
 
         if (ngx_http_tokenrefresh_open_to(st->key, &st->aad, &in,
                                           &m->snapshot)
@@ -732,6 +1086,11 @@ done:
         free(file);
     }
 
+    if (plain) {
+        ngx_explicit_memzero(plain, flen);
+        free(plain);
+    }
+
     if (old) {
         free(old);
     }
@@ -758,6 +1117,7 @@ ngx_http_tokenrefresh_journal_fold(ngx_http_tokenrefresh_zone_t *zone,
     ngx_int_t                       rc;
     ngx_uid_t                       owner;
     ngx_core_conf_t                *ccf;
+    ngx_http_tokenrefresh_mark_t    mark;
     ngx_http_tokenrefresh_state_t  *st;
 
     st = zone->state;
@@ -782,7 +1142,7 @@ ngx_http_tokenrefresh_journal_fold(ngx_http_tokenrefresh_zone_t *zone,
 
     ngx_memcpy(sealed, "TRS1", 4);
 
-    lock = open((char *) st->lock.data, O_RDWR|O_CREAT|O_NOFOLLOW, 0600);
+    lock = open((char *) st->lock.data, O_RDWR|O_CREAT|O_NOFOLLOW|O_CLOEXEC, 0600);
 
     if (lock != -1 && owner != (ngx_uid_t) -1 && fchown(lock, owner, -1)) {
         ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
@@ -813,7 +1173,11 @@ ngx_http_tokenrefresh_journal_fold(ngx_http_tokenrefresh_zone_t *zone,
     (void) unlink((char *) st->old.data);
     (void) unlink((char *) st->journal.data);
     (void) ngx_http_tokenrefresh_write_file(NULL, NULL, 0, &st->dir,
-                                                   (ngx_uid_t) -1);
+                                            (ngx_uid_t) -1);
+
+    /* no journal: no end of one to keep */
+    ngx_memzero(&mark, sizeof(ngx_http_tokenrefresh_mark_t));
+    (void) ngx_http_tokenrefresh_mark(lock, &mark, 1);
 
     rc = NGX_OK;
 
@@ -855,7 +1219,8 @@ ngx_http_tokenrefresh_write_file(ngx_str_t *path, u_char *data, size_t len,
 
         (void) unlink((char *) tmp);
 
-        fd = open((char *) tmp, O_WRONLY|O_CREAT|O_EXCL|O_NOFOLLOW, 0600);
+        fd = open((char *) tmp,
+                  O_WRONLY|O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC, 0600);
         if (fd == -1) {
             return NGX_ERROR;
         }
@@ -883,7 +1248,7 @@ ngx_http_tokenrefresh_write_file(ngx_str_t *path, u_char *data, size_t len,
         }
     }
 
-    fd = open((char *) dir->data, O_RDONLY);
+    fd = open((char *) dir->data, O_RDONLY|O_CLOEXEC);
 
     if (fd != -1) {
         (void) fsync(fd);
@@ -908,7 +1273,7 @@ ngx_http_tokenrefresh_slurp(u_char *path, u_char **data, size_t *len)
     *data = NULL;
     *len = 0;
 
-    fd = open((char *) path, O_RDONLY|O_NOFOLLOW);
+    fd = open((char *) path, O_RDONLY|O_NOFOLLOW|O_CLOEXEC);
 
     if (fd == -1) {
         return (ngx_errno == NGX_ENOENT) ? NGX_DECLINED : NGX_ERROR;
@@ -1009,15 +1374,17 @@ ngx_http_tokenrefresh_lock_range(ngx_fd_t fd, ngx_uint_t byte,
     fl.l_start = byte;
     fl.l_len = 1;
 
+    /* nginx's signal handlers do not restart system calls */
+
 #if defined(F_OFD_SETLKW)
-    if (fcntl(fd, F_OFD_SETLKW, &fl) == -1) {
-        return NGX_ERROR;
-    }
+    while (fcntl(fd, F_OFD_SETLKW, &fl) == -1) {
 #else
-    if (fcntl(fd, F_SETLKW, &fl) == -1) {
-        return NGX_ERROR;
-    }
+    while (fcntl(fd, F_SETLKW, &fl) == -1) {
 #endif
+        if (ngx_errno != NGX_EINTR) {
+            return NGX_ERROR;
+        }
+    }
 
     return NGX_OK;
 }

@@ -472,6 +472,13 @@ ngx_http_tokenrefresh_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    if (ctx->touch) {
+        ctx->touch = 0;
+        (void) ngx_http_tokenrefresh_journal_put(ctx->zone, &ctx->name, 1,
+                                                 NULL, NULL, NULL,
+                                                 r->connection->log);
+    }
+
     ctx->ref = res.ref;
     ctx->seq = res.seq;
 
@@ -2239,7 +2246,37 @@ ngx_http_tokenrefresh_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_tokenrefresh_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_shm_zone_t   *shm_zone;
+
     ngx_http_tokenrefresh_exit_refreshes();
+
+    /* what the journals still hold, written now */
+
+    part = &cycle->shared_memory.part;
+    shm_zone = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            shm_zone = part->elts;
+            i = 0;
+        }
+
+        if (shm_zone[i].tag == &ngx_http_tokenrefresh_module
+            && shm_zone[i].data
+            && ((ngx_http_tokenrefresh_zone_t *) shm_zone[i].data)->shm_zone
+               == &shm_zone[i])
+        {
+            ngx_http_tokenrefresh_journal_exit(shm_zone[i].data);
+        }
+    }
 }
 
 

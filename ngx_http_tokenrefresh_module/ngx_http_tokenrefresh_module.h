@@ -127,6 +127,7 @@ typedef struct {
 typedef struct {
     int64_t                           created;      /* wall clock, ms */
     int64_t                           last;         /* the last use */
+    int64_t                           saved;        /* in the journal */
 
     /* the digest of the JWT "sub" of the login's token, or zeros */
     u_char                            subject
@@ -352,6 +353,9 @@ typedef struct {
     uint64_t                          journal_seq;
     ngx_uint_t                        gone_count;
     ngx_uint_t                        gone_lost;
+
+    /* a reload gave the zone a state file it did not write: write it all */
+    ngx_uint_t                        resave;
     u_char                            gone[NGX_HTTP_TOKENREFRESH_GONE]
                                           [NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
 } ngx_http_tokenrefresh_shctx_t;
@@ -714,6 +718,9 @@ typedef struct {
     /* a user's session: the name is its handle's digest */
     unsigned                          session:1;
 
+    /* the session's last use is due in the journal */
+    unsigned                          touch:1;
+
     /* a login answer being read (ngx_http_tokenrefresh_capture.c) */
     void                             *capture;
 
@@ -899,6 +906,8 @@ ngx_int_t ngx_http_tokenrefresh_get_str(ngx_http_tokenrefresh_reader_t *rd,
 /* ngx_http_tokenrefresh_journal.c */
 ngx_int_t ngx_http_tokenrefresh_journal_init(ngx_cycle_t *cycle,
     ngx_http_tokenrefresh_zone_t *zone);
+void ngx_http_tokenrefresh_journal_exit(ngx_http_tokenrefresh_zone_t *zone);
+uint64_t ngx_http_tokenrefresh_journal_seq(ngx_http_tokenrefresh_shctx_t *sh);
 ngx_int_t ngx_http_tokenrefresh_journal_put(
     ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *name, ngx_uint_t session,
     u_char *spent, void (*handler)(void *data, ngx_int_t rc), void *data,

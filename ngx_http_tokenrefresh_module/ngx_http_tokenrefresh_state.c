@@ -219,7 +219,7 @@ ngx_http_tokenrefresh_state_conf(ngx_conf_t *cf,
     ngx_sprintf(st->journal.data, "%V.journal%Z", path);
     ngx_sprintf(st->old.data, "%V.journal.old%Z", path);
 
-#if (NGX_THREADS)
+#if (NGX_THREADS) && defined(F_OFD_SETLKW)
     /* the journal is synced by a task of the default pool */
     st->thread_pool = ngx_thread_pool_add(cf, NULL);
     if (st->thread_pool == NULL) {
@@ -877,6 +877,7 @@ ngx_http_tokenrefresh_state_save(ngx_http_tokenrefresh_zone_t *zone,
     ngx_fd_t                        lock, fd;
     ngx_int_t                       rc;
     ngx_str_t                       plain, sealed, tmp;
+    uint64_t                        seq;
     ngx_uint_t                      i, first;
     ngx_pool_t                     *pool;
     ngx_queue_t                    *q;
@@ -944,8 +945,10 @@ ngx_http_tokenrefresh_state_save(ngx_http_tokenrefresh_zone_t *zone,
         goto failed;
     }
 
+    seq = ngx_http_tokenrefresh_journal_seq(sh);
+
     p = ngx_cpymem(plain.data, NGX_HTTP_TOKENREFRESH_CONTENT, 4);
-    p = ngx_http_tokenrefresh_put(p, sh->journal_seq, 8);
+    p = ngx_http_tokenrefresh_put(p, seq, 8);
     p = ngx_http_tokenrefresh_put(p, sh->count, 4);
     p = ngx_http_tokenrefresh_put(p, sh->spent_count, 4);
 
@@ -965,13 +968,14 @@ ngx_http_tokenrefresh_state_save(ngx_http_tokenrefresh_zone_t *zone,
     {
         tn = ngx_queue_data(q, ngx_http_tokenrefresh_node_t, lru);
 
-        p = ngx_http_tokenrefresh_put(p, sh->journal_seq, 8);
+        p = ngx_http_tokenrefresh_put(p, seq, 8);
         *p++ = NGX_HTTP_TOKENREFRESH_OP_PUT;
         p = ngx_http_tokenrefresh_record_write(p, tn);
     }
 
     /* the sessions deleted so far are not in it: nothing to say of them */
     sh->gone_count = 0;
+    sh->gone_lost = 0;
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
@@ -1115,6 +1119,7 @@ ngx_http_tokenrefresh_get_session(ngx_http_tokenrefresh_reader_t *rd,
 
     s->created = (int64_t) created;
     s->last = (int64_t) last;
+    s->saved = (int64_t) last;
     ngx_memcpy(s->subject, subject.data, NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
     s->kept_len = (u_short) kept.len;
     ngx_memcpy(s->kept, kept.data, kept.len);

@@ -149,6 +149,22 @@ ngx_http_tokenrefresh_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         zone->sh = ozone->sh;
         zone->shpool = ozone->shpool;
 
+        /*
+         * a state file the zone did not write until now: the journal
+         * holds none of the zone's credentials, a worker writes them all
+         */
+
+        if (zone->state
+            && (ozone->state == NULL
+                || ozone->state->real.len != zone->state->real.len
+                || ngx_strncmp(ozone->state->real.data,
+                               zone->state->real.data,
+                               zone->state->real.len)
+                   != 0))
+        {
+            zone->sh->resave = 1;
+        }
+
         ngx_http_tokenrefresh_seed(zone, shm_zone->shm.log);
 
         return NGX_OK;
@@ -441,6 +457,18 @@ ngx_http_tokenrefresh_session_find(ngx_http_tokenrefresh_zone_t *zone,
     } else {
         ss->last = now;
 
+        /*
+         * the journal learns of a use now and then, so that a session in
+         * use is not taken for an idle one after a restart
+         */
+
+        if (zone->state
+            && now - ss->saved >= (int64_t) zone->session_idle / 4)
+        {
+            ss->saved = now;
+            ctx->touch = 1;
+        }
+
         if (ngx_queue_head(&zone->sh->lru) != &node->lru) {
             ngx_queue_remove(&node->lru);
             ngx_queue_insert_head(&zone->sh->lru, &node->lru);
@@ -508,6 +536,7 @@ ngx_http_tokenrefresh_session_create(ngx_http_tokenrefresh_zone_t *zone,
 
     ss->created = now;
     ss->last = now;
+    ss->saved = now;
     ngx_memcpy(ss->subject, subject, NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
     ss->kept_len = (u_short) kept->len;
     ngx_memcpy(ss->kept, kept->data, kept->len);

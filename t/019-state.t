@@ -107,7 +107,8 @@ like(hit(GET => '/api/a')->{content}, qr/"token_n":1\b/, 'logged in');
 # the journal writes it off the event loop; the first change makes a snapshot
 ok(wait_until(sub { -e $state }), 'the login wrote the state file');
 is(sprintf('%o', mode_of($state)), '600', 'mode 0600');
-ok(!-e "$state.journal.old", 'the journal was merged into it');
+ok(wait_until(sub { !-e "$state.journal.old" }),
+   'the journal was merged into it');
 my $s = stats();
 my $bytes = slurp($state);
 is(scalar(grep { index($bytes, $_) >= 0 }

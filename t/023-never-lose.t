@@ -286,3 +286,48 @@ GET /calls
 --- no_error_log
 evicting idle credential "s
 --- timeout: 60
+
+
+
+=== TEST 6: a rotated token handed over by a resizing reload survives kill -9: the new zone's snapshot is not older than the old zone's frames
+--- http_config
+    tokenrefresh_zone rs6:1m state=$TEST_NGINX_STATE_DIR/t6.state
+                             key=$TEST_NGINX_STATE_DIR/key;
+--- config
+    location /api/ {
+        tokenrefresh rs6 billing;
+        tokenrefresh_login /_login;
+        tokenrefresh_refresh /_refresh;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+--- init
+mock(rotate => 1);
+is(hit(GET => '/api/a')->{status}, 200, 'logged in');
+revoke();
+is(hit(GET => '/api/b')->{status}, 200, 'a refresh: its frame is in the journal');
+revoke();
+mock(delay_ms => 1500);
+my $h = fire(GET => '/api/c');
+ok(wait_until(sub { calls() =~ /refresh_token=2/ }, 5), 'a refresh in flight');
+my $state = state_dir() . '/t6.state';
+my $inode = (stat $state)[1];
+edit_conf(qr/tokenrefresh_zone rs6:1m/, 'tokenrefresh_zone rs6:2m');
+reload_nginx();
+mock(delay_ms => 0);
+is(collect($h)->{status}, 200, 'handed over to the new zone');
+# the new zone takes the outcome in and writes a whole snapshot
+ok(wait_until(sub { ((stat $state)[1] // 0) != $inode }, 10),
+   'the new zone wrote its snapshot');
+restart_nginx('KILL');
+revoke();
+is(hit(GET => '/api/d')->{status}, 200, 'after kill -9, a refresh');
+is(stats()->{reuse}, 0, 'with the newest refresh token: none sent twice');
+--- request
+GET /calls
+--- response_body
+calls=4 client_credentials=1 refresh_token=3
+--- no_error_log
+[crit]
+[alert]
+--- timeout: 40

@@ -185,7 +185,8 @@ qr/the directory of the state file ".*nosuchdir\/x\.state" does not exist .* in 
     }
 --- init
 is(hit(GET => '/api/a')->{status}, 200, 'served');
-ok(-s "$ENV{TEST_NGINX_STATE_DIR}/long.state", 'the state file was written');
+ok(wait_until(sub { -s "$ENV{TEST_NGINX_STATE_DIR}/long.state" }),
+   'the state file was written');
 restart_nginx('QUIT');
 like(hit(GET => '/api/b')->{content}, qr/"token_n":1\b/,
      'the token read back after a restart');

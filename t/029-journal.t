@@ -216,7 +216,8 @@ for my $round (1 .. 3) {
     }
     is($ok, 20, "round $round: every user served");
     is(refreshes(), 20 * $round, "round $round: one refresh per user");
-    ok(-s "$state.journal", "round $round: the rotations are in the journal");
+    ok(-s "$state.journal" || -s "$state.journal.old",
+       "round $round: the rotations are in the journal");
     my $log0 = error_log_size();
     restart_nginx('KILL');
     my $log = join '', error_log_since($log0);
@@ -517,4 +518,80 @@ is(jdecode(as_user(GET => '/api/a', $handle)->{content})->{cred},
 GET /calls
 --- response_body_like
 ^calls=1 login=1$
+--- error_log_level: notice
+
+
+
+=== TEST 8: a worker killed during an append leaves a torn frame: the next append cuts it, and a restart finds every frame
+--- config
+    location /api/ {
+        tokenrefresh_session users;
+        tokenrefresh_refresh /_srefresh;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+--- init
+mock(rotate => 1);
+my $state = state_of(8);
+my (undef, $a) = login('ida@example.com');
+ok(wait_until(sub { -e $state }), 'a snapshot');
+my (undef, $b) = login('jon@example.com');
+ok(wait_until(sub { -s "$state.journal" }), 'a frame in the journal');
+# what a worker killed in the middle of its write leaves: part of a frame
+open my $fh, '>>:raw', "$state.journal" or die;
+print $fh pack('V', 400), 'y' x 150;
+close $fh;
+revoke();
+is(as_user(GET => '/api/a', $a->{session})->{status}, 200, 'a refresh, appended after it');
+like(join('', error_log_since(0)), qr/\[warn\].*154 bytes of a torn frame .* were cut/,
+     'the torn bytes were cut');
+restart_nginx('KILL');
+is(as_user(GET => '/api/b', $a->{session})->{status}, 200, 'the session is back');
+is(as_user(GET => '/api/c', $b->{session})->{status}, 200, 'and the other one');
+revoke();
+is(as_user(GET => '/api/d', $a->{session})->{status}, 200, 'refreshed again');
+is(stats()->{reuse}, 0, 'with the rotated token');
+--- request
+GET /calls
+--- response_body_like
+^calls=5 login=2 refresh=3$
+--- error_log_level: notice
+
+
+
+=== TEST 9: a session in use is not taken for an idle one after a restart: its use reaches the journal now and then
+The session's token outlives the idle time; without a refresh, only the
+uses say that the session is alive.
+--- http_config
+    tokenrefresh_zone users:4m session_idle=3s session_lifetime=1d
+                      state=$TEST_NGINX_STATE_DIR/j9.state
+                      key=$TEST_NGINX_STATE_DIR/key;
+--- config
+    location /api/ {
+        tokenrefresh_session users;
+        tokenrefresh_refresh /_srefresh;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+--- init
+my (undef, $a) = login('kim@example.com');
+my (undef, $b) = login('lea@example.com');
+# kim uses the session for four seconds; lea does not
+my ($ok, $n) = (0, 0);
+my $t0 = time;
+while (time < $t0 + 4) {
+    $ok++ if as_user(GET => "/api/u$n", $a->{session})->{status} == 200;
+    $n++;
+    sleep 0.2;
+}
+is($ok, $n, "$n uses over four seconds, all served");
+restart_nginx('KILL');
+is(as_user(GET => '/api/x', $a->{session})->{status}, 200,
+   'the session in use is alive after kill -9');
+is(as_user(GET => '/api/y', $b->{session})->{status}, 401,
+   'the idle one has ended');
+--- request
+GET /calls
+--- response_body_like
+^calls=2 login=2$
 --- error_log_level: notice
