@@ -330,6 +330,26 @@ ngx_http_tokenrefresh_capture_session(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    if (ngx_http_tokenrefresh_superseded(zone)) {
+
+        /*
+         * a reload that resized the zone committed while this login was
+         * at the backend: a session made in this zone would be unknown to
+         * the new workers; the app logs in again, there
+         */
+
+        ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
+                      "tokenrefresh: a login answered while a reload "
+                      "replaced zone \"%V\" is refused with 503",
+                      &zone->shm_zone->shm.name);
+
+        (void) ngx_http_tokenrefresh_set_retry_after(r, 1000);
+
+        return ngx_http_tokenrefresh_capture_send(r,
+                                           NGX_HTTP_SERVICE_UNAVAILABLE,
+                                           &ngx_http_tokenrefresh_unavailable);
+    }
+
     if (ngx_http_tokenrefresh_session_create(zone, digest, &tok, subject,
                                              &kept, r->connection->log)
         != NGX_OK)

@@ -560,3 +560,36 @@ is("@h2", 'kay@example.com lou@example.com', 'over HTTP/2, each with its own use
 GET /calls
 --- response_body_like
 ^calls=2 login=2$
+
+
+
+=== TEST 12: a login answered while a reload resizes the zone: 503 with Retry-After, never a handle the new workers do not know
+--- config
+    location /api/ {
+        tokenrefresh_session users;
+        tokenrefresh_refresh /_srefresh;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+--- init
+mock(delay_ms => 1500);
+my $h = fire(POST => '/login',
+             headers => { 'Content-Type' => 'application/json' },
+             body => '{"email":"max@example.com","password":"secret-max@example.com"}');
+ok(wait_until(sub { calls() =~ /login=1/ }, 5), 'a login at the backend');
+resize('users:4m', 'users:8m');
+reload_nginx();
+mock(delay_ms => 0);
+my $r = collect($h);
+is($r->{status}, 503, 'answered in the replaced zone: 503');
+like($r->{headers}{'retry-after'} // '', qr/^\d+$/, 'with Retry-After');
+unlike($r->{body}, qr/"session"/, 'and no handle');
+my (undef, $b) = login('max@example.com');
+is(as_user(GET => '/api/a', $b->{session})->{status}, 200,
+   'the login again, in the new zone: its handle works');
+--- request
+GET /calls
+--- response_body_like
+^calls=2 login=2$
+--- timeout: 30
+
