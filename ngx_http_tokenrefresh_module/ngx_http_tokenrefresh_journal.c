@@ -133,7 +133,8 @@ static void ngx_http_tokenrefresh_journal_compact(
 static ngx_int_t ngx_http_tokenrefresh_compact_merge(
     ngx_http_tokenrefresh_job_t *job, ngx_http_tokenrefresh_merge_t *m);
 static ngx_int_t ngx_http_tokenrefresh_write_file(ngx_str_t *path,
-    u_char *data, size_t len, ngx_str_t *dir, ngx_uid_t owner);
+    u_char *data, size_t len, ngx_str_t *dir, ngx_uid_t owner,
+    ngx_gid_t group);
 static ssize_t ngx_http_tokenrefresh_read_all(ngx_fd_t fd, u_char *buf,
     size_t len);
 static ngx_int_t ngx_http_tokenrefresh_slurp(u_char *path, u_char **data,
@@ -614,7 +615,8 @@ ngx_http_tokenrefresh_journal_thread(void *data, ngx_log_t *log)
 
     if (before == 0) {
         (void) ngx_http_tokenrefresh_write_file(NULL, NULL, 0, &st->dir,
-                                                (ngx_uid_t) -1);
+                                                (ngx_uid_t) -1,
+                                                (ngx_gid_t) -1);
     }
 
     job->rc = NGX_OK;
@@ -930,11 +932,21 @@ ngx_http_tokenrefresh_journal_compact(ngx_http_tokenrefresh_job_t *job)
 
     ngx_memzero(&m, sizeof(ngx_http_tokenrefresh_merge_t));
 
-    if (ngx_http_tokenrefresh_compact_merge(job, &m) == NGX_OK) {
+    switch (ngx_http_tokenrefresh_compact_merge(job, &m)) {
+
+    case NGX_OK:
         job->compacted = NGX_OK;
         job->count = m.count;
         job->sessions = m.sessions;
         job->frames_merged = m.frames;
+        break;
+
+    case NGX_DECLINED:
+        job->compacted = 0;
+        break;
+
+    default:
+        break;
     }
 
     ngx_http_tokenrefresh_merge_free(&m);
@@ -1040,6 +1052,13 @@ ngx_http_tokenrefresh_compact_merge(ngx_http_tokenrefresh_job_t *job,
     m->journal[0].data = old;
     m->journal[0].len = olen;
 
+    if (file == NULL && olen == 0) {
+        /* nothing to merge: never an empty snapshot over nothing */
+        (void) unlink((char *) st->old.data);
+        rc = NGX_DECLINED;
+        goto done;
+    }
+
     if (ngx_http_tokenrefresh_merge(m) != NGX_OK) {
         job->compact_failed = m->failed ? m->failed : "out of memory";
         goto done;
@@ -1063,7 +1082,7 @@ ngx_http_tokenrefresh_compact_merge(ngx_http_tokenrefresh_job_t *job,
     }
 
     if (ngx_http_tokenrefresh_write_file(&st->path, sealed, slen, &st->dir,
-                                         (ngx_uid_t) -1)
+                                         (ngx_uid_t) -1, (ngx_gid_t) -1)
         != NGX_OK)
     {
         job->compact_failed = "writing the snapshot";
@@ -1075,7 +1094,7 @@ ngx_http_tokenrefresh_compact_merge(ngx_http_tokenrefresh_job_t *job,
 
     (void) unlink((char *) st->old.data);
     (void) ngx_http_tokenrefresh_write_file(NULL, NULL, 0, &st->dir,
-                                                   (ngx_uid_t) -1);
+                                            (ngx_uid_t) -1, (ngx_gid_t) -1);
 
     rc = NGX_OK;
 
@@ -1116,6 +1135,7 @@ ngx_http_tokenrefresh_journal_fold(ngx_http_tokenrefresh_zone_t *zone,
     ngx_fd_t                        lock;
     ngx_int_t                       rc;
     ngx_uid_t                       owner;
+    ngx_gid_t                       group;
     ngx_core_conf_t                *ccf;
     ngx_http_tokenrefresh_mark_t    mark;
     ngx_http_tokenrefresh_state_t  *st;
@@ -1132,6 +1152,7 @@ ngx_http_tokenrefresh_journal_fold(ngx_http_tokenrefresh_zone_t *zone,
                                            ngx_core_module);
     owner = (geteuid() == 0 && ccf->user != (ngx_uid_t) NGX_CONF_UNSET_UINT)
             ? ccf->user : (ngx_uid_t) -1;
+    group = (owner != (ngx_uid_t) -1) ? ccf->group : (ngx_gid_t) -1;
 
     len = 4 + NGX_HTTP_TOKENREFRESH_SEALED_LEN(content->len);
 
@@ -1144,7 +1165,9 @@ ngx_http_tokenrefresh_journal_fold(ngx_http_tokenrefresh_zone_t *zone,
 
     lock = open((char *) st->lock.data, O_RDWR|O_CREAT|O_NOFOLLOW|O_CLOEXEC, 0600);
 
-    if (lock != -1 && owner != (ngx_uid_t) -1 && fchown(lock, owner, -1)) {
+    if (lock != -1 && owner != (ngx_uid_t) -1
+        && fchown(lock, owner, group) == -1)
+    {
         ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
                       "tokenrefresh: fchown(\"%s\") failed", st->lock.data);
     }
@@ -1161,7 +1184,7 @@ ngx_http_tokenrefresh_journal_fold(ngx_http_tokenrefresh_zone_t *zone,
     if (ngx_http_tokenrefresh_seal_to(st->key, &st->aad, content, sealed + 4)
         != NGX_OK
         || ngx_http_tokenrefresh_write_file(&st->path, sealed, len, &st->dir,
-                                            owner)
+                                            owner, group)
            != NGX_OK)
     {
         ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
@@ -1173,7 +1196,7 @@ ngx_http_tokenrefresh_journal_fold(ngx_http_tokenrefresh_zone_t *zone,
     (void) unlink((char *) st->old.data);
     (void) unlink((char *) st->journal.data);
     (void) ngx_http_tokenrefresh_write_file(NULL, NULL, 0, &st->dir,
-                                            (ngx_uid_t) -1);
+                                            (ngx_uid_t) -1, (ngx_gid_t) -1);
 
     /* no journal: no end of one to keep */
     ngx_memzero(&mark, sizeof(ngx_http_tokenrefresh_mark_t));
@@ -1201,7 +1224,7 @@ done:
 
 static ngx_int_t
 ngx_http_tokenrefresh_write_file(ngx_str_t *path, u_char *data, size_t len,
-    ngx_str_t *dir, ngx_uid_t owner)
+    ngx_str_t *dir, ngx_uid_t owner, ngx_gid_t group)
 {
     int        fd;
     u_char     tmp[NGX_MAX_PATH];
@@ -1228,7 +1251,7 @@ ngx_http_tokenrefresh_write_file(ngx_str_t *path, u_char *data, size_t len,
         n = write(fd, data, len);
 
         if (n != (ssize_t) len
-            || (owner != (ngx_uid_t) -1 && fchown(fd, owner, -1) == -1)
+            || (owner != (ngx_uid_t) -1 && fchown(fd, owner, group) == -1)
             || fsync(fd) == -1)
         {
             err = ngx_errno;

@@ -497,9 +497,12 @@ ngx_int_t
 ngx_http_tokenrefresh_session_ended(ngx_http_request_t *r,
     ngx_http_tokenrefresh_loc_conf_t *tlcf)
 {
-    ngx_int_t                 rc;
-    ngx_str_t                 v;
-    ngx_http_complex_value_t  cv;
+    ngx_int_t                  rc;
+    ngx_str_t                  v;
+    ngx_uint_t                 i;
+    ngx_http_err_page_t       *err_page;
+    ngx_http_core_loc_conf_t  *clcf;
+    ngx_http_complex_value_t   cv;
 
     if (ngx_http_discard_request_body(r) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -519,6 +522,22 @@ ngx_http_tokenrefresh_session_ended(ngx_http_request_t *r,
         != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* an error_page for the status takes over, as for any other status */
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (clcf->error_pages) {
+        err_page = clcf->error_pages->elts;
+
+        for (i = 0; i < clcf->error_pages->nelts; i++) {
+            if (err_page[i].status
+                == (ngx_int_t) tlcf->session_conf.ended_status)
+            {
+                return tlcf->session_conf.ended_status;
+            }
+        }
     }
 
     ngx_memzero(&cv, sizeof(ngx_http_complex_value_t));

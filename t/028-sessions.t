@@ -593,3 +593,41 @@ GET /calls
 ^calls=2 login=2$
 --- timeout: 30
 
+
+
+
+=== TEST 13: error_page for 401 takes over the session-ended answer, as for any other 401
+--- config
+    location /app/ {
+        tokenrefresh_session users;
+        tokenrefresh_refresh /_srefresh;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+        error_page 401 = @signin;
+    }
+    location @signin {
+        return 302 /signin;
+    }
+    location /api/ {
+        tokenrefresh_session users;
+        tokenrefresh_refresh /_srefresh;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+--- init
+my $ua = HTTP::Tiny->new(max_redirect => 0);
+my $port = $Test::Nginx::Util::ServerPortForClient;
+my $r = $ua->get("http://127.0.0.1:$port/app/x",
+                 { headers => { 'X-Session' => 'A' x 43 } });
+is($r->{status}, 302, 'error_page 401 = @signin: the redirect');
+like($r->{headers}{location} // '', qr{/signin$}, 'to the sign-in page');
+unlike($r->{content}, qr/session_ended/, 'not the JSON answer');
+my (undef, $a) = login('pia@example.com');
+is(as_user(GET => '/app/y', $a->{session})->{status}, 200, 'a live session passes');
+$r = as_user(GET => '/api/z', 'A' x 43);
+is($r->{status}, 401, 'without error_page: the documented answer');
+is(jdecode($r->{content})->{error}, 'session_ended', 'as before');
+--- request
+GET /calls
+--- response_body_like
+^calls=1 login=1$
