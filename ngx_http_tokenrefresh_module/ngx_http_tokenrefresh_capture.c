@@ -235,7 +235,7 @@ ngx_http_tokenrefresh_capture_end(ngx_http_request_t *r,
 
     if (cp->failed) {
         return ngx_http_tokenrefresh_capture_send(r, NGX_HTTP_BAD_GATEWAY,
-                                            &ngx_http_tokenrefresh_bad_gateway);
+                                         &ngx_http_tokenrefresh_bad_gateway);
     }
 
     if (cp->body) {
@@ -313,7 +313,7 @@ ngx_http_tokenrefresh_capture_session(ngx_http_request_t *r,
                       "tokenrefresh: a login answer that is not a JSON "
                       "object cannot carry the session handle, refused");
         return ngx_http_tokenrefresh_capture_send(r, NGX_HTTP_BAD_GATEWAY,
-                                            &ngx_http_tokenrefresh_bad_gateway);
+                                         &ngx_http_tokenrefresh_bad_gateway);
     default:
         return NGX_ERROR;
     }

@@ -1163,7 +1163,8 @@ ngx_http_tokenrefresh_journal_fold(ngx_http_tokenrefresh_zone_t *zone,
 
     ngx_memcpy(sealed, "TRS1", 4);
 
-    lock = open((char *) st->lock.data, O_RDWR|O_CREAT|O_NOFOLLOW|O_CLOEXEC, 0600);
+    lock = open((char *) st->lock.data,
+                O_RDWR|O_CREAT|O_NOFOLLOW|O_CLOEXEC, 0600);
 
     if (lock != -1 && owner != (ngx_uid_t) -1
         && fchown(lock, owner, group) == -1)

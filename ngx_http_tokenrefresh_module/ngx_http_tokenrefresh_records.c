@@ -755,8 +755,8 @@ ngx_http_tokenrefresh_add_spent(ngx_http_tokenrefresh_merger_t *mg,
     if (mg->nspent == mg->nspalloc) {
         mg->nspalloc = mg->nspalloc ? 2 * mg->nspalloc : 64;
 
-        p = realloc(mg->spent,
-                    mg->nspalloc * sizeof(ngx_http_tokenrefresh_spent_entry_t));
+        p = realloc(mg->spent, mg->nspalloc
+                               * sizeof(ngx_http_tokenrefresh_spent_entry_t));
         if (p == NULL) {
             return NGX_ERROR;
         }
