@@ -55,28 +55,44 @@ ngx_http_tokenrefresh_fingerprint(u_char *dst, u_char *data, size_t len)
  * context.  Only the event loop calls this: no thread shares them.
  */
 
+static EVP_MD      *ngx_http_tokenrefresh_sha256;
+static EVP_MD_CTX  *ngx_http_tokenrefresh_sha256_ctx;
+static ngx_uint_t   ngx_http_tokenrefresh_sha256_keep;
+
+
 void
 ngx_http_tokenrefresh_digest(u_char *dst, u_char *data, size_t len)
 {
     u_char              md[EVP_MAX_MD_SIZE];
     unsigned int        mdlen;
-    static EVP_MD      *sha256;
-    static EVP_MD_CTX  *ctx;
+    EVP_MD             *sha256;
+    EVP_MD_CTX         *ctx;
 
-    if (ctx == NULL) {
+    sha256 = ngx_http_tokenrefresh_sha256;
+    ctx = ngx_http_tokenrefresh_sha256_ctx;
+
+    /*
+     * kept from a worker's start (or nginx's, without a master) to its
+     * exit only: the master unloads the module at a reload, and a context
+     * kept there would be lost
+     */
+
+    if (ctx == NULL && ngx_http_tokenrefresh_sha256_keep) {
         sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
         ctx = EVP_MD_CTX_new();
 
         if (sha256 == NULL || ctx == NULL) {
             EVP_MD_free(sha256);
             EVP_MD_CTX_free(ctx);
-            sha256 = NULL;
-            ctx = NULL;
             goto once;
         }
+
+        ngx_http_tokenrefresh_sha256 = sha256;
+        ngx_http_tokenrefresh_sha256_ctx = ctx;
     }
 
-    if (EVP_DigestInit_ex2(ctx, sha256, NULL) == 1
+    if (ctx
+        && EVP_DigestInit_ex2(ctx, sha256, NULL) == 1
         && EVP_DigestUpdate(ctx, data, len) == 1
         && EVP_DigestFinal_ex(ctx, md, &mdlen) == 1)
     {
@@ -92,6 +108,26 @@ once:
     }
 
     ngx_memcpy(dst, md, NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
+}
+
+
+void
+ngx_http_tokenrefresh_digest_keep(void)
+{
+    ngx_http_tokenrefresh_sha256_keep = 1;
+}
+
+
+void
+ngx_http_tokenrefresh_digest_free(void)
+{
+    ngx_http_tokenrefresh_sha256_keep = 0;
+
+    EVP_MD_CTX_free(ngx_http_tokenrefresh_sha256_ctx);
+    EVP_MD_free(ngx_http_tokenrefresh_sha256);
+
+    ngx_http_tokenrefresh_sha256_ctx = NULL;
+    ngx_http_tokenrefresh_sha256 = NULL;
 }
 
 

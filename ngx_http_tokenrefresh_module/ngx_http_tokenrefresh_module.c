@@ -2192,6 +2192,8 @@ ngx_http_tokenrefresh_init_process(ngx_cycle_t *cycle)
     ngx_shm_zone_t                *shm_zone;
     ngx_http_tokenrefresh_zone_t  *zone;
 
+    ngx_http_tokenrefresh_digest_keep();
+
     ev = &ngx_http_tokenrefresh_flush_event;
 
     ngx_memzero(ev, sizeof(ngx_event_t));
@@ -2277,6 +2279,8 @@ ngx_http_tokenrefresh_exit_process(ngx_cycle_t *cycle)
             ngx_http_tokenrefresh_journal_exit(shm_zone[i].data);
         }
     }
+
+    ngx_http_tokenrefresh_digest_free();
 }
 
 

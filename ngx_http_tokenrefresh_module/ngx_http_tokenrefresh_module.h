@@ -1023,6 +1023,8 @@ ngx_int_t ngx_http_tokenrefresh_parse_error(ngx_pool_t *pool, u_char *data,
 void ngx_http_tokenrefresh_fingerprint(u_char *dst, u_char *data,
     size_t len);
 void ngx_http_tokenrefresh_digest(u_char *dst, u_char *data, size_t len);
+void ngx_http_tokenrefresh_digest_keep(void);
+void ngx_http_tokenrefresh_digest_free(void);
 ngx_int_t ngx_http_tokenrefresh_seal(ngx_pool_t *pool, u_char *key,
     ngx_str_t *aad, ngx_str_t *plain, ngx_str_t *out);
 ngx_int_t ngx_http_tokenrefresh_open(ngx_pool_t *pool, u_char *key,
