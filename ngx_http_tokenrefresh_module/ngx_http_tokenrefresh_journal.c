@@ -1064,6 +1064,18 @@ ngx_http_tokenrefresh_compact_merge(ngx_http_tokenrefresh_job_t *job,
         goto done;
     }
 
+    /*
+     * a snapshot of credentials, no frame, and nothing left: that is not
+     * what a merge can mean (expired sessions aside, which a zone of
+     * nothing but expired sessions would show as well); the files stay
+     */
+
+    if (m->count == 0 && m->held > m->expired && m->frames == 0) {
+        job->compact_failed = "the merge would leave nothing of a "
+                              "snapshot that holds credentials";
+        goto done;
+    }
+
     slen = 4 + NGX_HTTP_TOKENREFRESH_SEALED_LEN(m->out.len);
 
     sealed = malloc(slen);

@@ -882,6 +882,7 @@ typedef struct {
     uint64_t                          seq;         /* the highest */
     size_t                            good[2];     /* up to a torn frame */
     ngx_uint_t                        frames;
+    ngx_uint_t                        held;        /* in the snapshot */
     ngx_uint_t                        count;
     ngx_uint_t                        sessions;
     ngx_uint_t                        expired;

@@ -546,6 +546,8 @@ ngx_http_tokenrefresh_merge_snapshot(ngx_http_tokenrefresh_merge_t *m,
             m->seq = e.seq;
         }
 
+        m->held += (e.op == NGX_HTTP_TOKENREFRESH_OP_PUT);
+
         if (ngx_http_tokenrefresh_add_entry(mg, &e) != NGX_OK) {
             return NGX_ERROR;
         }
