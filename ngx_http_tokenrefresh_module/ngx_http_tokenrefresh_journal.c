@@ -162,6 +162,10 @@ ngx_http_tokenrefresh_journal_init(ngx_cycle_t *cycle,
     ngx_uint_t                       resave;
     ngx_http_tokenrefresh_writer_t  *w;
 
+    if (zone->state == NULL) {
+        return NGX_OK;
+    }
+
     w = ngx_pcalloc(cycle->pool, sizeof(ngx_http_tokenrefresh_writer_t));
     if (w == NULL) {
         return NGX_ERROR;
@@ -241,8 +245,9 @@ ngx_http_tokenrefresh_journal_init(ngx_cycle_t *cycle,
  * here, and the frames that waited are written, in this process.
  */
 
-void
-ngx_http_tokenrefresh_journal_exit(ngx_http_tokenrefresh_zone_t *zone)
+ngx_int_t
+ngx_http_tokenrefresh_journal_exit(ngx_cycle_t *cycle,
+    ngx_http_tokenrefresh_zone_t *zone)
 {
     ngx_event_t                      ev;
     ngx_http_tokenrefresh_writer_t  *w;
@@ -250,7 +255,7 @@ ngx_http_tokenrefresh_journal_exit(ngx_http_tokenrefresh_zone_t *zone)
     w = zone->state ? zone->state->writer : NULL;
 
     if (w == NULL) {
-        return;
+        return NGX_OK;
     }
 
 #if (NGX_HTTP_TOKENREFRESH_THREADS)
@@ -275,6 +280,8 @@ ngx_http_tokenrefresh_journal_exit(ngx_http_tokenrefresh_zone_t *zone)
     if (w->retry.timer_set) {
         ngx_del_timer(&w->retry);
     }
+
+    return NGX_OK;
 }
 
 

@@ -53,6 +53,11 @@ static char *ngx_http_tokenrefresh_json(ngx_conf_t *cf, ngx_command_t *cmd,
 static ngx_int_t ngx_http_tokenrefresh_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_tokenrefresh_postconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_tokenrefresh_init_module(ngx_cycle_t *cycle);
+static ngx_int_t ngx_http_tokenrefresh_each_zone(ngx_cycle_t *cycle,
+    ngx_int_t (*handler)(ngx_cycle_t *cycle,
+                         ngx_http_tokenrefresh_zone_t *zone));
+static ngx_int_t ngx_http_tokenrefresh_commit_zone(ngx_cycle_t *cycle,
+    ngx_http_tokenrefresh_zone_t *zone);
 static ngx_int_t ngx_http_tokenrefresh_init_process(ngx_cycle_t *cycle);
 static void ngx_http_tokenrefresh_exit_process(ngx_cycle_t *cycle);
 static void ngx_http_tokenrefresh_flush(ngx_event_t *ev);
@@ -2132,11 +2137,8 @@ static ngx_int_t
 ngx_http_tokenrefresh_init_module(ngx_cycle_t *cycle)
 {
     ngx_uint_t                     i;
-    ngx_list_part_t               *part;
-    ngx_shm_zone_t                *shm_zone;
     ngx_http_phase_handler_t      *ph;
     ngx_http_core_main_conf_t     *cmcf;
-    ngx_http_tokenrefresh_zone_t  *zone;
 
     cmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_core_module);
 
@@ -2153,6 +2155,25 @@ ngx_http_tokenrefresh_init_module(ngx_cycle_t *cycle)
         }
     }
 
+    (void) ngx_http_tokenrefresh_each_zone(cycle,
+                                           ngx_http_tokenrefresh_commit_zone);
+
+    return NGX_OK;
+}
+
+
+/* each of the module's zones of a cycle, until a handler fails */
+
+static ngx_int_t
+ngx_http_tokenrefresh_each_zone(ngx_cycle_t *cycle,
+    ngx_int_t (*handler)(ngx_cycle_t *cycle,
+                         ngx_http_tokenrefresh_zone_t *zone))
+{
+    ngx_uint_t                     i;
+    ngx_list_part_t               *part;
+    ngx_shm_zone_t                *shm_zone;
+    ngx_http_tokenrefresh_zone_t  *zone;
+
     part = &cycle->shared_memory.part;
     shm_zone = part->elts;
 
@@ -2160,7 +2181,7 @@ ngx_http_tokenrefresh_init_module(ngx_cycle_t *cycle)
 
         if (i >= part->nelts) {
             if (part->next == NULL) {
-                break;
+                return NGX_OK;
             }
 
             part = part->next;
@@ -2168,15 +2189,24 @@ ngx_http_tokenrefresh_init_module(ngx_cycle_t *cycle)
             i = 0;
         }
 
-        if (shm_zone[i].tag != &ngx_http_tokenrefresh_module) {
-            continue;
-        }
-
         zone = shm_zone[i].data;
 
-        if (zone && zone->adopted) {
-            ngx_http_tokenrefresh_commit(zone, cycle->log);
+        if (shm_zone[i].tag == &ngx_http_tokenrefresh_module
+            && zone && zone->shm_zone == &shm_zone[i]
+            && handler(cycle, zone) != NGX_OK)
+        {
+            return NGX_ERROR;
         }
+    }
+}
+
+
+static ngx_int_t
+ngx_http_tokenrefresh_commit_zone(ngx_cycle_t *cycle,
+    ngx_http_tokenrefresh_zone_t *zone)
+{
+    if (zone->adopted) {
+        ngx_http_tokenrefresh_commit(zone, cycle->log);
     }
 
     return NGX_OK;
@@ -2186,11 +2216,7 @@ ngx_http_tokenrefresh_init_module(ngx_cycle_t *cycle)
 static ngx_int_t
 ngx_http_tokenrefresh_init_process(ngx_cycle_t *cycle)
 {
-    ngx_uint_t                     i;
-    ngx_event_t                   *ev;
-    ngx_list_part_t               *part;
-    ngx_shm_zone_t                *shm_zone;
-    ngx_http_tokenrefresh_zone_t  *zone;
+    ngx_event_t  *ev;
 
     ngx_http_tokenrefresh_digest_keep();
 
@@ -2213,32 +2239,11 @@ ngx_http_tokenrefresh_init_process(ngx_cycle_t *cycle)
 
     /* each zone with a state file: this worker's journal writer */
 
-    part = &cycle->shared_memory.part;
-    shm_zone = part->elts;
-
-    for (i = 0; /* void */ ; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            shm_zone = part->elts;
-            i = 0;
-        }
-
-        if (shm_zone[i].tag != &ngx_http_tokenrefresh_module) {
-            continue;
-        }
-
-        zone = shm_zone[i].data;
-
-        if (zone && zone->shm_zone == &shm_zone[i] && zone->state
-            && ngx_http_tokenrefresh_journal_init(cycle, zone) != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
+    if (ngx_http_tokenrefresh_each_zone(cycle,
+                                        ngx_http_tokenrefresh_journal_init)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
     return ngx_http_tokenrefresh_init_wait(cycle);
@@ -2248,37 +2253,12 @@ ngx_http_tokenrefresh_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_tokenrefresh_exit_process(ngx_cycle_t *cycle)
 {
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_shm_zone_t   *shm_zone;
-
     ngx_http_tokenrefresh_exit_refreshes();
 
     /* what the journals still hold, written now */
 
-    part = &cycle->shared_memory.part;
-    shm_zone = part->elts;
-
-    for (i = 0; /* void */ ; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            shm_zone = part->elts;
-            i = 0;
-        }
-
-        if (shm_zone[i].tag == &ngx_http_tokenrefresh_module
-            && shm_zone[i].data
-            && ((ngx_http_tokenrefresh_zone_t *) shm_zone[i].data)->shm_zone
-               == &shm_zone[i])
-        {
-            ngx_http_tokenrefresh_journal_exit(shm_zone[i].data);
-        }
-    }
+    (void) ngx_http_tokenrefresh_each_zone(cycle,
+                                           ngx_http_tokenrefresh_journal_exit);
 
     ngx_http_tokenrefresh_digest_free();
 }

@@ -907,7 +907,8 @@ ngx_int_t ngx_http_tokenrefresh_get_str(ngx_http_tokenrefresh_reader_t *rd,
 /* ngx_http_tokenrefresh_journal.c */
 ngx_int_t ngx_http_tokenrefresh_journal_init(ngx_cycle_t *cycle,
     ngx_http_tokenrefresh_zone_t *zone);
-void ngx_http_tokenrefresh_journal_exit(ngx_http_tokenrefresh_zone_t *zone);
+ngx_int_t ngx_http_tokenrefresh_journal_exit(ngx_cycle_t *cycle,
+    ngx_http_tokenrefresh_zone_t *zone);
 uint64_t ngx_http_tokenrefresh_journal_seq(ngx_http_tokenrefresh_shctx_t *sh);
 ngx_int_t ngx_http_tokenrefresh_journal_put(
     ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *name, ngx_uint_t session,
