@@ -1,0 +1,332 @@
+
+/*
+ * Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+ * BSD 2-Clause License: see the file LICENSE.
+ *
+ * WORK IN PROGRESS (branch "fleet", issue 14): hiredis' asynchronous API
+ * driven by nginx's event loop.  Not built by "config" yet.
+ *
+ * hiredis owns the socket: it connects (non-blocking, to an address, never
+ * a name: a name would be resolved with a blocking getaddrinfo), reads,
+ * writes and closes.  nginx lends it an ngx_connection_t for the events:
+ * level-triggered, since redisAsyncHandleRead() reads once and an
+ * edge-triggered event would not come again for what is left; the
+ * connection is given back in the cleanup hook without closing the
+ * descriptor (hiredis closes it right after).  hiredis 0.14 has no
+ * timeouts: the module keeps its own timers, and when one fires it drops
+ * the connection, which calls every pending callback with a NULL reply.
+ */
+
+
+#include "ngx_http_tokenrefresh_module.h"
+
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+
+
+typedef struct {
+    ngx_str_t                         addr;      /* "unix:/path" or ip:port */
+    ngx_str_t                         password;
+    ngx_uint_t                        db;
+    ngx_msec_t                        timeout;
+} ngx_http_tokenrefresh_redis_conf_t;
+
+
+typedef struct {
+    ngx_http_tokenrefresh_redis_conf_t  *conf;
+    redisAsyncContext                   *ac;
+    ngx_connection_t                    *c;
+    ngx_event_t                          reconnect;
+    ngx_event_t                          deadline;   /* the connect's */
+    ngx_msec_t                           backoff;
+    ngx_uint_t                           connected;
+    ngx_log_t                           *log;
+} ngx_http_tokenrefresh_redis_t;
+
+
+static void ngx_http_tokenrefresh_redis_read(ngx_event_t *ev);
+static void ngx_http_tokenrefresh_redis_write(ngx_event_t *ev);
+static void ngx_http_tokenrefresh_redis_add_read(void *data);
+static void ngx_http_tokenrefresh_redis_del_read(void *data);
+static void ngx_http_tokenrefresh_redis_add_write(void *data);
+static void ngx_http_tokenrefresh_redis_del_write(void *data);
+static void ngx_http_tokenrefresh_redis_cleanup(void *data);
+static void ngx_http_tokenrefresh_redis_connected(
+    const redisAsyncContext *ac, int status);
+static void ngx_http_tokenrefresh_redis_disconnected(
+    const redisAsyncContext *ac, int status);
+static void ngx_http_tokenrefresh_redis_retry(ngx_event_t *ev);
+static void ngx_http_tokenrefresh_redis_too_slow(ngx_event_t *ev);
+
+
+ngx_int_t ngx_http_tokenrefresh_redis_connect(
+    ngx_http_tokenrefresh_redis_t *rd);
+
+
+ngx_int_t
+ngx_http_tokenrefresh_redis_connect(ngx_http_tokenrefresh_redis_t *rd)
+{
+    u_char            *p, *last;
+    ngx_int_t          port;
+    ngx_connection_t  *c;
+    redisAsyncContext *ac;
+    u_char             host[NGX_SOCKADDR_STRLEN + 1];
+
+    if (rd->reconnect.handler == NULL) {
+        rd->reconnect.handler = ngx_http_tokenrefresh_redis_retry;
+        rd->reconnect.data = rd;
+        rd->reconnect.log = rd->log;
+        rd->backoff = 100;
+    }
+
+    p = rd->conf->addr.data;
+    last = p + rd->conf->addr.len;
+
+    if (rd->conf->addr.len > 5 && ngx_strncmp(p, "unix:", 5) == 0) {
+        ac = redisAsyncConnectUnix((char *) p + 5);
+
+    } else {
+        /* "ip:port", checked by the configuration: no name to resolve */
+
+        for (p = last; p > rd->conf->addr.data && p[-1] != ':'; p--) {
+            /* void */
+        }
+
+        port = ngx_atoi(p, last - p);
+        ngx_cpystrn(host, rd->conf->addr.data,
+                    ngx_min((size_t) (p - rd->conf->addr.data),
+                            sizeof(host)));
+
+        ac = redisAsyncConnect((char *) host, (int) port);
+    }
+
+    if (ac == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ac->err) {
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      "tokenrefresh: cannot connect to redis \"%V\": %s",
+                      &rd->conf->addr, ac->errstr);
+        redisAsyncFree(ac);
+        return NGX_ERROR;
+    }
+
+    c = ngx_get_connection(ac->c.fd, rd->log);
+    if (c == NULL) {
+        redisAsyncFree(ac);
+        return NGX_ERROR;
+    }
+
+    c->data = rd;
+    c->read->handler = ngx_http_tokenrefresh_redis_read;
+    c->write->handler = ngx_http_tokenrefresh_redis_write;
+    c->read->log = rd->log;
+    c->write->log = rd->log;
+
+    rd->ac = ac;
+    rd->c = c;
+
+    ac->data = rd;
+    ac->ev.data = rd;
+    ac->ev.addRead = ngx_http_tokenrefresh_redis_add_read;
+    ac->ev.delRead = ngx_http_tokenrefresh_redis_del_read;
+    ac->ev.addWrite = ngx_http_tokenrefresh_redis_add_write;
+    ac->ev.delWrite = ngx_http_tokenrefresh_redis_del_write;
+    ac->ev.cleanup = ngx_http_tokenrefresh_redis_cleanup;
+
+    (void) redisAsyncSetConnectCallback(ac,
+                                    ngx_http_tokenrefresh_redis_connected);
+    (void) redisAsyncSetDisconnectCallback(ac,
+                                    ngx_http_tokenrefresh_redis_disconnected);
+
+    /* the connect completes when the socket is writable */
+    ngx_http_tokenrefresh_redis_add_write(rd);
+
+    rd->deadline.handler = ngx_http_tokenrefresh_redis_too_slow;
+    rd->deadline.data = rd;
+    rd->deadline.log = rd->log;
+    ngx_add_timer(&rd->deadline, rd->conf->timeout);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_tokenrefresh_redis_read(ngx_event_t *ev)
+{
+    ngx_connection_t               *c = ev->data;
+    ngx_http_tokenrefresh_redis_t  *rd = c->data;
+
+    redisAsyncHandleRead(rd->ac);
+}
+
+
+static void
+ngx_http_tokenrefresh_redis_write(ngx_event_t *ev)
+{
+    ngx_connection_t               *c = ev->data;
+    ngx_http_tokenrefresh_redis_t  *rd = c->data;
+
+    redisAsyncHandleWrite(rd->ac);
+}
+
+
+static void
+ngx_http_tokenrefresh_redis_add_read(void *data)
+{
+    ngx_http_tokenrefresh_redis_t *rd = data;
+
+    if (!rd->c->read->active) {
+        (void) ngx_add_event(rd->c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT);
+    }
+}
+
+
+static void
+ngx_http_tokenrefresh_redis_del_read(void *data)
+{
+    ngx_http_tokenrefresh_redis_t *rd = data;
+
+    if (rd->c->read->active) {
+        (void) ngx_del_event(rd->c->read, NGX_READ_EVENT, 0);
+    }
+}
+
+
+static void
+ngx_http_tokenrefresh_redis_add_write(void *data)
+{
+    ngx_http_tokenrefresh_redis_t *rd = data;
+
+    if (!rd->c->write->active) {
+        (void) ngx_add_event(rd->c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
+    }
+}
+
+
+static void
+ngx_http_tokenrefresh_redis_del_write(void *data)
+{
+    ngx_http_tokenrefresh_redis_t *rd = data;
+
+    if (rd->c->write->active) {
+        (void) ngx_del_event(rd->c->write, NGX_WRITE_EVENT, 0);
+    }
+}
+
+
+/* hiredis is about to close the descriptor: give the connection back */
+
+static void
+ngx_http_tokenrefresh_redis_cleanup(void *data)
+{
+    ngx_http_tokenrefresh_redis_t *rd = data;
+
+    ngx_connection_t  *c;
+
+    c = rd->c;
+
+    if (c == NULL) {
+        return;
+    }
+
+    ngx_http_tokenrefresh_redis_del_read(rd);
+    ngx_http_tokenrefresh_redis_del_write(rd);
+
+    if (c->read->posted) {
+        ngx_delete_posted_event(c->read);
+    }
+
+    if (c->write->posted) {
+        ngx_delete_posted_event(c->write);
+    }
+
+    c->fd = (ngx_socket_t) -1;
+    ngx_free_connection(c);
+
+    rd->c = NULL;
+}
+
+
+static void
+ngx_http_tokenrefresh_redis_connected(const redisAsyncContext *ac,
+    int status)
+{
+    ngx_http_tokenrefresh_redis_t *rd = ac->data;
+
+    if (rd->deadline.timer_set) {
+        ngx_del_timer(&rd->deadline);
+    }
+
+    if (status != REDIS_OK) {
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      "tokenrefresh: cannot connect to redis \"%V\": %s",
+                      &rd->conf->addr, ac->errstr);
+
+        /* hiredis frees the context after this callback */
+        rd->ac = NULL;
+        ngx_add_timer(&rd->reconnect, rd->backoff);
+        return;
+    }
+
+    rd->connected = 1;
+    rd->backoff = 100;
+
+    ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
+                  "tokenrefresh: connected to redis \"%V\"",
+                  &rd->conf->addr);
+
+    /* TODO: AUTH and SELECT before anything else */
+}
+
+
+static void
+ngx_http_tokenrefresh_redis_disconnected(const redisAsyncContext *ac,
+    int status)
+{
+    ngx_http_tokenrefresh_redis_t *rd = ac->data;
+
+    rd->connected = 0;
+    rd->ac = NULL;
+
+    if (status != REDIS_OK) {
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      "tokenrefresh: the connection to redis \"%V\" was "
+                      "lost: %s", &rd->conf->addr, ac->errstr);
+    }
+
+    if (!ngx_exiting && !ngx_terminate) {
+        ngx_add_timer(&rd->reconnect, rd->backoff);
+    }
+}
+
+
+static void
+ngx_http_tokenrefresh_redis_retry(ngx_event_t *ev)
+{
+    ngx_http_tokenrefresh_redis_t *rd = ev->data;
+
+    rd->backoff = ngx_min(rd->backoff * 2, 5000);
+
+    if (ngx_http_tokenrefresh_redis_connect(rd) != NGX_OK) {
+        ngx_add_timer(&rd->reconnect, rd->backoff);
+    }
+}
+
+
+static void
+ngx_http_tokenrefresh_redis_too_slow(ngx_event_t *ev)
+{
+    ngx_http_tokenrefresh_redis_t *rd = ev->data;
+
+    ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                  "tokenrefresh: redis \"%V\" did not answer in time",
+                  &rd->conf->addr);
+
+    /* every pending callback gets a NULL reply, then the cleanup hook */
+
+    if (rd->ac) {
+        redisAsyncDisconnect(rd->ac);
+    }
+}
