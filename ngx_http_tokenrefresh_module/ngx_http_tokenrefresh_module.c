@@ -1200,7 +1200,7 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     u_char                        *p;
     size_t                         size, max_token;
-    ngx_str_t                     *value, name, s, state, key;
+    ngx_str_t                     *value, name, s, state, key, redis;
     ngx_uint_t                     i;
     ngx_list_part_t               *part;
     ngx_msec_t                     idle, lifetime, t;
@@ -1247,6 +1247,7 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     max_token = 16 * 1024;
     ngx_str_null(&state);
     ngx_str_null(&key);
+    ngx_str_null(&redis);
     idle = 86400000;
     lifetime = 30 * (ngx_msec_t) 86400000;
 
@@ -1284,6 +1285,17 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
             } else {
                 lifetime = t;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "redis=", 6) == 0) {
+            redis.data = value[i].data + 6;
+            redis.len = value[i].len - 6;
+
+            if (ngx_http_tokenrefresh_redis_addr(cf, &redis) != NGX_OK) {
+                return NGX_CONF_ERROR;
             }
 
             continue;
@@ -1327,6 +1339,7 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     zone->max_token_size = max_token;
     zone->session_idle = idle;
     zone->session_lifetime = lifetime;
+    zone->redis_addr = redis;
 
     if ((state.len == 0) != (key.len == 0)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -2241,6 +2254,15 @@ ngx_http_tokenrefresh_init_process(ngx_cycle_t *cycle)
 
     if (ngx_http_tokenrefresh_each_zone(cycle,
                                         ngx_http_tokenrefresh_journal_init)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* each zone backed by redis: this worker's client */
+
+    if (ngx_http_tokenrefresh_each_zone(cycle,
+                                        ngx_http_tokenrefresh_redis_init)
         != NGX_OK)
     {
         return NGX_ERROR;

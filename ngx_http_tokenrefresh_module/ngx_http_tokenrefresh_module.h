@@ -408,6 +408,10 @@ typedef struct ngx_http_tokenrefresh_zone_s {
     /* the zone this one replaces, until the reload's commit point */
     struct ngx_http_tokenrefresh_zone_s  *adopted;
 
+    /* the fleet's redis (ngx_http_tokenrefresh_redis.c), and its client */
+    ngx_str_t                         redis_addr;
+    void                             *redis;
+
     /* users' sessions end after this long unused, and this long at most */
     ngx_msec_t                        session_idle;
     ngx_msec_t                        session_lifetime;
@@ -920,6 +924,11 @@ ngx_int_t ngx_http_tokenrefresh_journal_read(ngx_str_t *path, u_char **data,
     size_t *len, ngx_log_t *log);
 ngx_int_t ngx_http_tokenrefresh_lock_range(ngx_fd_t fd, ngx_uint_t byte,
     ngx_uint_t type);
+
+/* ngx_http_tokenrefresh_redis.c */
+ngx_int_t ngx_http_tokenrefresh_redis_addr(ngx_conf_t *cf, ngx_str_t *addr);
+ngx_int_t ngx_http_tokenrefresh_redis_init(ngx_cycle_t *cycle,
+    ngx_http_tokenrefresh_zone_t *zone);
 
 /* ngx_http_tokenrefresh_state.c */
 char *ngx_http_tokenrefresh_read_secret(ngx_conf_t *cf, ngx_str_t *file,

@@ -4,7 +4,8 @@
  * BSD 2-Clause License: see the file LICENSE.
  *
  * WORK IN PROGRESS (branch "fleet", issue 14): hiredis' asynchronous API
- * driven by nginx's event loop.  Not built by "config" yet.
+ * driven by nginx's event loop.  A zone with redis= connects from each
+ * worker; nothing uses the connection yet.
  *
  * hiredis owns the socket: it connects (non-blocking, to an address, never
  * a name: a name would be resolved with a blocking getaddrinfo), reads,
@@ -59,11 +60,97 @@ static void ngx_http_tokenrefresh_redis_retry(ngx_event_t *ev);
 static void ngx_http_tokenrefresh_redis_too_slow(ngx_event_t *ev);
 
 
-ngx_int_t ngx_http_tokenrefresh_redis_connect(
+static ngx_int_t ngx_http_tokenrefresh_redis_connect(
     ngx_http_tokenrefresh_redis_t *rd);
 
 
+/*
+ * redis=unix:/path or redis=IP:port; a name is refused: hiredis would
+ * resolve it with a blocking getaddrinfo() in a worker
+ */
+
 ngx_int_t
+ngx_http_tokenrefresh_redis_addr(ngx_conf_t *cf, ngx_str_t *addr)
+{
+    u_char     *p, *last;
+    ngx_int_t   port;
+    ngx_str_t   host;
+#if (NGX_HAVE_INET6)
+    u_char      buf[16];
+#endif
+
+    if (addr->len > 5 && ngx_strncmp(addr->data, "unix:", 5) == 0) {
+        return NGX_OK;
+    }
+
+    last = addr->data + addr->len;
+
+    for (p = last; p > addr->data && p[-1] != ':'; p--) { /* void */ }
+
+    port = (p > addr->data) ? ngx_atoi(p, last - p) : NGX_ERROR;
+
+    host.data = addr->data;
+    host.len = (p > addr->data) ? (size_t) (p - 1 - addr->data) : 0;
+
+    if (host.len > 2 && host.data[0] == '[' && host.data[host.len - 1] == ']')
+    {
+        host.data++;
+        host.len -= 2;
+    }
+
+    if (port < 1 || port > 65535
+        || (ngx_inet_addr(host.data, host.len) == INADDR_NONE
+#if (NGX_HAVE_INET6)
+            && ngx_inet6_addr(host.data, host.len, buf) != NGX_OK
+#endif
+           ))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid \"redis=%V\": \"unix:/path\" or an IP "
+                           "address and a port are expected (a name would "
+                           "be resolved by a blocking call in a worker)",
+                           addr);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_tokenrefresh_redis_init(ngx_cycle_t *cycle,
+    ngx_http_tokenrefresh_zone_t *zone)
+{
+    ngx_http_tokenrefresh_redis_t       *rd;
+    ngx_http_tokenrefresh_redis_conf_t  *conf;
+
+    if (zone->redis_addr.len == 0) {
+        return NGX_OK;
+    }
+
+    rd = ngx_pcalloc(cycle->pool, sizeof(ngx_http_tokenrefresh_redis_t));
+    conf = ngx_pcalloc(cycle->pool,
+                       sizeof(ngx_http_tokenrefresh_redis_conf_t));
+    if (rd == NULL || conf == NULL) {
+        return NGX_ERROR;
+    }
+
+    conf->addr = zone->redis_addr;
+    conf->timeout = 1000;
+
+    rd->conf = conf;
+    rd->log = cycle->log;
+    zone->redis = rd;
+
+    if (ngx_http_tokenrefresh_redis_connect(rd) != NGX_OK) {
+        ngx_add_timer(&rd->reconnect, rd->backoff);
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
 ngx_http_tokenrefresh_redis_connect(ngx_http_tokenrefresh_redis_t *rd)
 {
     u_char            *p, *last;
