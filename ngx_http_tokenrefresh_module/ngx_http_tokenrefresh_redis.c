@@ -41,6 +41,7 @@ typedef struct {
     ngx_event_t                          deadline;   /* the connect's */
     ngx_msec_t                           backoff;
     ngx_uint_t                           connected;
+    ngx_uint_t                           down;      /* said once */
     ngx_log_t                           *log;
 } ngx_http_tokenrefresh_redis_t;
 
@@ -155,6 +156,7 @@ ngx_http_tokenrefresh_redis_connect(ngx_http_tokenrefresh_redis_t *rd)
 {
     u_char            *p, *last;
     ngx_int_t          port;
+    ngx_uint_t         level;
     ngx_connection_t  *c;
     redisAsyncContext *ac;
     u_char             host[NGX_SOCKADDR_STRLEN + 1];
@@ -192,9 +194,11 @@ ngx_http_tokenrefresh_redis_connect(ngx_http_tokenrefresh_redis_t *rd)
     }
 
     if (ac->err) {
-        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+        level = rd->down ? NGX_LOG_INFO : NGX_LOG_ERR;
+        ngx_log_error(level, rd->log, 0,
                       "tokenrefresh: cannot connect to redis \"%V\": %s",
                       &rd->conf->addr, ac->errstr);
+        rd->down = 1;
         redisAsyncFree(ac);
         return NGX_ERROR;
     }
@@ -342,14 +346,21 @@ ngx_http_tokenrefresh_redis_connected(const redisAsyncContext *ac,
 {
     ngx_http_tokenrefresh_redis_t *rd = ac->data;
 
+    ngx_uint_t  level;
+
     if (rd->deadline.timer_set) {
         ngx_del_timer(&rd->deadline);
     }
 
     if (status != REDIS_OK) {
-        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+
+        /* an outage is said once, not at every attempt */
+
+        level = rd->down ? NGX_LOG_INFO : NGX_LOG_ERR;
+        ngx_log_error(level, rd->log, 0,
                       "tokenrefresh: cannot connect to redis \"%V\": %s",
                       &rd->conf->addr, ac->errstr);
+        rd->down = 1;
 
         /* hiredis frees the context after this callback */
         rd->ac = NULL;
@@ -358,6 +369,7 @@ ngx_http_tokenrefresh_redis_connected(const redisAsyncContext *ac,
     }
 
     rd->connected = 1;
+    rd->down = 0;
     rd->backoff = 100;
 
     ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
@@ -377,11 +389,11 @@ ngx_http_tokenrefresh_redis_disconnected(const redisAsyncContext *ac,
     rd->connected = 0;
     rd->ac = NULL;
 
-    if (status != REDIS_OK) {
-        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                      "tokenrefresh: the connection to redis \"%V\" was "
-                      "lost: %s", &rd->conf->addr, ac->errstr);
-    }
+    ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                  "tokenrefresh: the connection to redis \"%V\" was lost%s%s",
+                  &rd->conf->addr, status != REDIS_OK ? ": " : "",
+                  status != REDIS_OK ? ac->errstr : "");
+    rd->down = 1;
 
     if (!ngx_exiting && !ngx_terminate) {
         ngx_add_timer(&rd->reconnect, rd->backoff);
