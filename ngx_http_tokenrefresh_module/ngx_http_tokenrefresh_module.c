@@ -1200,7 +1200,9 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     u_char                        *p;
     size_t                         size, max_token;
-    ngx_str_t                     *value, name, s, state, key, redis;
+    ngx_int_t                      redis_db;
+    ngx_str_t                     *value, name, s, state, key, redis,
+                                   redis_password;
     ngx_uint_t                     i;
     ngx_list_part_t               *part;
     ngx_msec_t                     idle, lifetime, t;
@@ -1248,6 +1250,8 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_str_null(&state);
     ngx_str_null(&key);
     ngx_str_null(&redis);
+    ngx_str_null(&redis_password);
+    redis_db = 0;
     idle = 86400000;
     lifetime = 30 * (ngx_msec_t) 86400000;
 
@@ -1285,6 +1289,31 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
             } else {
                 lifetime = t;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "redis_password_file=", 20) == 0) {
+            s.data = value[i].data + 20;
+            s.len = value[i].len - 20;
+
+            if (ngx_http_tokenrefresh_read_secret(cf, &s, &redis_password)
+                != NGX_CONF_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "redis_db=", 9) == 0) {
+            redis_db = ngx_atoi(value[i].data + 9, value[i].len - 9);
+
+            if (redis_db == NGX_ERROR) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
             }
 
             continue;
@@ -1340,6 +1369,15 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     zone->session_idle = idle;
     zone->session_lifetime = lifetime;
     zone->redis_addr = redis;
+    zone->redis_password = redis_password;
+    zone->redis_db = redis_db;
+
+    if (redis.len == 0 && (redis_password.len || redis_db)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"redis_password_file=\" and \"redis_db=\" "
+                           "need \"redis=\"");
+        return NGX_CONF_ERROR;
+    }
 
     if ((state.len == 0) != (key.len == 0)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

@@ -410,6 +410,8 @@ typedef struct ngx_http_tokenrefresh_zone_s {
 
     /* the fleet's redis (ngx_http_tokenrefresh_redis.c), and its client */
     ngx_str_t                         redis_addr;
+    ngx_str_t                         redis_password;
+    ngx_uint_t                        redis_db;
     void                             *redis;
 
     /* users' sessions end after this long unused, and this long at most */

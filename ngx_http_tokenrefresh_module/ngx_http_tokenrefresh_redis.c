@@ -59,6 +59,8 @@ static void ngx_http_tokenrefresh_redis_disconnected(
     const redisAsyncContext *ac, int status);
 static void ngx_http_tokenrefresh_redis_retry(ngx_event_t *ev);
 static void ngx_http_tokenrefresh_redis_too_slow(ngx_event_t *ev);
+static void ngx_http_tokenrefresh_redis_ready(redisAsyncContext *ac,
+    void *r, void *data);
 
 
 static ngx_int_t ngx_http_tokenrefresh_redis_connect(
@@ -137,6 +139,8 @@ ngx_http_tokenrefresh_redis_init(ngx_cycle_t *cycle,
     }
 
     conf->addr = zone->redis_addr;
+    conf->password = zone->redis_password;
+    conf->db = zone->redis_db;
     conf->timeout = 1000;
 
     rd->conf = conf;
@@ -368,6 +372,59 @@ ngx_http_tokenrefresh_redis_connected(const redisAsyncContext *ac,
         return;
     }
 
+    /*
+     * AUTH and SELECT first: hiredis sends commands in order, so nothing
+     * queued after them runs unauthenticated or in the wrong database
+     */
+
+    if (rd->conf->password.len) {
+        (void) redisAsyncCommand((redisAsyncContext *) ac,
+                                 ngx_http_tokenrefresh_redis_ready,
+                                 (void *) "AUTH", "AUTH %b",
+                                 rd->conf->password.data,
+                                 rd->conf->password.len);
+    }
+
+    if (rd->conf->db) {
+        (void) redisAsyncCommand((redisAsyncContext *) ac,
+                                 ngx_http_tokenrefresh_redis_ready,
+                                 (void *) "SELECT", "SELECT %d",
+                                 (int) rd->conf->db);
+    }
+
+    (void) redisAsyncCommand((redisAsyncContext *) ac,
+                             ngx_http_tokenrefresh_redis_ready,
+                             NULL, "PING");
+}
+
+
+/* the answers to AUTH and SELECT; the PING's says the client is ready */
+
+static void
+ngx_http_tokenrefresh_redis_ready(redisAsyncContext *ac, void *r,
+    void *data)
+{
+    redisReply                     *reply = r;
+    ngx_http_tokenrefresh_redis_t  *rd = ac->data;
+
+    if (reply == NULL) {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      "tokenrefresh: redis \"%V\" refused %s: %*s",
+                      &rd->conf->addr, data ? (char *) data : "PING",
+                      (size_t) reply->len, reply->str);
+
+        redisAsyncDisconnect(ac);
+        return;
+    }
+
+    if (data) {
+        return;
+    }
+
     rd->connected = 1;
     rd->down = 0;
     rd->backoff = 100;
@@ -375,8 +432,6 @@ ngx_http_tokenrefresh_redis_connected(const redisAsyncContext *ac,
     ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
                   "tokenrefresh: connected to redis \"%V\"",
                   &rd->conf->addr);
-
-    /* TODO: AUTH and SELECT before anything else */
 }
 
 
