@@ -1202,7 +1202,7 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     size_t                         size, max_token;
     ngx_int_t                      redis_db;
     ngx_str_t                     *value, name, s, state, key, redis,
-                                   redis_password;
+                                   redis_password, prefix;
     ngx_uint_t                     i;
     ngx_list_part_t               *part;
     ngx_msec_t                     idle, lifetime, t;
@@ -1251,6 +1251,7 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_str_null(&key);
     ngx_str_null(&redis);
     ngx_str_null(&redis_password);
+    ngx_str_null(&prefix);
     redis_db = 0;
     idle = 86400000;
     lifetime = 30 * (ngx_msec_t) 86400000;
@@ -1319,6 +1320,12 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strncmp(value[i].data, "redis_prefix=", 13) == 0) {
+            prefix.data = value[i].data + 13;
+            prefix.len = value[i].len - 13;
+            continue;
+        }
+
         if (ngx_strncmp(value[i].data, "redis=", 6) == 0) {
             redis.data = value[i].data + 6;
             redis.len = value[i].len - 6;
@@ -1372,12 +1379,37 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     zone->redis_password = redis_password;
     zone->redis_db = redis_db;
 
-    if (redis.len == 0 && (redis_password.len || redis_db)) {
+    if (redis.len == 0 && (redis_password.len || redis_db || prefix.len)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"redis_password_file=\" and \"redis_db=\" "
-                           "need \"redis=\"");
+                           "\"redis_password_file=\", \"redis_db=\" and "
+                           "\"redis_prefix=\" need \"redis=\"");
         return NGX_CONF_ERROR;
     }
+
+    /*
+     * what goes to the fleet is sealed under the zone's key, the same on
+     * every node; and a node restarted must not start from nothing
+     */
+
+    if (redis.len && state.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"redis=\" needs \"state=\" and \"key=\": "
+                           "the fleet's records are sealed under the "
+                           "zone's key, the same on every node");
+        return NGX_CONF_ERROR;
+    }
+
+    if (redis.len && prefix.len == 0) {
+        prefix.len = sizeof("tokenrefresh::") - 1 + name.len;
+        prefix.data = ngx_pnalloc(cf->pool, prefix.len);
+        if (prefix.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_sprintf(prefix.data, "tokenrefresh:%V:", &name);
+    }
+
+    zone->redis_prefix = prefix;
 
     if ((state.len == 0) != (key.len == 0)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

@@ -221,6 +221,12 @@ typedef struct {
     /* a user's session (its name is the digest of its handle), or NULL */
     ngx_http_tokenrefresh_session_t  *session;
 
+    /*
+     * The fleet's generation of the tokens held (ngx_http_tokenrefresh_fleet.c):
+     * 0 until this node stored or took a record of the fleet's
+     */
+    uint32_t                          fleet_gen;
+
     /* small values packed together, so that a node fits 512 bytes */
     u_short                           fail_status;
     u_char                            lease_grant;
@@ -297,6 +303,26 @@ ngx_http_tokenrefresh_digest_key(u_char *digest)
     (((ref)->node && (ref)->node->id == (ref)->id) ? (ref)->node : NULL)
 
 
+/*
+ * What the fleet's redis did for a zone (ngx_http_tokenrefresh_fleet.c),
+ * counted by every worker without the zone's lock
+ */
+
+typedef struct {
+    ngx_atomic_t                      up;          /* workers connected */
+    ngx_atomic_t                      lost;        /* connections lost */
+    ngx_atomic_t                      rtt;         /* last command, ms */
+    ngx_atomic_t                      leases;      /* fleet leases taken */
+    ngx_atomic_t                      waits;       /* another node held it */
+    ngx_atomic_t                      adopted;     /* newer tokens taken */
+    ngx_atomic_t                      stored;
+    ngx_atomic_t                      fenced;      /* stores refused */
+    ngx_atomic_t                      away;        /* refreshes held back */
+    ngx_atomic_t                      fallbacks;   /* done by this node */
+    ngx_atomic_t                      errors;
+} ngx_http_tokenrefresh_fleet_stats_t;
+
+
 typedef struct {
     ngx_rbtree_t                      rbtree;
     ngx_rbtree_node_t                 sentinel;
@@ -356,6 +382,9 @@ typedef struct {
 
     /* a reload gave the zone a state file it did not write: write it all */
     ngx_uint_t                        resave;
+
+    /* the fleet's figures, for the status page */
+    ngx_http_tokenrefresh_fleet_stats_t  fleet;
     u_char                            gone[NGX_HTTP_TOKENREFRESH_GONE]
                                           [NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
 } ngx_http_tokenrefresh_shctx_t;
@@ -412,6 +441,7 @@ typedef struct ngx_http_tokenrefresh_zone_s {
     ngx_str_t                         redis_addr;
     ngx_str_t                         redis_password;
     ngx_uint_t                        redis_db;
+    ngx_str_t                         redis_prefix;
     void                             *redis;
 
     /* users' sessions end after this long unused, and this long at most */
@@ -620,6 +650,8 @@ typedef struct {
     ngx_uint_t                        sessions_logout;
     ngx_uint_t                        sessions_ended;
     ngx_uint_t                        sessions_evicted;
+    ngx_uint_t                        fleet;          /* redis= */
+    ngx_http_tokenrefresh_fleet_stats_t  fleet_stats;
     ngx_array_t                      *credentials;   /* named ones only */
 } ngx_http_tokenrefresh_zone_info_t;
 
@@ -663,6 +695,20 @@ typedef struct {
     ngx_event_t                       run;
     ngx_queue_t                       queue;
     ngx_http_post_subrequest_t        ps;
+
+    /* the fleet's lease (ngx_http_tokenrefresh_fleet.c) */
+    void                             *fleet;
+    ngx_event_t                       fleet_poll;
+    uint32_t                          fleet_seen;   /* its generation then */
+    uint32_t                          fleet_known;  /* this node's */
+    u_char                            owner[64];
+    size_t                            owner_len;
+    unsigned                          fleet_waiting:1;  /* not sent yet */
+    unsigned                          fleet_lease:1;
+    unsigned                          fleet_adopt:1;
+    unsigned                          fleet_away:1;
+    unsigned                          fleet_held:1;
+
     unsigned                          done:1;
     unsigned                          complete:1;
     unsigned                          too_big:1;
@@ -929,6 +975,17 @@ ngx_int_t ngx_http_tokenrefresh_lock_range(ngx_fd_t fd, ngx_uint_t byte,
 
 /* ngx_http_tokenrefresh_redis.c */
 ngx_int_t ngx_http_tokenrefresh_redis_addr(ngx_conf_t *cf, ngx_str_t *addr);
+ngx_uint_t ngx_http_tokenrefresh_redis_up(ngx_http_tokenrefresh_zone_t *zone);
+ngx_int_t ngx_http_tokenrefresh_redis_eval(ngx_http_tokenrefresh_zone_t *zone,
+    const char *script, ngx_uint_t nkeys, ngx_str_t *args, ngx_uint_t nargs,
+    void (*handler)(void *data, void *reply), void *data);
+
+/* ngx_http_tokenrefresh_fleet.c */
+ngx_int_t ngx_http_tokenrefresh_fleet_lease(
+    ngx_http_tokenrefresh_refresh_t *rf);
+ngx_int_t ngx_http_tokenrefresh_fleet_settle(
+    ngx_http_tokenrefresh_refresh_t *rf, ngx_uint_t share,
+    void (*done)(void *data), void *data);
 ngx_int_t ngx_http_tokenrefresh_redis_init(ngx_cycle_t *cycle,
     ngx_http_tokenrefresh_zone_t *zone);
 

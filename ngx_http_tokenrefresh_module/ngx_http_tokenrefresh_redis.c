@@ -3,9 +3,9 @@
  * Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
  * BSD 2-Clause License: see the file LICENSE.
  *
- * WORK IN PROGRESS (branch "fleet", issue 14): hiredis' asynchronous API
- * driven by nginx's event loop.  A zone with redis= connects from each
- * worker; nothing uses the connection yet.
+ * hiredis' asynchronous API driven by nginx's event loop: each worker of a
+ * zone with redis= keeps one connection, for the fleet's scripts
+ * (ngx_http_tokenrefresh_fleet.c).
  *
  * hiredis owns the socket: it connects (non-blocking, to an address, never
  * a name: a name would be resolved with a blocking getaddrinfo), reads,
@@ -35,15 +35,27 @@ typedef struct {
 
 typedef struct {
     ngx_http_tokenrefresh_redis_conf_t  *conf;
+    ngx_http_tokenrefresh_fleet_stats_t *stats;
     redisAsyncContext                   *ac;
     ngx_connection_t                    *c;
     ngx_event_t                          reconnect;
     ngx_event_t                          deadline;   /* the connect's */
+    ngx_event_t                          slow;       /* the commands' */
+    ngx_uint_t                           pending;
     ngx_msec_t                           backoff;
     ngx_uint_t                           connected;
     ngx_uint_t                           down;      /* said once */
     ngx_log_t                           *log;
 } ngx_http_tokenrefresh_redis_t;
+
+
+/* a command in flight: whose answer it is, and when it was sent */
+typedef struct {
+    ngx_http_tokenrefresh_redis_t       *rd;
+    void                               (*handler)(void *data, void *reply);
+    void                                *data;
+    ngx_msec_t                           sent;
+} ngx_http_tokenrefresh_redis_call_t;
 
 
 static void ngx_http_tokenrefresh_redis_read(ngx_event_t *ev);
@@ -61,6 +73,10 @@ static void ngx_http_tokenrefresh_redis_retry(ngx_event_t *ev);
 static void ngx_http_tokenrefresh_redis_too_slow(ngx_event_t *ev);
 static void ngx_http_tokenrefresh_redis_ready(redisAsyncContext *ac,
     void *r, void *data);
+static void ngx_http_tokenrefresh_redis_reply(redisAsyncContext *ac,
+    void *r, void *data);
+static void ngx_http_tokenrefresh_redis_up_down(
+    ngx_http_tokenrefresh_redis_t *rd, ngx_uint_t up);
 
 
 static ngx_int_t ngx_http_tokenrefresh_redis_connect(
@@ -144,6 +160,7 @@ ngx_http_tokenrefresh_redis_init(ngx_cycle_t *cycle,
     conf->timeout = 1000;
 
     rd->conf = conf;
+    rd->stats = &zone->sh->fleet;
     rd->log = cycle->log;
     zone->redis = rd;
 
@@ -169,6 +186,7 @@ ngx_http_tokenrefresh_redis_connect(ngx_http_tokenrefresh_redis_t *rd)
         rd->reconnect.handler = ngx_http_tokenrefresh_redis_retry;
         rd->reconnect.data = rd;
         rd->reconnect.log = rd->log;
+        rd->reconnect.cancelable = 1;
         rd->backoff = 100;
     }
 
@@ -241,6 +259,7 @@ ngx_http_tokenrefresh_redis_connect(ngx_http_tokenrefresh_redis_t *rd)
     rd->deadline.handler = ngx_http_tokenrefresh_redis_too_slow;
     rd->deadline.data = rd;
     rd->deadline.log = rd->log;
+    rd->deadline.cancelable = 1;
     ngx_add_timer(&rd->deadline, rd->conf->timeout);
 
     return NGX_OK;
@@ -425,7 +444,7 @@ ngx_http_tokenrefresh_redis_ready(redisAsyncContext *ac, void *r,
         return;
     }
 
-    rd->connected = 1;
+    ngx_http_tokenrefresh_redis_up_down(rd, 1);
     rd->down = 0;
     rd->backoff = 100;
 
@@ -441,8 +460,12 @@ ngx_http_tokenrefresh_redis_disconnected(const redisAsyncContext *ac,
 {
     ngx_http_tokenrefresh_redis_t *rd = ac->data;
 
-    rd->connected = 0;
+    ngx_http_tokenrefresh_redis_up_down(rd, 0);
     rd->ac = NULL;
+
+    if (rd->slow.timer_set) {
+        ngx_del_timer(&rd->slow);
+    }
 
     ngx_log_error(NGX_LOG_ERR, rd->log, 0,
                   "tokenrefresh: the connection to redis \"%V\" was lost%s%s",
@@ -469,6 +492,8 @@ ngx_http_tokenrefresh_redis_retry(ngx_event_t *ev)
 }
 
 
+/* a connect or a command took too long: the connection goes */
+
 static void
 ngx_http_tokenrefresh_redis_too_slow(ngx_event_t *ev)
 {
@@ -483,4 +508,142 @@ ngx_http_tokenrefresh_redis_too_slow(ngx_event_t *ev)
     if (rd->ac) {
         redisAsyncDisconnect(rd->ac);
     }
+}
+
+
+static void
+ngx_http_tokenrefresh_redis_up_down(ngx_http_tokenrefresh_redis_t *rd,
+    ngx_uint_t up)
+{
+    if (rd->connected == up) {
+        return;
+    }
+
+    rd->connected = up;
+
+    if (up) {
+        (void) ngx_atomic_fetch_add(&rd->stats->up, 1);
+
+    } else {
+        (void) ngx_atomic_fetch_add(&rd->stats->up, (ngx_atomic_int_t) -1);
+        (void) ngx_atomic_fetch_add(&rd->stats->lost, 1);
+    }
+}
+
+
+/* whether this worker's connection is ready for commands */
+
+ngx_uint_t
+ngx_http_tokenrefresh_redis_up(ngx_http_tokenrefresh_zone_t *zone)
+{
+    ngx_http_tokenrefresh_redis_t  *rd = zone->redis;
+
+    return rd && rd->ac && rd->connected;
+}
+
+
+/*
+ * EVAL script nkeys args...: the values go as binary-safe arguments.  The
+ * handler gets the reply (a redisReply, valid during the call only), or
+ * NULL if the connection went first; NGX_DECLINED: not connected.
+ */
+
+ngx_int_t
+ngx_http_tokenrefresh_redis_eval(ngx_http_tokenrefresh_zone_t *zone,
+    const char *script, ngx_uint_t nkeys, ngx_str_t *args, ngx_uint_t nargs,
+    void (*handler)(void *data, void *reply), void *data)
+{
+    u_char                              nk[NGX_INT_T_LEN];
+    size_t                              lens[16];
+    ngx_uint_t                          i;
+    const char                         *argv[16];
+    ngx_http_tokenrefresh_redis_t      *rd;
+    ngx_http_tokenrefresh_redis_call_t *call;
+
+    rd = zone->redis;
+
+    if (!ngx_http_tokenrefresh_redis_up(zone) || nargs > 13) {
+        return NGX_DECLINED;
+    }
+
+    call = ngx_alloc(sizeof(ngx_http_tokenrefresh_redis_call_t), rd->log);
+    if (call == NULL) {
+        return NGX_ERROR;
+    }
+
+    call->rd = rd;
+    call->handler = handler;
+    call->data = data;
+    call->sent = ngx_current_msec;
+
+    argv[0] = "EVAL";
+    lens[0] = 4;
+    argv[1] = script;
+    lens[1] = ngx_strlen(script);
+    argv[2] = (char *) nk;
+    lens[2] = ngx_sprintf(nk, "%ui", nkeys) - nk;
+
+    for (i = 0; i < nargs; i++) {
+        argv[3 + i] = (char *) args[i].data;
+        lens[3 + i] = args[i].len;
+    }
+
+    if (redisAsyncCommandArgv(rd->ac, ngx_http_tokenrefresh_redis_reply,
+                              call, (int) (3 + nargs), argv, lens)
+        != REDIS_OK)
+    {
+        ngx_free(call);
+        return NGX_DECLINED;
+    }
+
+    rd->pending++;
+
+    if (!rd->slow.timer_set) {
+        rd->slow.handler = ngx_http_tokenrefresh_redis_too_slow;
+        rd->slow.data = rd;
+        rd->slow.log = rd->log;
+        rd->slow.cancelable = 1;
+        ngx_add_timer(&rd->slow, rd->conf->timeout);
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_tokenrefresh_redis_reply(redisAsyncContext *ac, void *r, void *data)
+{
+    ngx_http_tokenrefresh_redis_call_t *call = data;
+
+    redisReply                     *reply = r;
+    ngx_http_tokenrefresh_redis_t  *rd;
+
+    rd = call->rd;
+
+    if (rd->pending) {
+        rd->pending--;
+    }
+
+    if (rd->pending == 0 && rd->slow.timer_set) {
+        ngx_del_timer(&rd->slow);
+
+    } else if (rd->pending) {
+        ngx_add_timer(&rd->slow, rd->conf->timeout);
+    }
+
+    if (reply) {
+        (void) ngx_atomic_cmp_set(&rd->stats->rtt, rd->stats->rtt,
+                                  ngx_current_msec - call->sent);
+
+        if (reply->type == REDIS_REPLY_ERROR) {
+            (void) ngx_atomic_fetch_add(&rd->stats->errors, 1);
+            ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                          "tokenrefresh: redis \"%V\" answered an error: %*s",
+                          &rd->conf->addr, (size_t) reply->len, reply->str);
+        }
+    }
+
+    call->handler(call->data, reply);
+
+    ngx_free(call);
 }

@@ -21,11 +21,15 @@
 #include "ngx_http_tokenrefresh_module.h"
 
 
-/* a lease to release once the journal has what its refresh stored */
+/*
+ * A lease to release once the journal and the fleet have what its refresh
+ * stored: "pending" counts what is still due
+ */
 typedef struct {
     ngx_http_tokenrefresh_zone_t     *zone;
     ngx_http_tokenrefresh_ref_t       ref;
     ngx_uint_t                        lease_seq;
+    ngx_uint_t                        pending;
 } ngx_http_tokenrefresh_durable_t;
 
 
@@ -43,8 +47,9 @@ static ngx_http_tokenrefresh_format_t *ngx_http_tokenrefresh_resolve_format(
     ngx_http_request_t *sr, ngx_http_tokenrefresh_refresh_t *rf);
 static void ngx_http_tokenrefresh_deadline(ngx_event_t *ev);
 static void ngx_http_tokenrefresh_persist(ngx_http_tokenrefresh_refresh_t *rf,
-    ngx_log_t *log);
+    ngx_uint_t journal, ngx_uint_t share, ngx_log_t *log);
 static void ngx_http_tokenrefresh_durable(void *data, ngx_int_t rc);
+static void ngx_http_tokenrefresh_durable_done(void *data);
 static void ngx_http_tokenrefresh_refresh_cleanup(void *data);
 static void ngx_http_tokenrefresh_open_location(ngx_http_request_t *r);
 static void ngx_http_tokenrefresh_retry_after(ngx_http_request_t *sr,
@@ -202,7 +207,11 @@ ngx_http_tokenrefresh_start(ngx_http_request_t *r,
     ev->data = parent->connection;
     ev->log = parent->connection->log;
 
-    ngx_post_event(ev, &ngx_posted_events);
+    /* with a fleet, once the fleet says this node may send it */
+
+    if (ngx_http_tokenrefresh_fleet_lease(rf) == NGX_DECLINED) {
+        ngx_post_event(ev, &ngx_posted_events);
+    }
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "tokenrefresh: %s of credential \"%V\" started, "
@@ -445,7 +454,7 @@ ngx_http_tokenrefresh_settle(ngx_http_tokenrefresh_refresh_t *rf,
     u_char      fp[NGX_HTTP_TOKENREFRESH_FP_LEN];
     ngx_int_t   rc;
     ngx_str_t   noroom;
-    ngx_uint_t  persist, stored, wake;
+    ngx_uint_t  persist, stored, share, wake;
 
     if (rf->done) {
         return;
@@ -461,12 +470,14 @@ ngx_http_tokenrefresh_settle(ngx_http_tokenrefresh_refresh_t *rf,
 
     persist = 0;
     stored = 0;
+    share = 0;
 
     if (tok) {
         rc = ngx_http_tokenrefresh_store(rf, tok, log);
 
         if (rc == NGX_OK) {
             persist = 1;
+            share = 1;
             stored = (tok->access_token.len != 0);
 
         } else if (rc == NGX_ERROR && outcome == NGX_HTTP_TOKENREFRESH_OK) {
@@ -487,20 +498,23 @@ ngx_http_tokenrefresh_settle(ngx_http_tokenrefresh_refresh_t *rf,
     }
 
     if (ngx_http_tokenrefresh_superseded(rf->zone)) {
+        (void) ngx_http_tokenrefresh_fleet_settle(rf, 0, NULL, NULL);
         ngx_http_tokenrefresh_hand_over(rf, stored || persist ? tok : NULL,
                                         outcome, log);
         ngx_http_tokenrefresh_release(rf);
 
-    } else if (persist && rf->zone->state) {
-        /* the waiters wake when it is on disk, as the lease goes */
-        ngx_http_tokenrefresh_persist(rf, log);
+    } else if ((persist && rf->zone->state) || (share && rf->fleet_lease)) {
+        /* the waiters wake when it is on disk and in the fleet */
+        ngx_http_tokenrefresh_persist(rf, persist && rf->zone->state, share,
+                                      log);
         wake = 0;
 
     } else {
+        (void) ngx_http_tokenrefresh_fleet_settle(rf, 0, NULL, NULL);
         ngx_http_tokenrefresh_release(rf);
     }
 
-    if (stored) {
+    if (stored && !rf->fleet_adopt) {
         ngx_http_tokenrefresh_fingerprint(fp, tok->access_token.data,
                                           tok->access_token.len);
 
@@ -530,12 +544,13 @@ done:
 
 static void
 ngx_http_tokenrefresh_persist(ngx_http_tokenrefresh_refresh_t *rf,
-    ngx_log_t *log)
+    ngx_uint_t journal, ngx_uint_t share, ngx_log_t *log)
 {
     ngx_http_tokenrefresh_durable_t  *d;
 
     d = ngx_alloc(sizeof(ngx_http_tokenrefresh_durable_t), log);
     if (d == NULL) {
+        (void) ngx_http_tokenrefresh_fleet_settle(rf, 0, NULL, NULL);
         ngx_http_tokenrefresh_release(rf);
         ngx_http_tokenrefresh_wake_local();
         return;
@@ -545,17 +560,46 @@ ngx_http_tokenrefresh_persist(ngx_http_tokenrefresh_refresh_t *rf,
     d->ref = rf->ref;
     d->lease_seq = rf->lease_seq;
 
-    (void) ngx_http_tokenrefresh_journal_put(rf->zone, &rf->name,
-                                             rf->session, rf->digest,
-                                             ngx_http_tokenrefresh_durable,
-                                             d, log);
+    /* one for this function: either answer may come before it returns */
+    d->pending = 1;
+
+    if (journal) {
+        d->pending++;
+        (void) ngx_http_tokenrefresh_journal_put(rf->zone, &rf->name,
+                                                 rf->session, rf->digest,
+                                                 ngx_http_tokenrefresh_durable,
+                                                 d, log);
+    }
+
+    d->pending++;
+
+    if (ngx_http_tokenrefresh_fleet_settle(rf, share,
+                                           ngx_http_tokenrefresh_durable_done,
+                                           d)
+        != NGX_OK)
+    {
+        d->pending--;
+    }
+
+    ngx_http_tokenrefresh_durable_done(d);
 }
 
 
 static void
 ngx_http_tokenrefresh_durable(void *data, ngx_int_t rc)
 {
+    ngx_http_tokenrefresh_durable_done(data);
+}
+
+
+static void
+ngx_http_tokenrefresh_durable_done(void *data)
+{
     ngx_http_tokenrefresh_durable_t *d = data;
+
+    if (--d->pending) {
+        return;
+    }
 
     /* written or not (it was logged), the lease goes: nothing can wait */
 
@@ -795,6 +839,24 @@ ngx_http_tokenrefresh_deadline(ngx_event_t *ev)
     parent = rf->parent;
 
     reason.data = buf;
+
+    if (rf->fleet_waiting) {
+
+        /* it was never sent: the fleet did not let it go in time */
+
+        reason.len = ngx_snprintf(buf, sizeof(buf), "%s for %M ms",
+                                  rf->fleet_away
+                                  ? "the fleet's redis was away"
+                                  : "another node held the fleet's lease",
+                                  rf->lcf->refresh_timeout)
+                     - buf;
+
+        ngx_http_tokenrefresh_settle(rf, NGX_HTTP_TOKENREFRESH_ABORTED, NULL,
+                                     &reason, ev->log);
+        ngx_http_tokenrefresh_task_stop(parent);
+        return;
+    }
+
     reason.len = ngx_snprintf(buf, sizeof(buf), "no answer from the token "
                               "endpoint within %M ms",
                               rf->lcf->refresh_timeout)
@@ -820,6 +882,10 @@ ngx_http_tokenrefresh_refresh_cleanup(void *data)
 
     if (rf->run.posted) {
         ngx_delete_posted_event(&rf->run);
+    }
+
+    if (rf->fleet_poll.timer_set) {
+        ngx_del_timer(&rf->fleet_poll);
     }
 
     if (rf->deadline.timer_set) {

@@ -43,6 +43,8 @@ typedef struct {
 
 
 static ngx_int_t ngx_http_tokenrefresh_status_handler(ngx_http_request_t *r);
+static void ngx_http_tokenrefresh_json_fleet(yajl_gen g,
+    ngx_http_tokenrefresh_fleet_stats_t *fs);
 static ngx_int_t ngx_http_tokenrefresh_control_handler(ngx_http_request_t *r);
 static ngx_chain_t *ngx_http_tokenrefresh_control_answer(
     ngx_http_request_t *r, ngx_str_t *zone, ngx_str_t *name,
@@ -159,6 +161,61 @@ static ngx_http_tokenrefresh_metric_t  ngx_http_tokenrefresh_zone_metrics[] = {
     { "tokenrefresh_zone_sessions_evicted_total", "counter",
       "Least recently used sessions ended by a full zone.",
       ngx_http_tokenrefresh_zone_field(sessions_evicted), 0 },
+
+    { NULL, NULL, NULL, 0, 0 }
+};
+
+
+#define ngx_http_tokenrefresh_fleet_field(field)                              \
+    offsetof(ngx_http_tokenrefresh_zone_info_t, fleet_stats.field)
+
+/* zones with redis= only */
+static ngx_http_tokenrefresh_metric_t  ngx_http_tokenrefresh_fleet_metrics[] = {
+
+    { "tokenrefresh_fleet_connected_workers", "gauge",
+      "Workers connected to the fleet's redis.",
+      ngx_http_tokenrefresh_fleet_field(up), 0 },
+
+    { "tokenrefresh_fleet_connections_lost_total", "counter",
+      "Connections to the fleet's redis lost.",
+      ngx_http_tokenrefresh_fleet_field(lost), 0 },
+
+    { "tokenrefresh_fleet_rtt_seconds", "gauge",
+      "Round trip of the last command to the fleet's redis.",
+      ngx_http_tokenrefresh_fleet_field(rtt), 1 },
+
+    { "tokenrefresh_fleet_leases_total", "counter",
+      "Refreshes that took the fleet's lease.",
+      ngx_http_tokenrefresh_fleet_field(leases), 0 },
+
+    { "tokenrefresh_fleet_lease_waits_total", "counter",
+      "Refreshes that found the fleet's lease held by another node.",
+      ngx_http_tokenrefresh_fleet_field(waits), 0 },
+
+    { "tokenrefresh_fleet_adopted_total", "counter",
+      "Newer tokens taken from the fleet instead of a refresh.",
+      ngx_http_tokenrefresh_fleet_field(adopted), 0 },
+
+    { "tokenrefresh_fleet_stored_total", "counter",
+      "New tokens stored in the fleet.",
+      ngx_http_tokenrefresh_fleet_field(stored), 0 },
+
+    { "tokenrefresh_fleet_refused_total", "counter",
+      "New tokens the fleet refused or did not get (kept on the node).",
+      ngx_http_tokenrefresh_fleet_field(fenced), 0 },
+
+    { "tokenrefresh_fleet_held_back_total", "counter",
+      "Refreshes held back because the fleet's redis was away.",
+      ngx_http_tokenrefresh_fleet_field(away), 0 },
+
+    { "tokenrefresh_fleet_fallbacks_total", "counter",
+      "Logins done by the node alone because the fleet's redis was away.",
+      ngx_http_tokenrefresh_fleet_field(fallbacks), 0 },
+
+    { "tokenrefresh_fleet_errors_total", "counter",
+      "Errors from the fleet's redis, and records that could not be "
+      "opened.",
+      ngx_http_tokenrefresh_fleet_field(errors), 0 },
 
     { NULL, NULL, NULL, 0, 0 }
 };
@@ -773,6 +830,10 @@ ngx_http_tokenrefresh_json(ngx_http_request_t *r, ngx_array_t *zones,
         yajl_gen_integer(g, zr[i].info.sessions_evicted);
         yajl_gen_map_close(g);
 
+        if (zr[i].info.fleet) {
+            ngx_http_tokenrefresh_json_fleet(g, &zr[i].info.fleet_stats);
+        }
+
         ngx_http_tokenrefresh_key(g, "credentials");
         yajl_gen_map_open(g);
 
@@ -963,7 +1024,8 @@ ngx_http_tokenrefresh_prometheus(ngx_http_request_t *r, ngx_array_t *zones,
 {
     int64_t                               now;
     ngx_str_t                           **labels, *zname;
-    ngx_uint_t                            i, j, k, n, state, grant, outcome;
+    ngx_uint_t                            i, j, k, n, state, grant, outcome,
+                                          fleet;
     ngx_uint_t                           *value;
     ngx_http_tokenrefresh_text_t          t;
     ngx_http_tokenrefresh_info_t         *ci;
@@ -1038,6 +1100,38 @@ ngx_http_tokenrefresh_prometheus(ngx_http_request_t *r, ngx_array_t *zones,
             if (zname == NULL
                 || ngx_http_tokenrefresh_text(&t, "%s{zone=\"%V\"} %ui\n",
                                               m->name, zname, *value)
+                   != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+        }
+    }
+
+    for (fleet = 0, i = 0; i < zones->nelts; i++) {
+        fleet |= zr[i].info.fleet;
+    }
+
+    for (m = ngx_http_tokenrefresh_fleet_metrics; m->name && fleet; m++) {
+        ngx_http_tokenrefresh_family(m->name, m->type, m->help);
+
+        for (i = 0; i < zones->nelts; i++) {
+
+            if (!zr[i].info.fleet) {
+                continue;
+            }
+
+            zname = ngx_http_tokenrefresh_label(r->pool, &zr[i].name);
+            value = (ngx_uint_t *) ((u_char *) &zr[i].info + m->offset);
+
+            if (zname == NULL
+                || (m->msec
+                    ? ngx_http_tokenrefresh_text(&t,
+                                           "%s{zone=\"%V\"} %ui.%03ui\n",
+                                           m->name, zname, *value / 1000,
+                                           *value % 1000)
+                    : ngx_http_tokenrefresh_text(&t,
+                                           "%s{zone=\"%V\"} %ui\n",
+                                           m->name, zname, *value))
                    != NGX_OK)
             {
                 return NGX_ERROR;
@@ -1305,4 +1399,38 @@ ngx_http_tokenrefresh_send(ngx_http_request_t *r, ngx_uint_t status,
     }
 
     return ngx_http_output_filter(r, out);
+}
+
+
+/* what the fleet's redis did for a zone */
+
+static void
+ngx_http_tokenrefresh_json_fleet(yajl_gen g,
+    ngx_http_tokenrefresh_fleet_stats_t *fs)
+{
+    ngx_http_tokenrefresh_key(g, "fleet");
+    yajl_gen_map_open(g);
+    ngx_http_tokenrefresh_key(g, "connected_workers");
+    yajl_gen_integer(g, fs->up);
+    ngx_http_tokenrefresh_key(g, "connections_lost");
+    yajl_gen_integer(g, fs->lost);
+    ngx_http_tokenrefresh_key(g, "rtt_ms");
+    yajl_gen_integer(g, fs->rtt);
+    ngx_http_tokenrefresh_key(g, "leases");
+    yajl_gen_integer(g, fs->leases);
+    ngx_http_tokenrefresh_key(g, "lease_waits");
+    yajl_gen_integer(g, fs->waits);
+    ngx_http_tokenrefresh_key(g, "adopted");
+    yajl_gen_integer(g, fs->adopted);
+    ngx_http_tokenrefresh_key(g, "stored");
+    yajl_gen_integer(g, fs->stored);
+    ngx_http_tokenrefresh_key(g, "refused");
+    yajl_gen_integer(g, fs->fenced);
+    ngx_http_tokenrefresh_key(g, "held_back");
+    yajl_gen_integer(g, fs->away);
+    ngx_http_tokenrefresh_key(g, "fallbacks");
+    yajl_gen_integer(g, fs->fallbacks);
+    ngx_http_tokenrefresh_key(g, "errors");
+    yajl_gen_integer(g, fs->errors);
+    yajl_gen_map_close(g);
 }

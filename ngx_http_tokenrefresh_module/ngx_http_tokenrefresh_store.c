@@ -1213,7 +1213,8 @@ ngx_http_tokenrefresh_fail(ngx_http_tokenrefresh_refresh_t *rf,
     int64_t                            now;
     ngx_int_t                          rc;
     ngx_msec_t                         delay;
-    ngx_uint_t                         valid, relogin, level, status, held;
+    ngx_uint_t                         valid, relogin, level, status, held,
+                                       away;
     const char                        *what, *verb;
     ngx_http_tokenrefresh_node_t      *node;
     ngx_http_tokenrefresh_zone_t      *zone;
@@ -1226,6 +1227,12 @@ ngx_http_tokenrefresh_fail(ngx_http_tokenrefresh_refresh_t *rf,
     delay = 0;
     relogin = 0;
     rc = NGX_DECLINED;
+
+    /*
+     * not sent because the fleet's redis is away: the requests fail, with
+     * a back-off, as if the provider were (ngx_http_tokenrefresh_fleet.c)
+     */
+    away = (outcome == NGX_HTTP_TOKENREFRESH_ABORTED && rf->fleet_away);
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
@@ -1308,9 +1315,10 @@ ngx_http_tokenrefresh_fail(ngx_http_tokenrefresh_refresh_t *rf,
         }
     }
 
-    if (outcome != NGX_HTTP_TOKENREFRESH_ABORTED
-        && outcome != NGX_HTTP_TOKENREFRESH_UNKNOWN
-        && !relogin)
+    if ((outcome != NGX_HTTP_TOKENREFRESH_ABORTED
+         && outcome != NGX_HTTP_TOKENREFRESH_UNKNOWN
+         && !relogin)
+        || away)
     {
         node->fails++;
 
@@ -1351,7 +1359,7 @@ ngx_http_tokenrefresh_fail(ngx_http_tokenrefresh_refresh_t *rf,
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
-    if (outcome == NGX_HTTP_TOKENREFRESH_ABORTED) {
+    if (outcome == NGX_HTTP_TOKENREFRESH_ABORTED && !away) {
         ngx_log_error(NGX_LOG_INFO, log, 0,
                       "tokenrefresh: %s of credential \"%V\" abandoned "
                       "before it was sent: %V; the next request takes over",
@@ -1648,6 +1656,8 @@ ngx_http_tokenrefresh_snapshot(ngx_http_tokenrefresh_zone_t *zone,
     zi->sessions_logout = zone->sh->sessions_logout;
     zi->sessions_ended = zone->sh->sessions_ended;
     zi->sessions_evicted = zone->sh->sessions_evicted;
+    zi->fleet = (zone->redis_addr.len != 0);
+    zi->fleet_stats = zone->sh->fleet;
 
     zi->credentials = ngx_array_create(pool, zi->count ? zi->count : 1,
                                        sizeof(ngx_http_tokenrefresh_info_t));

@@ -21,8 +21,9 @@ our @EXPORT_OK = qw(storm parse_response);
 
 # Opens all connections first, then sends every request at (nearly) the
 # same moment, then reads every answer.  Each request is a hash with
-# method, uri, optional body and headers.  Returns, in order, hashes with
-# status, headers (lower-case names), body and the time it took.
+# method, uri, optional body, headers and port (another nginx's).
+# Returns, in order, hashes with status, headers (lower-case names), body
+# and the time it took.
 sub storm {
     my (%o) = @_;
     my $reqs = $o{requests};
@@ -36,8 +37,11 @@ sub storm {
         socket(my $s, Socket::PF_INET(), Socket::SOCK_STREAM(), 0)
             or die "socket: $!";
         $s->blocking(0);
-        connect($s, $addr) or $! == EINPROGRESS or die "connect: $!";
         my $r = $reqs->[$i];
+        my $to = $r->{port}
+                 ? pack_sockaddr_in($r->{port}, inet_aton('127.0.0.1'))
+                 : $addr;
+        connect($s, $to) or $! == EINPROGRESS or die "connect: $!";
         my $body = $r->{body} // '';
         my $out = "$r->{method} $r->{uri} HTTP/1.1\r\nHost: localhost\r\n"
                 . "Connection: close\r\n";

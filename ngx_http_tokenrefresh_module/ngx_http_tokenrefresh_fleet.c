@@ -1,0 +1,833 @@
+
+/*
+ * Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+ * BSD 2-Clause License: see the file LICENSE.
+ *
+ * The fleet: nginx nodes that share a zone's credentials through redis.
+ * Each node's shared-memory zone stays its cache, and a request that finds
+ * a valid token there never asks redis.  Redis holds, per credential, the
+ * fleet's generation, the newest tokens sealed under the zone's key, and
+ * the fleet's lease.  A refresh, started by the worker that took this
+ * node's lease, asks the fleet first, in one script:
+ *
+ *   - the fleet has a newer generation than this node: another node
+ *     refreshed, its tokens are taken and nothing is sent;
+ *   - the lease is free: it is set (SET NX PX, the owner a random value),
+ *     for longer than the refresh's hard deadline, and the token call
+ *     goes;
+ *   - another node holds it: asked again every 50 ms, until the answer is
+ *     one of the above or the refresh's deadline passes.
+ *
+ * The result is stored by a second script only while the caller still
+ * owns the lease (the fence: the provider cannot check one), with the
+ * next generation, and the lease is deleted in the same step.  This
+ * node's lease is released after that, so that no worker of this node
+ * starts from an older state meanwhile.
+ *
+ * Without redis, a refresh that would send a refresh token waits for it
+ * until the deadline: a rotating provider would take a second node's
+ * refresh with the same token for a reuse.  Logins (client credentials,
+ * passwords, assertions) spend nothing, and run on this node alone.
+ * Users' sessions are this node's only, for now.
+ */
+
+
+#include "ngx_http_tokenrefresh_module.h"
+
+#include <hiredis/hiredis.h>
+
+
+#define NGX_HTTP_TOKENREFRESH_FLEET_POLL  50
+
+/* the record: "TRF1", generation, issued, expires, then both tokens */
+#define NGX_HTTP_TOKENREFRESH_FLEET_HEAD  (4 + 8 + 8 + 8 + 4 + 4)
+
+
+/* a script in flight; it may outlive the refresh that sent it */
+typedef struct {
+    ngx_http_tokenrefresh_refresh_t  *rf;       /* NULL: the refresh ended */
+    ngx_http_tokenrefresh_zone_t     *zone;
+    ngx_http_tokenrefresh_ref_t       ref;
+    ngx_str_t                         lease;    /* the keys, and the owner */
+    ngx_str_t                         cred;
+    ngx_str_t                         owner;
+    ngx_str_t                         log_name;
+    uint32_t                          generation;
+    void                            (*done)(void *data);
+    void                             *data;
+} ngx_http_tokenrefresh_fleet_op_t;
+
+
+static ngx_http_tokenrefresh_fleet_op_t *ngx_http_tokenrefresh_fleet_op(
+    ngx_http_tokenrefresh_refresh_t *rf);
+static ngx_int_t ngx_http_tokenrefresh_fleet_ask(
+    ngx_http_tokenrefresh_refresh_t *rf);
+static void ngx_http_tokenrefresh_fleet_answer(void *data, void *reply);
+static void ngx_http_tokenrefresh_fleet_poll(ngx_event_t *ev);
+static void ngx_http_tokenrefresh_fleet_wait(
+    ngx_http_tokenrefresh_refresh_t *rf);
+static void ngx_http_tokenrefresh_fleet_adopt(
+    ngx_http_tokenrefresh_refresh_t *rf, uint32_t generation,
+    redisReply *record);
+static void ngx_http_tokenrefresh_fleet_stop(
+    ngx_http_tokenrefresh_refresh_t *rf, char *why);
+static ngx_int_t ngx_http_tokenrefresh_fleet_record(
+    ngx_http_tokenrefresh_refresh_t *rf, uint32_t generation,
+    ngx_str_t *sealed);
+static void ngx_http_tokenrefresh_fleet_stored(void *data, void *reply);
+static void ngx_http_tokenrefresh_fleet_release(
+    ngx_http_tokenrefresh_fleet_op_t *op);
+static void ngx_http_tokenrefresh_fleet_freed(void *data, void *reply);
+static void ngx_http_tokenrefresh_fleet_aad(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_str_t *name, ngx_str_t *aad, u_char *buf, size_t size);
+
+
+/*
+ * KEYS: the lease, the credential; ARGV: the owner, the lease's time in ms,
+ * this node's generation.  { 1, generation, record }: the fleet's is newer;
+ * { 0, generation }: the lease is the caller's; { 2, generation }: another
+ * node holds it.
+ */
+
+static const char  ngx_http_tokenrefresh_fleet_ask_script[] =
+    "local g = tonumber(redis.call('HGET', KEYS[2], 'g') or '0') "
+    "if g > tonumber(ARGV[3]) then "
+    "  return {1, g, redis.call('HGET', KEYS[2], 'r')} "
+    "end "
+    "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then "
+    "  return {0, g} "
+    "end "
+    "return {2, g}";
+
+
+/*
+ * KEYS: the lease, the credential; ARGV: the owner, the generation the
+ * lease was taken at, the new one, the record.  1: stored; -1: the lease
+ * is not the caller's (it expired, or redis lost it); -2: the generation
+ * moved meanwhile.  Either way the caller's lease is gone after it.
+ */
+
+static const char  ngx_http_tokenrefresh_fleet_store_script[] =
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end "
+    "redis.call('DEL', KEYS[1]) "
+    "if tonumber(redis.call('HGET', KEYS[2], 'g') or '0') "
+    "   ~= tonumber(ARGV[2]) then return -2 end "
+    "redis.call('HSET', KEYS[2], 'g', ARGV[3], 'r', ARGV[4]) "
+    "return 1";
+
+
+/* KEYS: the lease; ARGV: the owner.  Compare and delete. */
+
+static const char  ngx_http_tokenrefresh_fleet_release_script[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+    "  return redis.call('DEL', KEYS[1]) "
+    "end "
+    "return 0";
+
+
+/*
+ * Called instead of sending the token request: NGX_DECLINED if the fleet
+ * has no say (no redis, a user's session), NGX_OK if the fleet was asked
+ * and the request is sent, or not, when it answers.
+ */
+
+ngx_int_t
+ngx_http_tokenrefresh_fleet_lease(ngx_http_tokenrefresh_refresh_t *rf)
+{
+    ngx_http_tokenrefresh_node_t  *node;
+    ngx_http_tokenrefresh_zone_t  *zone;
+
+    zone = rf->zone;
+
+    if (zone->redis == NULL || rf->session) {
+        return NGX_DECLINED;
+    }
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    node = ngx_http_tokenrefresh_deref(&rf->ref);
+    rf->fleet_known = node ? node->fleet_gen : 0;
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    /* unique in the fleet: this host, this worker, 64 random bits */
+
+    rf->owner_len = ngx_snprintf(rf->owner, sizeof(rf->owner),
+                                 "%V:%P:%ui:%08xD%08xD",
+                                 &ngx_cycle->hostname, ngx_pid,
+                                 rf->lease_seq, (uint32_t) ngx_random(),
+                                 (uint32_t) ngx_random())
+                    - rf->owner;
+
+    rf->fleet_waiting = 1;
+
+    rf->fleet_poll.handler = ngx_http_tokenrefresh_fleet_poll;
+    rf->fleet_poll.data = rf;
+    rf->fleet_poll.log = rf->parent->connection->log;
+    rf->fleet_poll.cancelable = 1;
+
+    if (ngx_http_tokenrefresh_fleet_ask(rf) == NGX_OK) {
+        return NGX_OK;
+    }
+
+    if (rf->grant != NGX_HTTP_TOKENREFRESH_GRANT_REFRESH) {
+
+        /* a login spends nothing: this node does it alone */
+
+        rf->fleet_waiting = 0;
+        (void) ngx_atomic_fetch_add(&zone->sh->fleet.fallbacks, 1);
+
+        return NGX_DECLINED;
+    }
+
+    ngx_http_tokenrefresh_fleet_wait(rf);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_tokenrefresh_fleet_ask(ngx_http_tokenrefresh_refresh_t *rf)
+{
+    u_char                            px[NGX_INT_T_LEN], known[NGX_INT_T_LEN];
+    ngx_msec_t                        left;
+    ngx_str_t                         args[5];
+    ngx_http_tokenrefresh_fleet_op_t *op;
+
+    op = ngx_http_tokenrefresh_fleet_op(rf);
+    if (op == NULL) {
+        return NGX_ERROR;
+    }
+
+    /*
+     * The lease outlives what is left of the refresh's deadline: the token
+     * call is cut before anyone else may take the lease
+     */
+
+    left = rf->deadline.timer_set
+           ? (ngx_msec_t) ((ngx_msec_int_t) (rf->deadline.timer.key
+                                             - ngx_current_msec))
+           : rf->lcf->refresh_timeout;
+
+    args[0] = op->lease;
+    args[1] = op->cred;
+    args[2] = op->owner;
+    args[3].data = px;
+    args[3].len = ngx_sprintf(px, "%M",
+                              left + NGX_HTTP_TOKENREFRESH_LEASE_MARGIN)
+                  - px;
+    args[4].data = known;
+    args[4].len = ngx_sprintf(known, "%uD", rf->fleet_known) - known;
+
+    if (ngx_http_tokenrefresh_redis_eval(rf->zone,
+                                    ngx_http_tokenrefresh_fleet_ask_script,
+                                    2, args, 5,
+                                    ngx_http_tokenrefresh_fleet_answer, op)
+        != NGX_OK)
+    {
+        ngx_free(op);
+        return NGX_DECLINED;
+    }
+
+    rf->fleet = op;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_tokenrefresh_fleet_answer(void *data, void *r)
+{
+    ngx_http_tokenrefresh_fleet_op_t *op = data;
+
+    uint32_t                          g;
+    ngx_int_t                         code;
+    redisReply                       *reply = r;
+    ngx_http_tokenrefresh_zone_t     *zone;
+    ngx_http_tokenrefresh_refresh_t  *rf;
+
+    rf = op->rf;
+    zone = op->zone;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements < 2
+        || reply->element[0]->type != REDIS_REPLY_INTEGER
+        || reply->element[1]->type != REDIS_REPLY_INTEGER)
+    {
+        code = -1;
+        g = 0;
+
+    } else {
+        code = (ngx_int_t) reply->element[0]->integer;
+        g = (uint32_t) reply->element[1]->integer;
+    }
+
+    if (rf == NULL) {
+
+        /* the refresh ended meanwhile: a lease it got goes at once */
+
+        if (code == 0) {
+            ngx_http_tokenrefresh_fleet_release(op);
+            return;
+        }
+
+        ngx_free(op);
+        return;
+    }
+
+    rf->fleet = NULL;
+
+    switch (code) {
+
+    case 0:
+        rf->fleet_lease = 1;
+        rf->fleet_waiting = 0;
+        rf->fleet_seen = g;
+        ngx_free(op);
+
+        (void) ngx_atomic_fetch_add(&zone->sh->fleet.leases, 1);
+
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, rf->fleet_poll.log, 0,
+                       "tokenrefresh: fleet lease of credential \"%V\" "
+                       "taken at generation %uD", &rf->log_name, g);
+
+        ngx_post_event(&rf->run, &ngx_posted_events);
+        return;
+
+    case 1:
+        ngx_free(op);
+
+        if (reply->elements < 3
+            || reply->element[2]->type != REDIS_REPLY_STRING)
+        {
+            ngx_http_tokenrefresh_fleet_stop(rf, "the fleet's record of it "
+                                             "is missing");
+            return;
+        }
+
+        ngx_http_tokenrefresh_fleet_adopt(rf, g, reply->element[2]);
+        return;
+
+    case 2:
+        ngx_free(op);
+
+        if (!rf->fleet_held) {
+            rf->fleet_held = 1;
+            (void) ngx_atomic_fetch_add(&zone->sh->fleet.waits, 1);
+        }
+
+        /* another node refreshes it: asked again, until the deadline */
+
+        ngx_add_timer(&rf->fleet_poll, NGX_HTTP_TOKENREFRESH_FLEET_POLL);
+        return;
+
+    default:
+        ngx_free(op);
+
+        if (rf->grant != NGX_HTTP_TOKENREFRESH_GRANT_REFRESH) {
+            rf->fleet_waiting = 0;
+            (void) ngx_atomic_fetch_add(&zone->sh->fleet.fallbacks, 1);
+            ngx_post_event(&rf->run, &ngx_posted_events);
+            return;
+        }
+
+        ngx_http_tokenrefresh_fleet_wait(rf);
+        return;
+    }
+}
+
+
+/* redis is away: a refresh token is not sent until it is back */
+
+static void
+ngx_http_tokenrefresh_fleet_wait(ngx_http_tokenrefresh_refresh_t *rf)
+{
+    if (!rf->fleet_away) {
+        rf->fleet_away = 1;
+        (void) ngx_atomic_fetch_add(&rf->zone->sh->fleet.away, 1);
+
+        ngx_log_error(NGX_LOG_WARN, rf->fleet_poll.log, 0,
+                      "tokenrefresh: refresh of credential \"%V\" waits for "
+                      "the fleet's redis: a refresh token is not sent "
+                      "without the fleet's lease", &rf->log_name);
+    }
+
+    ngx_add_timer(&rf->fleet_poll, NGX_HTTP_TOKENREFRESH_FLEET_POLL);
+}
+
+
+static void
+ngx_http_tokenrefresh_fleet_poll(ngx_event_t *ev)
+{
+    ngx_http_tokenrefresh_refresh_t *rf = ev->data;
+
+    if (rf->done) {
+        return;
+    }
+
+    if (ngx_http_tokenrefresh_fleet_ask(rf) != NGX_OK) {
+        ngx_http_tokenrefresh_fleet_wait(rf);
+    }
+}
+
+
+/* another node refreshed: its tokens are taken, nothing is sent */
+
+static void
+ngx_http_tokenrefresh_fleet_adopt(ngx_http_tokenrefresh_refresh_t *rf,
+    uint32_t generation, redisReply *record)
+{
+    u_char                         *p, buf[NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
+    uint32_t                        g, alen, rlen;
+    ngx_str_t                       in, plain, aad;
+    ngx_http_tokenrefresh_node_t   *node;
+    ngx_http_tokenrefresh_zone_t   *zone;
+    ngx_http_tokenrefresh_token_t   tok;
+    u_char                          abuf[512];
+
+    zone = rf->zone;
+
+    in.data = (u_char *) record->str;
+    in.len = record->len;
+
+    plain.data = ngx_pnalloc(rf->parent->pool, in.len);
+    if (plain.data == NULL) {
+        ngx_http_tokenrefresh_fleet_stop(rf, "no memory");
+        return;
+    }
+
+    ngx_http_tokenrefresh_fleet_aad(zone, &rf->name, &aad, abuf,
+                                    sizeof(abuf));
+
+    if (ngx_http_tokenrefresh_open_frame(zone->state->key, &aad, &in, &plain)
+        != NGX_OK
+        || plain.len < NGX_HTTP_TOKENREFRESH_FLEET_HEAD
+        || ngx_memcmp(plain.data, "TRF1", 4) != 0)
+    {
+        (void) ngx_atomic_fetch_add(&zone->sh->fleet.errors, 1);
+
+        ngx_log_error(NGX_LOG_ERR, rf->fleet_poll.log, 0,
+                      "tokenrefresh: the fleet's record of credential \"%V\" "
+                      "cannot be opened: is the key of zone \"%V\" the same "
+                      "on every node?", &rf->log_name,
+                      &zone->shm_zone->shm.name);
+
+        ngx_http_tokenrefresh_fleet_stop(rf, "the fleet's record of it "
+                                         "cannot be opened");
+        return;
+    }
+
+    p = plain.data + 4;
+    ngx_memcpy(&g, p, 4);
+    p += 8;
+    ngx_memcpy(&tok.issued, p, 8);
+    p += 8;
+    ngx_memcpy(&tok.expires, p, 8);
+    p += 8;
+    ngx_memcpy(&alen, p, 4);
+    p += 4;
+    ngx_memcpy(&rlen, p, 4);
+    p += 4;
+
+    /* the generation is sealed in: an older record under a newer number */
+
+    if (g != generation
+        || (size_t) alen + rlen != plain.len - NGX_HTTP_TOKENREFRESH_FLEET_HEAD)
+    {
+        (void) ngx_atomic_fetch_add(&zone->sh->fleet.errors, 1);
+        ngx_http_tokenrefresh_fleet_stop(rf, "the fleet's record of it does "
+                                         "not match its generation");
+        return;
+    }
+
+    tok.access_token.data = p;
+    tok.access_token.len = alen;
+    tok.refresh_token.data = p + alen;
+    tok.refresh_token.len = rlen;
+
+    if (rlen) {
+        ngx_http_tokenrefresh_digest(buf, tok.refresh_token.data, rlen);
+
+        if (ngx_memcmp(buf, rf->digest, NGX_HTTP_TOKENREFRESH_DIGEST_LEN)
+            == 0)
+        {
+            /* the same refresh token: nothing was rotated, nothing spent */
+            tok.refresh_token.len = 0;
+        }
+    }
+
+    rf->fleet_adopt = 1;
+    rf->fleet_waiting = 0;
+
+    (void) ngx_atomic_fetch_add(&zone->sh->fleet.adopted, 1);
+
+    ngx_http_tokenrefresh_settle(rf, NGX_HTTP_TOKENREFRESH_OK, &tok, NULL,
+                                 rf->fleet_poll.log);
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    node = ngx_http_tokenrefresh_deref(&rf->ref);
+
+    if (node && node->fleet_gen < generation) {
+        node->fleet_gen = generation;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    ngx_explicit_memzero(plain.data, plain.len);
+
+    ngx_log_error(NGX_LOG_INFO, rf->fleet_poll.log, 0,
+                  "tokenrefresh: credential \"%V\" took the fleet's "
+                  "generation %uD: another node refreshed it",
+                  &rf->log_name, generation);
+
+    ngx_http_tokenrefresh_task_stop(rf->parent);
+}
+
+
+/* the fleet did not let the refresh start: it ends without a token call */
+
+static void
+ngx_http_tokenrefresh_fleet_stop(ngx_http_tokenrefresh_refresh_t *rf,
+    char *why)
+{
+    ngx_str_t  reason;
+
+    reason.data = (u_char *) why;
+    reason.len = ngx_strlen(why);
+
+    rf->fleet_away = 1;
+
+    ngx_http_tokenrefresh_settle(rf, NGX_HTTP_TOKENREFRESH_ABORTED, NULL,
+                                 &reason, rf->fleet_poll.log);
+    ngx_http_tokenrefresh_task_stop(rf->parent);
+}
+
+
+/*
+ * The refresh is settled: its result goes to the fleet, with the lease, if
+ * "share" (new tokens were stored) and the lease is still the caller's;
+ * the lease is released otherwise.  NGX_OK: done(data) runs once the
+ * fleet answered; NGX_DECLINED: nothing to wait for.
+ */
+
+ngx_int_t
+ngx_http_tokenrefresh_fleet_settle(ngx_http_tokenrefresh_refresh_t *rf,
+    ngx_uint_t share, void (*done)(void *data), void *data)
+{
+    uint32_t                          g;
+    ngx_str_t                         args[7], sealed;
+    ngx_http_tokenrefresh_fleet_op_t *op;
+    u_char                            seen[NGX_INT_T_LEN],
+                                      next[NGX_INT_T_LEN];
+
+    if (rf->fleet_poll.timer_set) {
+        ngx_del_timer(&rf->fleet_poll);
+    }
+
+    if (rf->fleet) {
+        /* an answer still due finds no refresh, and frees its lease */
+        ((ngx_http_tokenrefresh_fleet_op_t *) rf->fleet)->rf = NULL;
+        rf->fleet = NULL;
+    }
+
+    if (!rf->fleet_lease) {
+        return NGX_DECLINED;
+    }
+
+    rf->fleet_lease = 0;
+
+    op = ngx_http_tokenrefresh_fleet_op(rf);
+    if (op == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (!share) {
+        ngx_http_tokenrefresh_fleet_release(op);
+        return NGX_DECLINED;
+    }
+
+    g = ngx_max(rf->fleet_seen, rf->fleet_known) + 1;
+
+    if (ngx_http_tokenrefresh_fleet_record(rf, g, &sealed) != NGX_OK) {
+        ngx_http_tokenrefresh_fleet_release(op);
+        return NGX_DECLINED;
+    }
+
+    op->rf = NULL;
+    op->generation = g;
+    op->done = done;
+    op->data = data;
+
+    args[0] = op->lease;
+    args[1] = op->cred;
+    args[2] = op->owner;
+    args[3].data = seen;
+    args[3].len = ngx_sprintf(seen, "%uD", rf->fleet_seen) - seen;
+    args[4].data = next;
+    args[4].len = ngx_sprintf(next, "%uD", g) - next;
+    args[5] = sealed;
+
+    if (ngx_http_tokenrefresh_redis_eval(rf->zone,
+                                    ngx_http_tokenrefresh_fleet_store_script,
+                                    2, args, 6,
+                                    ngx_http_tokenrefresh_fleet_stored, op)
+        != NGX_OK)
+    {
+        ngx_free(sealed.data);
+        ngx_free(op);
+
+        (void) ngx_atomic_fetch_add(&rf->zone->sh->fleet.fenced, 1);
+
+        ngx_log_error(NGX_LOG_ERR, rf->fleet_poll.log, 0,
+                      "tokenrefresh: the new tokens of credential \"%V\" "
+                      "could not be given to the fleet (redis is away); "
+                      "this node keeps them", &rf->log_name);
+
+        return NGX_DECLINED;
+    }
+
+    ngx_free(sealed.data);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_tokenrefresh_fleet_stored(void *data, void *r)
+{
+    ngx_http_tokenrefresh_fleet_op_t *op = data;
+
+    ngx_int_t                      rc;
+    redisReply                    *reply = r;
+    ngx_http_tokenrefresh_node_t  *node;
+    ngx_http_tokenrefresh_zone_t  *zone;
+
+    zone = op->zone;
+
+    rc = (reply && reply->type == REDIS_REPLY_INTEGER)
+         ? (ngx_int_t) reply->integer : 0;
+
+    if (rc == 1) {
+        (void) ngx_atomic_fetch_add(&zone->sh->fleet.stored, 1);
+
+        ngx_shmtx_lock(&zone->shpool->mutex);
+
+        node = ngx_http_tokenrefresh_deref(&op->ref);
+
+        if (node && node->fleet_gen < op->generation) {
+            node->fleet_gen = op->generation;
+        }
+
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "tokenrefresh: credential \"%V\" stored in the "
+                       "fleet, generation %uD", &op->log_name,
+                       op->generation);
+
+    } else {
+        (void) ngx_atomic_fetch_add(&zone->sh->fleet.fenced, 1);
+
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "tokenrefresh: the fleet refused the new tokens of "
+                      "credential \"%V\": %s; this node keeps them",
+                      &op->log_name,
+                      rc == -1 ? "its lease was no longer this node's"
+                      : rc == -2 ? "the fleet's generation moved"
+                      : "redis did not answer");
+    }
+
+    op->done(op->data);
+    ngx_free(op);
+}
+
+
+/* compare and delete: the lease goes only if it is still the caller's */
+
+static void
+ngx_http_tokenrefresh_fleet_release(ngx_http_tokenrefresh_fleet_op_t *op)
+{
+    ngx_str_t  args[2];
+
+    args[0] = op->lease;
+    args[1] = op->owner;
+
+    if (ngx_http_tokenrefresh_redis_eval(op->zone,
+                                    ngx_http_tokenrefresh_fleet_release_script,
+                                    1, args, 2,
+                                    ngx_http_tokenrefresh_fleet_freed, op)
+        != NGX_OK)
+    {
+        /* it expires on its own */
+        ngx_free(op);
+    }
+}
+
+
+static void
+ngx_http_tokenrefresh_fleet_freed(void *data, void *reply)
+{
+    ngx_free(data);
+}
+
+
+/* the keys and the owner, in memory of the script's own */
+
+static ngx_http_tokenrefresh_fleet_op_t *
+ngx_http_tokenrefresh_fleet_op(ngx_http_tokenrefresh_refresh_t *rf)
+{
+    u_char                            *p;
+    size_t                             len;
+    ngx_str_t                         *prefix;
+    ngx_http_tokenrefresh_fleet_op_t  *op;
+
+    prefix = &rf->zone->redis_prefix;
+
+    len = sizeof(ngx_http_tokenrefresh_fleet_op_t)
+          + 2 * (prefix->len + sizeof("lease:") - 1 + rf->name.len)
+          + rf->owner_len + rf->log_name.len;
+
+    op = ngx_alloc(len, ngx_cycle->log);
+    if (op == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(op, sizeof(ngx_http_tokenrefresh_fleet_op_t));
+
+    op->rf = rf;
+    op->zone = rf->zone;
+    op->ref = rf->ref;
+
+    p = (u_char *) (op + 1);
+
+    op->lease.data = p;
+    p = ngx_cpymem(p, prefix->data, prefix->len);
+    p = ngx_cpymem(p, "lease:", sizeof("lease:") - 1);
+    p = ngx_cpymem(p, rf->name.data, rf->name.len);
+    op->lease.len = p - op->lease.data;
+
+    op->cred.data = p;
+    p = ngx_cpymem(p, prefix->data, prefix->len);
+    p = ngx_cpymem(p, "cred:", sizeof("cred:") - 1);
+    p = ngx_cpymem(p, rf->name.data, rf->name.len);
+    op->cred.len = p - op->cred.data;
+
+    op->owner.data = p;
+    p = ngx_cpymem(p, rf->owner, rf->owner_len);
+    op->owner.len = rf->owner_len;
+
+    op->log_name.data = p;
+    (void) ngx_cpymem(p, rf->log_name.data, rf->log_name.len);
+    op->log_name.len = rf->log_name.len;
+
+    return op;
+}
+
+
+/*
+ * The credential as this node holds it now, sealed for the fleet; an
+ * access token the upstream rejected is left out.  The caller frees
+ * sealed->data.
+ */
+
+static ngx_int_t
+ngx_http_tokenrefresh_fleet_record(ngx_http_tokenrefresh_refresh_t *rf,
+    uint32_t generation, ngx_str_t *sealed)
+{
+    u_char                        *p, abuf[512];
+    size_t                         len;
+    uint32_t                       alen, rlen;
+    ngx_int_t                      rc;
+    ngx_str_t                      plain, aad;
+    ngx_http_tokenrefresh_node_t  *node;
+    ngx_http_tokenrefresh_zone_t  *zone;
+
+    zone = rf->zone;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    node = ngx_http_tokenrefresh_deref(&rf->ref);
+
+    if (node == NULL) {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return NGX_ERROR;
+    }
+
+    alen = (node->access == NULL || node->rejected == node->generation)
+           ? 0 : (uint32_t) node->access_len;
+    rlen = (uint32_t) node->refresh_len;
+
+    len = NGX_HTTP_TOKENREFRESH_FLEET_HEAD + alen + rlen;
+
+    plain.data = ngx_alloc(len + NGX_HTTP_TOKENREFRESH_FRAME_LEN(len),
+                           ngx_cycle->log);
+    if (plain.data == NULL) {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(plain.data, "TRF1", 4);
+    ngx_memzero(p, 8);
+    ngx_memcpy(p, &generation, 4);
+    p += 8;
+    p = ngx_cpymem(p, &node->issued, 8);
+    p = ngx_cpymem(p, &node->expires, 8);
+    p = ngx_cpymem(p, &alen, 4);
+    p = ngx_cpymem(p, &rlen, 4);
+    p = ngx_cpymem(p, node->access, alen);
+    p = ngx_cpymem(p, node->refresh, rlen);
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    plain.len = len;
+
+    ngx_http_tokenrefresh_fleet_aad(zone, &rf->name, &aad, abuf,
+                                    sizeof(abuf));
+
+    sealed->data = plain.data + len;
+    sealed->len = NGX_HTTP_TOKENREFRESH_FRAME_LEN(len);
+
+    rc = ngx_http_tokenrefresh_seal_frame(zone->state->key, &aad, &plain,
+                                          sealed->data);
+
+    ngx_explicit_memzero(plain.data, len);
+
+    if (rc != NGX_OK) {
+        ngx_free(plain.data);
+        return NGX_ERROR;
+    }
+
+    /* one allocation: the caller's free of sealed->data must free it */
+
+    ngx_memmove(plain.data, sealed->data, sealed->len);
+    sealed->data = plain.data;
+
+    return NGX_OK;
+}
+
+
+/* a record belongs to one zone and one credential: "TRF1", zone, name */
+
+static void
+ngx_http_tokenrefresh_fleet_aad(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_str_t *name, ngx_str_t *aad, u_char *buf, size_t size)
+{
+    u_char  *p;
+
+    p = ngx_snprintf(buf, size, "TRF1%V", &zone->shm_zone->shm.name);
+
+    if ((size_t) (buf + size - p) > name->len + 1) {
+        *p++ = '\0';
+        p = ngx_cpymem(p, name->data, name->len);
+
+    } else {
+        /* a long name: its digest */
+        *p++ = '\1';
+        ngx_http_tokenrefresh_digest(p, name->data, name->len);
+        p += NGX_HTTP_TOKENREFRESH_DIGEST_LEN;
+    }
+
+    aad->data = buf;
+    aad->len = p - buf;
+}

@@ -1,0 +1,274 @@
+# A fleet (issue 14): three nginx nodes, two workers each, share one zone
+# through a real redis-server: one refresh in the fleet for a storm spread
+# over the nodes, a rotated refresh token never sent twice across
+# restarts, redis lost and back, a provider slower than a fixed lock.
+# Node 1 is Test::Nginx's; nodes 2 and 3 run its configuration on ports
+# of their own, each with its own state file.
+# Copyright (C) 2026 The ngx_http_tokenrefresh_module authors
+# BSD 2-Clause License: see the file LICENSE.
+
+use Test::Nginx::Socket 'no_plan';
+use t::TokenRefresh;
+use File::Temp ();
+use File::Path qw(make_path);
+use JSON::PP;
+
+master_on();
+workers(2);
+worker_connections(1024);
+no_shuffle();
+
+plan(skip_all => 'three nginx nodes under valgrind: too slow')
+    if $ENV{TEST_NGINX_USE_VALGRIND};
+
+my $base = $ENV{TEST_NGINX_MOCK_PORT} // 19850;
+my $redis_port = $ENV{TEST_NGINX_REDIS_PORT} //= $base + 40;
+my %node_port = (2 => $base + 41, 3 => $base + 42);
+
+my $dir = File::Temp::tempdir('tokenrefresh-fleet-XXXXXX', TMPDIR => 1,
+                              CLEANUP => 1);
+$ENV{TEST_NGINX_FLEET_DIR} = $dir;
+
+sub put {
+    my ($name, $content) = @_;
+    open my $fh, '>', "$dir/$name" or die "$dir/$name: $!";
+    print $fh $content;
+    close $fh;
+    chmod 0600, "$dir/$name";
+}
+
+# the zone's key, the same on every node; the seed every node is given
+put('key', join('', map { sprintf '%02x', int rand 256 } 1 .. 32) . "\n");
+put('seed', "rt-fleet-seed\n");
+
+# a redis of the block's own, on loopback; "keep" restarts it with its data
+sub redis_start {
+    my (%o) = @_;
+    redis_stop();
+    unlink "$dir/dump.rdb" unless $o{keep};
+    system('redis-server', '--port', $redis_port, '--bind', '127.0.0.1',
+           '--save', '', '--appendonly', 'no', '--dir', $dir,
+           '--dbfilename', 'dump.rdb', '--daemonize', 'yes',
+           '--pidfile', "$dir/redis.pid", '--logfile', "$dir/redis.log") == 0
+        or die "redis-server did not start";
+    wait_until(sub { redis_cli('PING') eq 'PONG' }, 5)
+        or die "redis does not answer";
+}
+
+# "SAVE" first keeps its data for the next start
+sub redis_stop {
+    my (%o) = @_;
+    redis_cli('SAVE') if $o{save};
+    open my $fh, '<', "$dir/redis.pid" or return;
+    chomp(my $pid = <$fh>);
+    kill 'KILL', $pid;
+    wait_until(sub { !kill 0, $pid }, 5);
+    unlink "$dir/redis.pid";
+}
+
+sub redis_cli {
+    my $out = `redis-cli -p $redis_port --raw @_ 2>/dev/null`;
+    chomp $out;
+    return $out;
+}
+
+sub node_root { return "$Test::Nginx::Util::ServRoot/node$_[0]"; }
+
+sub node_port {
+    my ($n) = @_;
+    return $n == 1 ? $Test::Nginx::Util::ServerPortForClient : $node_port{$n};
+}
+
+# node 2 or 3: the running configuration of node 1, its paths and port
+# its own, its state file NODE<n>
+sub node_start {
+    my ($n) = @_;
+    return start_nginx() if $n == 1;
+    my $root = node_root($n);
+    make_path("$root/logs", "$root/conf", "$root/html");
+    open my $in, '<', $Test::Nginx::Util::ConfFile or die $!;
+    my $conf = do { local $/; <$in> };
+    close $in;
+    my $sr = $Test::Nginx::Util::ServRoot;
+    my $port = $Test::Nginx::Util::ServerPortForClient;
+    $conf =~ s{\Q$sr\E/(?!node)}{$root/}g;
+    $conf =~ s{listen(\s+)$port;}{listen$1$node_port{$n};}g;
+    $conf =~ s{NODE1}{NODE$n}g;
+    open my $out, '>', "$root/conf/nginx.conf" or die $!;
+    print $out $conf;
+    close $out;
+    system("$Test::Nginx::Util::NginxBinary -p $root/ "
+           . "-c $root/conf/nginx.conf") == 0
+        or die "node $n did not start";
+    wait_until(sub { my $r = eval { hit(GET => '/calls', port => $node_port{$n}) };
+                     $r && $r->{status} == 200 }, 10)
+        or die "node $n does not answer";
+}
+
+sub node_pids {
+    my ($n) = @_;
+    my $pidfile = node_root($n) . '/logs/nginx.pid';
+    open my $fh, '<', $pidfile or return ();
+    chomp(my $master = <$fh>);
+    my @pids = ($master);
+    for (glob '/proc/[0-9]*/stat') {
+        open my $s, '<', $_ or next;
+        my @f = split ' ', <$s>;
+        push @pids, $f[0] if $f[3] == $master;
+    }
+    return @pids;
+}
+
+# QUIT (graceful) or KILL (the master and its workers at once)
+sub node_stop {
+    my ($n, $how) = @_;
+    return stop_nginx($how) if $n == 1;
+    my @pids = node_pids($n) or return;
+    kill(($how // 'QUIT') eq 'KILL' ? 'KILL' : 'QUIT',
+         ($how // 'QUIT') eq 'KILL' ? @pids : $pids[0]);
+    wait_until(sub { !grep { kill 0, $_ } @pids }, 20)
+        or die "node $n did not stop";
+    unlink node_root($n) . '/logs/nginx.pid';
+}
+
+sub node_log {
+    my ($n) = @_;
+    my $file = $n == 1 ? $Test::Nginx::Util::ErrLogFile
+                       : node_root($n) . '/logs/error.log';
+    open my $fh, '<', $file or return '';
+    local $/;
+    return <$fh>;
+}
+
+# the block's fleet: an empty redis, nodes 2 and 3 (node 1 runs already)
+sub fleet_up {
+    redis_cli('FLUSHALL');
+    node_start($_) for 2, 3;
+}
+
+# redis stays up until the next block: node 1 is still running
+sub fleet_down {
+    node_stop($_, 'QUIT') for 2, 3;
+}
+
+END { node_stop($_, 'KILL') for 2, 3; redis_stop() }
+
+# a request to node n: (status, body)
+sub on {
+    my ($n, $uri) = @_;
+    my $r = hit(GET => $uri, port => node_port($n));
+    return ($r->{status}, $r->{content} // '');
+}
+
+# up before node 1 starts, for all the blocks
+redis_start();
+
+{
+    no strict 'refs';
+    *{"Test::Nginx::Util::$_"} = \&$_
+        for qw(redis_start redis_stop redis_cli node_start node_stop
+               node_port node_log fleet_up fleet_down on put);
+}
+
+# every block: the seed's grant at the mock, the fleet's configuration
+add_block_preprocessor(sub {
+    my $block = shift;
+    return if defined $block->must_die;
+    $block->set_value('init',
+        'control("grant", { cred => "billing", '
+        . 'refresh_token => "rt-fleet-seed" }); ' . ($block->init // ''));
+});
+
+run_tests();
+
+__DATA__
+
+=== TEST 1: redis= needs the zone's key: nginx -t says so, with the file and line
+--- http_config
+    tokenrefresh_zone fleet:1m redis=127.0.0.1:6379;
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"redis=" needs "state=" and "key=": the fleet's records are sealed under the zone's key, the same on every node in .*nginx\.conf:\d+/
+
+
+
+=== TEST 2: redis_prefix= without redis= is refused
+--- http_config
+    tokenrefresh_zone fleet:1m redis_prefix=app:;
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"redis_prefix=" need "redis="/
+
+
+
+=== TEST 3: a revocation storm over three nodes: one token call in the fleet; the other nodes take its tokens; every client its own answer
+--- main_config
+    worker_rlimit_nofile 10000;
+--- http_config
+    tokenrefresh_zone fleet:1m state=$TEST_NGINX_FLEET_DIR/NODE1-t3.state
+                               key=$TEST_NGINX_FLEET_DIR/key
+                               redis=127.0.0.1:$TEST_NGINX_REDIS_PORT
+                               redis_prefix=t3:;
+    tokenrefresh_seed fleet billing $TEST_NGINX_FLEET_DIR/seed;
+--- config
+    location = /_refresh {
+        internal;
+        proxy_set_body "grant_type=refresh_token&refresh_token=$tokenrefresh_refresh_token_form";
+        proxy_pass http://idp/token;
+    }
+
+    location /api/ {
+        tokenrefresh fleet billing;
+        tokenrefresh_refresh /_refresh;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+
+    location = /status {
+        tokenrefresh_status;
+    }
+--- init
+fleet_up();
+mock(rotate => 1);
+# the seed is spent once, by one node; the others take the fleet's tokens
+my @first = map { [ on($_, "/api/first-$_") ] } 1, 2, 3;
+is(join(' ', map { $_->[0] } @first), '200 200 200', 'each node: 200');
+like(calls(), qr/^calls=1 refresh_token=1$/, 'the seed was spent once');
+revoke();
+mock(delay_ms => 300);
+my @req = map { { method => 'GET', uri => "/api/item/$_",
+                  port => node_port(1 + $_ % 3) } } 1 .. 600;
+my @res = storm(requests => \@req, timeout => 60);
+my @ok = grep { $res[$_]{status} == 200
+                && $res[$_]{body} =~ m{"path":"/api/item/@{[$_ + 1]}"} }
+         0 .. $#res;
+is(scalar @ok, 600, '600 clients over three nodes: each got 200 and its own answer');
+my %by = map { (1 + $_ % 3) => 1 } 1 .. 600;
+is(scalar keys %by, 3, 'spread over the three nodes');
+is(stats()->{reuse}, 0, 'no refresh token sent twice');
+my $adopted = 0;
+for my $n (1 .. 3) {
+    my $r = hit(GET => '/status', port => node_port($n));
+    my $st = JSON::PP::decode_json($r->{content});
+    $adopted += $st->{zones}{fleet}{fleet}{adopted};
+    is($st->{zones}{fleet}{fleet}{connected_workers}, 2,
+       "node $n: both workers connected to redis");
+}
+diag(join "\n", map { my $l = node_log($_); join "\n", "node $_:", $l =~ /^.*(?:succeeded|took the fleet|fleet lease|refused|waits for).*$/mg } 1 .. 3);
+is($adopted, 4, 'the other two nodes took the fleet\'s tokens twice each');
+my $dump = join "\n", map { redis_cli('HGET', $_, 'r') }
+                      split /\n/, redis_cli('KEYS', "'t3:*'");
+unlike($dump, qr/rt-fleet-seed|rt-\d|at-\d/, 'redis holds no token in clear');
+like($dump, qr/\S/, 'redis holds the sealed record');
+fleet_down();
+--- request
+GET /calls
+--- response_body_like
+^calls=2 refresh_token=2$
+--- no_error_log
+[error]
+[crit]
+[alert]
+--- timeout: 90
