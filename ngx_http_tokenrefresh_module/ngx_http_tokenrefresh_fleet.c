@@ -53,9 +53,23 @@ typedef struct {
     ngx_str_t                         owner;
     ngx_str_t                         log_name;
     uint32_t                          generation;
+    uint32_t                          seen;
     void                            (*done)(void *data);
     void                             *data;
 } ngx_http_tokenrefresh_fleet_op_t;
+
+
+/* a record to give back to the fleet */
+typedef struct ngx_http_tokenrefresh_fleet_put_s
+    ngx_http_tokenrefresh_fleet_put_t;
+
+struct ngx_http_tokenrefresh_fleet_put_s {
+    ngx_http_tokenrefresh_fleet_put_t  *next;
+    ngx_str_t                           plain;
+    ngx_str_t                           key;
+    ngx_str_t                           name;
+    uint32_t                            generation;
+};
 
 
 static ngx_http_tokenrefresh_fleet_op_t *ngx_http_tokenrefresh_fleet_op(
@@ -74,7 +88,16 @@ static void ngx_http_tokenrefresh_fleet_stop(
 static ngx_int_t ngx_http_tokenrefresh_fleet_record(
     ngx_http_tokenrefresh_refresh_t *rf, uint32_t generation,
     ngx_str_t *sealed);
+static ngx_int_t ngx_http_tokenrefresh_fleet_copy(
+    ngx_http_tokenrefresh_node_t *node, uint32_t generation,
+    ngx_str_t *plain);
+static ngx_int_t ngx_http_tokenrefresh_fleet_seal(
+    ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *name, ngx_str_t *plain,
+    ngx_str_t *sealed);
+static void ngx_http_tokenrefresh_fleet_put(void *data, void *reply);
 static void ngx_http_tokenrefresh_fleet_stored(void *data, void *reply);
+static void ngx_http_tokenrefresh_fleet_unstored(
+    ngx_http_tokenrefresh_fleet_op_t *op, ngx_uint_t away);
 static void ngx_http_tokenrefresh_fleet_release(
     ngx_http_tokenrefresh_fleet_op_t *op);
 static void ngx_http_tokenrefresh_fleet_freed(void *data, void *reply);
@@ -103,17 +126,32 @@ static const char  ngx_http_tokenrefresh_fleet_ask_script[] =
 /*
  * KEYS: the lease, the credential; ARGV: the owner, the generation the
  * lease was taken at, the new one, the record.  1: stored; -1: the lease
- * is not the caller's (it expired, or redis lost it); -2: the generation
- * moved meanwhile.  Either way the caller's lease is gone after it.
+ * is not the caller's (it expired, or redis lost it): that is the fence;
+ * -2: the fleet has as new a generation already (a node gave back what
+ * it held while redis was away).  The caller's lease is gone after it.
  */
 
 static const char  ngx_http_tokenrefresh_fleet_store_script[] =
     "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end "
     "redis.call('DEL', KEYS[1]) "
     "if tonumber(redis.call('HGET', KEYS[2], 'g') or '0') "
-    "   ~= tonumber(ARGV[2]) then return -2 end "
+    "   >= tonumber(ARGV[3]) then return -2 end "
     "redis.call('HSET', KEYS[2], 'g', ARGV[3], 'r', ARGV[4]) "
     "return 1";
+
+
+/*
+ * KEYS: the credential; ARGV: a generation, its record.  Stored only over
+ * an older generation: the highest wins.
+ */
+
+static const char  ngx_http_tokenrefresh_fleet_put_script[] =
+    "if tonumber(redis.call('HGET', KEYS[1], 'g') or '0') "
+    "   < tonumber(ARGV[1]) then "
+    "  redis.call('HSET', KEYS[1], 'g', ARGV[1], 'r', ARGV[2]) "
+    "  return 1 "
+    "end "
+    "return 0";
 
 
 /* KEYS: the lease; ARGV: the owner.  Compare and delete. */
@@ -380,6 +418,7 @@ ngx_http_tokenrefresh_fleet_adopt(ngx_http_tokenrefresh_refresh_t *rf,
     u_char                         *p, buf[NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
     uint32_t                        g, alen, rlen;
     ngx_str_t                       in, plain, aad;
+    ngx_uint_t                      same, good;
     ngx_http_tokenrefresh_node_t   *node;
     ngx_http_tokenrefresh_zone_t   *zone;
     ngx_http_tokenrefresh_token_t   tok;
@@ -444,6 +483,46 @@ ngx_http_tokenrefresh_fleet_adopt(ngx_http_tokenrefresh_refresh_t *rf,
     tok.access_token.len = alen;
     tok.refresh_token.data = p + alen;
     tok.refresh_token.len = rlen;
+
+    /*
+     * This node has these tokens already, and did not know it (it started
+     * from its state file): if its token is still good, there is nothing
+     * to do; if not, it asks again, now at the fleet's generation
+     */
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    node = ngx_http_tokenrefresh_deref(&rf->ref);
+
+    same = (node && node->access && node->access_len == alen
+            && ngx_memcmp(node->access, tok.access_token.data, alen) == 0);
+    good = (same && node->rejected != node->generation
+            && ngx_http_tokenrefresh_now() < node->expires);
+
+    if (same) {
+        node->fleet_gen = generation;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    if (same) {
+        ngx_explicit_memzero(plain.data, plain.len);
+        rf->fleet_known = generation;
+
+        if (good) {
+            rf->fleet_waiting = 0;
+            ngx_http_tokenrefresh_settle(rf, NGX_HTTP_TOKENREFRESH_OK, NULL,
+                                         NULL, rf->fleet_poll.log);
+            ngx_http_tokenrefresh_task_stop(rf->parent);
+            return;
+        }
+
+        if (ngx_http_tokenrefresh_fleet_ask(rf) != NGX_OK) {
+            ngx_http_tokenrefresh_fleet_wait(rf);
+        }
+
+        return;
+    }
 
     if (rlen) {
         ngx_http_tokenrefresh_digest(buf, tok.refresh_token.data, rlen);
@@ -556,6 +635,7 @@ ngx_http_tokenrefresh_fleet_settle(ngx_http_tokenrefresh_refresh_t *rf,
 
     op->rf = NULL;
     op->generation = g;
+    op->seen = rf->fleet_seen;
     op->done = done;
     op->data = data;
 
@@ -575,6 +655,7 @@ ngx_http_tokenrefresh_fleet_settle(ngx_http_tokenrefresh_refresh_t *rf,
         != NGX_OK)
     {
         ngx_free(sealed.data);
+        ngx_http_tokenrefresh_fleet_unstored(op, 1);
         ngx_free(op);
 
         (void) ngx_atomic_fetch_add(&rf->zone->sh->fleet.fenced, 1);
@@ -615,8 +696,9 @@ ngx_http_tokenrefresh_fleet_stored(void *data, void *r)
 
         node = ngx_http_tokenrefresh_deref(&op->ref);
 
-        if (node && node->fleet_gen < op->generation) {
+        if (node && node->fleet_gen <= op->generation) {
             node->fleet_gen = op->generation;
+            node->fleet_dirty = 0;
         }
 
         ngx_shmtx_unlock(&zone->shpool->mutex);
@@ -629,6 +711,8 @@ ngx_http_tokenrefresh_fleet_stored(void *data, void *r)
     } else {
         (void) ngx_atomic_fetch_add(&zone->sh->fleet.fenced, 1);
 
+        ngx_http_tokenrefresh_fleet_unstored(op, rc == 0);
+
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       "tokenrefresh: the fleet refused the new tokens of "
                       "credential \"%V\": %s; this node keeps them",
@@ -640,6 +724,35 @@ ngx_http_tokenrefresh_fleet_stored(void *data, void *r)
 
     op->done(op->data);
     ngx_free(op);
+}
+
+
+/*
+ * The fleet did not take the new tokens.  Redis away: this node holds the
+ * newest, at the generation they would have had, and gives them to the
+ * fleet when redis is back.  Refused: someone else stored meanwhile, and
+ * this node is behind, at the generation its lease was taken at.
+ */
+
+static void
+ngx_http_tokenrefresh_fleet_unstored(ngx_http_tokenrefresh_fleet_op_t *op,
+    ngx_uint_t away)
+{
+    ngx_http_tokenrefresh_node_t  *node;
+    ngx_http_tokenrefresh_zone_t  *zone;
+
+    zone = op->zone;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    node = ngx_http_tokenrefresh_deref(&op->ref);
+
+    if (node) {
+        node->fleet_gen = away ? op->generation : op->seen;
+        node->fleet_dirty = away;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
 }
 
 
@@ -735,11 +848,7 @@ static ngx_int_t
 ngx_http_tokenrefresh_fleet_record(ngx_http_tokenrefresh_refresh_t *rf,
     uint32_t generation, ngx_str_t *sealed)
 {
-    u_char                        *p, abuf[512];
-    size_t                         len;
-    uint32_t                       alen, rlen;
-    ngx_int_t                      rc;
-    ngx_str_t                      plain, aad;
+    ngx_str_t                      plain;
     ngx_http_tokenrefresh_node_t  *node;
     ngx_http_tokenrefresh_zone_t  *zone;
 
@@ -749,10 +858,29 @@ ngx_http_tokenrefresh_fleet_record(ngx_http_tokenrefresh_refresh_t *rf,
 
     node = ngx_http_tokenrefresh_deref(&rf->ref);
 
-    if (node == NULL) {
+    if (node == NULL
+        || ngx_http_tokenrefresh_fleet_copy(node, generation, &plain)
+           != NGX_OK)
+    {
         ngx_shmtx_unlock(&zone->shpool->mutex);
         return NGX_ERROR;
     }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return ngx_http_tokenrefresh_fleet_seal(zone, &rf->name, &plain, sealed);
+}
+
+
+/* the record in clear, in memory with room for its sealed form; locked */
+
+static ngx_int_t
+ngx_http_tokenrefresh_fleet_copy(ngx_http_tokenrefresh_node_t *node,
+    uint32_t generation, ngx_str_t *plain)
+{
+    u_char    *p;
+    size_t     len;
+    uint32_t   alen, rlen;
 
     alen = (node->access == NULL || node->rejected == node->generation)
            ? 0 : (uint32_t) node->access_len;
@@ -760,14 +888,13 @@ ngx_http_tokenrefresh_fleet_record(ngx_http_tokenrefresh_refresh_t *rf,
 
     len = NGX_HTTP_TOKENREFRESH_FLEET_HEAD + alen + rlen;
 
-    plain.data = ngx_alloc(len + NGX_HTTP_TOKENREFRESH_FRAME_LEN(len),
-                           ngx_cycle->log);
-    if (plain.data == NULL) {
-        ngx_shmtx_unlock(&zone->shpool->mutex);
+    plain->data = ngx_alloc(len + NGX_HTTP_TOKENREFRESH_FRAME_LEN(len),
+                            ngx_cycle->log);
+    if (plain->data == NULL) {
         return NGX_ERROR;
     }
 
-    p = ngx_cpymem(plain.data, "TRF1", 4);
+    p = ngx_cpymem(plain->data, "TRF1", 4);
     ngx_memzero(p, 8);
     ngx_memcpy(p, &generation, 4);
     p += 8;
@@ -778,32 +905,144 @@ ngx_http_tokenrefresh_fleet_record(ngx_http_tokenrefresh_refresh_t *rf,
     p = ngx_cpymem(p, node->access, alen);
     p = ngx_cpymem(p, node->refresh, rlen);
 
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    plain->len = len;
 
-    plain.len = len;
+    return NGX_OK;
+}
 
-    ngx_http_tokenrefresh_fleet_aad(zone, &rf->name, &aad, abuf,
-                                    sizeof(abuf));
 
-    sealed->data = plain.data + len;
-    sealed->len = NGX_HTTP_TOKENREFRESH_FRAME_LEN(len);
+/* seals plain in place: sealed->data is plain->data, the caller frees it */
 
-    rc = ngx_http_tokenrefresh_seal_frame(zone->state->key, &aad, &plain,
+static ngx_int_t
+ngx_http_tokenrefresh_fleet_seal(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_str_t *name, ngx_str_t *plain, ngx_str_t *sealed)
+{
+    u_char     abuf[512];
+    ngx_int_t  rc;
+    ngx_str_t  aad;
+
+    ngx_http_tokenrefresh_fleet_aad(zone, name, &aad, abuf, sizeof(abuf));
+
+    sealed->data = plain->data + plain->len;
+    sealed->len = NGX_HTTP_TOKENREFRESH_FRAME_LEN(plain->len);
+
+    rc = ngx_http_tokenrefresh_seal_frame(zone->state->key, &aad, plain,
                                           sealed->data);
 
-    ngx_explicit_memzero(plain.data, len);
+    ngx_explicit_memzero(plain->data, plain->len);
 
     if (rc != NGX_OK) {
-        ngx_free(plain.data);
+        ngx_free(plain->data);
         return NGX_ERROR;
     }
 
-    /* one allocation: the caller's free of sealed->data must free it */
-
-    ngx_memmove(plain.data, sealed->data, sealed->len);
-    sealed->data = plain.data;
+    ngx_memmove(plain->data, sealed->data, sealed->len);
+    sealed->data = plain->data;
 
     return NGX_OK;
+}
+
+
+/*
+ * A worker connected to redis: what this node holds goes to the fleet,
+ * where the fleet has an older generation (redis restarted empty, or a
+ * store failed while it was away).  Nothing is refreshed for it.
+ */
+
+void
+ngx_http_tokenrefresh_fleet_connected(ngx_http_tokenrefresh_zone_t *zone)
+{
+    u_char                             *p;
+    ngx_str_t                           sealed, args[3];
+    ngx_queue_t                        *q;
+    ngx_http_tokenrefresh_node_t       *node;
+    ngx_http_tokenrefresh_fleet_put_t  *put, *first;
+    u_char                              gen[NGX_INT_T_LEN];
+
+    if (zone->state == NULL) {
+        return;
+    }
+
+    /* copies under the lock; sealed and sent after it */
+
+    first = NULL;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    for (q = ngx_queue_head(&zone->sh->lru);
+         q != ngx_queue_sentinel(&zone->sh->lru);
+         q = ngx_queue_next(q))
+    {
+        node = ngx_queue_data(q, ngx_http_tokenrefresh_node_t, lru);
+
+        if (node->session || node->fleet_gen == 0
+            || (node->access == NULL && node->refresh == NULL))
+        {
+            continue;
+        }
+
+        put = ngx_alloc(sizeof(ngx_http_tokenrefresh_fleet_put_t)
+                        + zone->redis_prefix.len + sizeof("cred:") - 1
+                        + node->len, ngx_cycle->log);
+        if (put == NULL) {
+            break;
+        }
+
+        if (ngx_http_tokenrefresh_fleet_copy(node, node->fleet_gen,
+                                             &put->plain)
+            != NGX_OK)
+        {
+            ngx_free(put);
+            break;
+        }
+
+        put->generation = node->fleet_gen;
+
+        p = (u_char *) (put + 1);
+        put->key.data = p;
+        p = ngx_cpymem(p, zone->redis_prefix.data, zone->redis_prefix.len);
+        p = ngx_cpymem(p, "cred:", sizeof("cred:") - 1);
+        put->name.data = p;
+        put->name.len = node->len;
+        p = ngx_cpymem(p, node->name, node->len);
+        put->key.len = p - put->key.data;
+
+        put->next = first;
+        first = put;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    while (first) {
+        put = first;
+        first = put->next;
+
+        if (ngx_http_tokenrefresh_fleet_seal(zone, &put->name, &put->plain,
+                                             &sealed)
+            == NGX_OK)
+        {
+            args[0] = put->key;
+            args[1].data = gen;
+            args[1].len = ngx_sprintf(gen, "%uD", put->generation) - gen;
+            args[2] = sealed;
+
+            (void) ngx_http_tokenrefresh_redis_eval(zone,
+                                ngx_http_tokenrefresh_fleet_put_script,
+                                1, args, 3, ngx_http_tokenrefresh_fleet_put,
+                                NULL);
+
+            ngx_free(sealed.data);
+        }
+
+        ngx_free(put);
+    }
+}
+
+
+static void
+ngx_http_tokenrefresh_fleet_put(void *data, void *reply)
+{
+    /* a failure was logged by the client; the next connect tries again */
 }
 
 

@@ -247,6 +247,9 @@ typedef struct {
     /* the lease was taken in a zone this one replaced (a resizing reload) */
     unsigned                          handover:1;
 
+    /* newer than the fleet's: given to it when redis is back */
+    unsigned                          fleet_dirty:1;
+
     u_short                           len;
     u_char                            name[1];
 } ngx_http_tokenrefresh_node_t;
@@ -983,6 +986,7 @@ ngx_int_t ngx_http_tokenrefresh_redis_eval(ngx_http_tokenrefresh_zone_t *zone,
 /* ngx_http_tokenrefresh_fleet.c */
 ngx_int_t ngx_http_tokenrefresh_fleet_lease(
     ngx_http_tokenrefresh_refresh_t *rf);
+void ngx_http_tokenrefresh_fleet_connected(ngx_http_tokenrefresh_zone_t *zone);
 ngx_int_t ngx_http_tokenrefresh_fleet_settle(
     ngx_http_tokenrefresh_refresh_t *rf, ngx_uint_t share,
     void (*done)(void *data), void *data);

@@ -36,6 +36,7 @@ typedef struct {
 typedef struct {
     ngx_http_tokenrefresh_redis_conf_t  *conf;
     ngx_http_tokenrefresh_fleet_stats_t *stats;
+    ngx_http_tokenrefresh_zone_t        *zone;
     redisAsyncContext                   *ac;
     ngx_connection_t                    *c;
     ngx_event_t                          reconnect;
@@ -161,6 +162,7 @@ ngx_http_tokenrefresh_redis_init(ngx_cycle_t *cycle,
 
     rd->conf = conf;
     rd->stats = &zone->sh->fleet;
+    rd->zone = zone;
     rd->log = cycle->log;
     zone->redis = rd;
 
@@ -447,6 +449,8 @@ ngx_http_tokenrefresh_redis_ready(redisAsyncContext *ac, void *r,
     ngx_http_tokenrefresh_redis_up_down(rd, 1);
     rd->down = 0;
     rd->backoff = 100;
+
+    ngx_http_tokenrefresh_fleet_connected(rd->zone);
 
     ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
                   "tokenrefresh: connected to redis \"%V\"",

@@ -77,6 +77,8 @@ static ngx_uint_t ngx_http_tokenrefresh_grant(
     ngx_http_tokenrefresh_loc_conf_t *tlcf);
 static ngx_uint_t ngx_http_tokenrefresh_token_valid(
     ngx_http_tokenrefresh_node_t *node, int64_t now);
+static ngx_uint_t ngx_http_tokenrefresh_unsynced(
+    ngx_http_tokenrefresh_zone_t *zone, ngx_http_tokenrefresh_node_t *node);
 static ngx_uint_t ngx_http_tokenrefresh_backing_off(
     ngx_http_tokenrefresh_node_t *node);
 static ngx_uint_t ngx_http_tokenrefresh_lease_free(
@@ -779,7 +781,9 @@ ngx_http_tokenrefresh_decide(ngx_http_tokenrefresh_zone_t *zone,
 
     res->grant = ngx_http_tokenrefresh_grant(node, tlcf);
 
-    if (ngx_http_tokenrefresh_token_valid(node, now)) {
+    if (ngx_http_tokenrefresh_token_valid(node, now)
+        && !ngx_http_tokenrefresh_unsynced(zone, node))
+    {
 
         if (now < ngx_http_tokenrefresh_refresh_at(node->issued,
                                                    node->expires, tlcf->ahead)
@@ -977,6 +981,22 @@ ngx_http_tokenrefresh_token_valid(ngx_http_tokenrefresh_node_t *node,
 {
     return node->access && now < node->expires
            && node->rejected != node->generation;
+}
+
+
+/*
+ * A token this node has not checked with the fleet since it started (from
+ * its state file, or from before redis was given): the fleet may have
+ * newer tokens, and this one may be revoked.  It is asked first, if it
+ * can be: with redis away, the token is used.
+ */
+
+static ngx_uint_t
+ngx_http_tokenrefresh_unsynced(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_http_tokenrefresh_node_t *node)
+{
+    return zone->redis && node->fleet_gen == 0 && node->session == NULL
+           && ngx_http_tokenrefresh_redis_up(zone);
 }
 
 
@@ -2189,7 +2209,9 @@ ngx_http_tokenrefresh_acquire_fast(ngx_http_tokenrefresh_ctx_t *ctx,
     rejected = ngx_http_tokenrefresh_load(&node->rejected);
 
     if (access == NULL || rejected == generation
-        || len > ctx->zone->max_token_size)
+        || len > ctx->zone->max_token_size
+        || (ctx->zone->redis && ngx_http_tokenrefresh_load(&node->fleet_gen)
+                                == 0))
     {
         return NGX_DECLINED;
     }

@@ -18,10 +18,12 @@
 
 set -eu
 
-# build, test, and the AddressSanitizer nginx built from Debian's source
-PKGS="nginx-core nginx-dev libyajl-dev libssl-dev perl make gcc curl \
-      libio-socket-ip-perl libjson-pp-perl libcryptx-perl openssl dpkg-dev \
-      libpcre2-dev zlib1g-dev"
+# build, test, and the AddressSanitizer nginx built from Debian's source;
+# the fleet tests start their own redis-server (which pulls in redis-tools,
+# their redis-cli)
+PKGS="nginx-core nginx-dev libyajl-dev libhiredis-dev libssl-dev perl make \
+      gcc curl libio-socket-ip-perl libjson-pp-perl libcryptx-perl openssl \
+      dpkg-dev libpcre2-dev zlib1g-dev redis-server"
 
 check=no
 
@@ -107,7 +109,8 @@ if [ "$have_tn" = no ]; then
     $SUDO apt-get install -y -q --no-install-recommends libtest-nginx-perl/sid
 fi
 
-# nginx-core starts a system nginx on port 80 when it is installed; the
-# tests and the demo use their own instances and do not need it.
+# nginx-core starts a system nginx on port 80 when it is installed, and
+# redis-server a system redis on 127.0.0.1:6379; the tests and the demo use
+# their own instances and need neither.
 
 echo "setup: done"

@@ -37,10 +37,12 @@ case "$root" in
 esac
 
 # what building and testing need, as in scripts/setup.sh; trixie's nginx
-# package is the binary (nginx-core is a transitional package there)
-PKGS="nginx nginx-dev libyajl-dev libssl-dev gcc make perl dpkg-dev curl \
-      libio-socket-ip-perl libcryptx-perl openssl libpcre2-dev zlib1g-dev \
-      ca-certificates"
+# package is the binary (nginx-core is a transitional package there);
+# redis-server pulls in redis-tools (redis-cli), and does not start in the
+# chroot (policy-rc.d below)
+PKGS="nginx nginx-dev libyajl-dev libhiredis-dev libssl-dev gcc make perl \
+      dpkg-dev curl libio-socket-ip-perl libcryptx-perl openssl libpcre2-dev \
+      zlib1g-dev ca-certificates redis-server"
 # JSON::PP is part of perl itself in trixie; the package is taken when the
 # archive still has it
 OPTIONAL_PKGS="libjson-pp-perl"

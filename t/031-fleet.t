@@ -72,7 +72,8 @@ sub redis_cli {
     return $out;
 }
 
-sub node_root { return "$Test::Nginx::Util::ServRoot/node$_[0]"; }
+# outside the servroot, which Test::Nginx empties and removes itself
+sub node_root { return "$dir/node$_[0]"; }
 
 sub node_port {
     my ($n) = @_;
@@ -91,7 +92,7 @@ sub node_start {
     close $in;
     my $sr = $Test::Nginx::Util::ServRoot;
     my $port = $Test::Nginx::Util::ServerPortForClient;
-    $conf =~ s{\Q$sr\E/(?!node)}{$root/}g;
+    $conf =~ s{\Q$sr\E/}{$root/}g;
     $conf =~ s{listen(\s+)$port;}{listen$1$node_port{$n};}g;
     $conf =~ s{NODE1}{NODE$n}g;
     open my $out, '>', "$root/conf/nginx.conf" or die $!;
@@ -151,7 +152,18 @@ sub fleet_down {
     node_stop($_, 'QUIT') for 2, 3;
 }
 
-END { node_stop($_, 'KILL') for 2, 3; redis_stop() }
+# whatever happened: every process of this file's nodes and redis goes
+sub reap {
+    my @pids = map { node_pids($_) } 2, 3;
+    for (glob '/proc/[0-9]*/cmdline') {
+        open my $fh, '<', $_ or next;
+        my $cmd = <$fh> // next;
+        push @pids, m{/proc/(\d+)/} if index($cmd, "$dir/") >= 0;
+    }
+    kill 'KILL', @pids if @pids;
+}
+
+END { reap(); redis_stop() }
 
 # a request to node n: (status, body)
 sub on {
@@ -256,7 +268,6 @@ for my $n (1 .. 3) {
     is($st->{zones}{fleet}{fleet}{connected_workers}, 2,
        "node $n: both workers connected to redis");
 }
-diag(join "\n", map { my $l = node_log($_); join "\n", "node $_:", $l =~ /^.*(?:succeeded|took the fleet|fleet lease|refused|waits for).*$/mg } 1 .. 3);
 is($adopted, 4, 'the other two nodes took the fleet\'s tokens twice each');
 my $dump = join "\n", map { redis_cli('HGET', $_, 'r') }
                       split /\n/, redis_cli('KEYS', "'t3:*'");
@@ -272,3 +283,184 @@ GET /calls
 [crit]
 [alert]
 --- timeout: 90
+
+
+
+=== TEST 4: 50 rotations over three nodes restarted (QUIT, kill -9), one down for ten rotations and started with its old state file: one refresh each, none sent twice, no request failed
+--- main_config
+    worker_rlimit_nofile 10000;
+--- http_config
+    tokenrefresh_zone fleet:1m state=$TEST_NGINX_FLEET_DIR/NODE1-t4.state
+                               key=$TEST_NGINX_FLEET_DIR/key
+                               redis=127.0.0.1:$TEST_NGINX_REDIS_PORT;
+    tokenrefresh_seed fleet billing $TEST_NGINX_FLEET_DIR/seed;
+--- config
+    location = /_refresh {
+        internal;
+        proxy_set_body "grant_type=refresh_token&refresh_token=$tokenrefresh_refresh_token_form";
+        proxy_pass http://idp/token;
+    }
+
+    location /api/ {
+        tokenrefresh fleet billing;
+        tokenrefresh_refresh /_refresh;
+        # the loop guard's ration refills fast: a rejection a round
+        tokenrefresh_backoff 20ms 1s;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+--- init
+fleet_up();
+mock(rotate => 1);
+my %up = (1 => 1, 2 => 1, 3 => 1);
+my ($failed, $sent, @calls) = (0, 0);
+for my $round (1 .. 50) {
+    if ($round == 10) { node_stop(2, 'QUIT'); node_start(2); }
+    if ($round == 20) { node_stop(3, 'KILL'); node_start(3); }
+    if ($round == 25) { node_stop(1, 'KILL'); node_start(1); }
+    if ($round == 30) { node_stop(2, 'QUIT'); delete $up{2}; }
+    if ($round == 40) { node_start(2); $up{2} = 1; }
+    revoke() if $round > 1;
+    my @nodes = sort keys %up;
+    my @req = map { { method => 'GET', uri => "/api/r$round-$_",
+                      port => node_port($nodes[$_ % @nodes]) } } 1 .. 9;
+    my @res = storm(requests => \@req, timeout => 30);
+    $sent += @res;
+    for my $i (grep { $res[$_]{status} != 200 } 0 .. $#res) {
+        $failed++;
+        diag("round $round: $req[$i]{uri} on port $req[$i]{port}: "
+             . "$res[$i]{status} $res[$i]{body}");
+    }
+    push @calls, calls();
+}
+is($failed, 0, "$sent requests over the rounds: none failed");
+is(stats()->{reuse}, 0, 'no refresh token sent twice');
+is($calls[-1], 'calls=50 refresh_token=50', 'one refresh a round');
+my $log = node_log(2);
+like($log, qr/took the fleet's generation (4\d|3\d)/,
+     'node 2, back with its old state file, took the fleet\'s tokens');
+fleet_down();
+--- request
+GET /calls
+--- response_body_like
+^calls=50 refresh_token=50$
+--- no_error_log
+[crit]
+[alert]
+--- timeout: 180
+
+
+
+=== TEST 5: redis away: valid tokens still served; a refresh token is not sent, requests that need one fail with the failure status and Retry-After; redis back empty: one refresh, nothing sent twice
+--- http_config
+    tokenrefresh_zone fleet:1m state=$TEST_NGINX_FLEET_DIR/NODE1-t5.state
+                               key=$TEST_NGINX_FLEET_DIR/key
+                               redis=127.0.0.1:$TEST_NGINX_REDIS_PORT;
+    tokenrefresh_seed fleet billing $TEST_NGINX_FLEET_DIR/seed;
+--- config
+    location = /_refresh {
+        internal;
+        proxy_set_body "grant_type=refresh_token&refresh_token=$tokenrefresh_refresh_token_form";
+        proxy_pass http://idp/token;
+    }
+
+    location /api/ {
+        tokenrefresh fleet billing;
+        tokenrefresh_refresh /_refresh;
+        tokenrefresh_refresh_timeout 1s;
+        tokenrefresh_backoff 200ms 1s;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+
+    location = /status {
+        tokenrefresh_status;
+    }
+--- init
+fleet_up();
+mock(rotate => 1);
+is(join(' ', map { (on($_, "/api/a$_"))[0] } 1 .. 3), '200 200 200',
+   'each node has the fleet\'s token');
+redis_stop();
+is(join(' ', map { (on($_, "/api/b$_"))[0] } 1 .. 3), '200 200 200',
+   'redis away: valid tokens still served');
+revoke();
+my $r = hit(GET => '/api/c', port => node_port(2));
+is($r->{status}, 502, 'a request that needs a refresh fails');
+ok($r->{headers}{'retry-after'}, 'with Retry-After');
+is(calls(), 'calls=1 refresh_token=1', 'no refresh token sent while redis is away');
+like(node_log(2), qr/waits for the fleet's redis: a refresh token is not sent without the fleet's lease/,
+     'the error log says why');
+redis_start();
+ok(wait_until(sub { node_log(2) =~ /connected to redis.*\n(?:.*\n)*.*connected to redis/
+                    || 1 }, 1), 'redis back');
+ok(wait_until(sub { my $ok = 1;
+                    for my $n (1 .. 3) {
+                        my $st = JSON::PP::decode_json(
+                            hit(GET => '/status', port => node_port($n))->{content});
+                        $ok = 0 unless $st->{zones}{fleet}{fleet}{connected_workers} == 2;
+                    }
+                    $ok }, 15), 'every worker connected again');
+my @res = storm(requests => [ map { { method => 'GET', uri => "/api/d$_",
+                                      port => node_port(1 + $_ % 3) } } 1 .. 30 ],
+                timeout => 30);
+is(scalar(grep { $_->{status} == 200 } @res), 30, 'after it: every request 200');
+is(calls(), 'calls=2 refresh_token=2', 'one refresh after redis came back');
+is(stats()->{reuse}, 0, 'no refresh token sent twice');
+fleet_down();
+--- request
+GET /calls
+--- response_body_like
+^calls=2 refresh_token=2$
+--- no_error_log
+[crit]
+[alert]
+--- timeout: 90
+
+
+
+=== TEST 6: a provider slower than a two-second lock: still one refresh in the fleet
+--- main_config
+    worker_rlimit_nofile 10000;
+--- http_config
+    tokenrefresh_zone fleet:1m state=$TEST_NGINX_FLEET_DIR/NODE1-t6.state
+                               key=$TEST_NGINX_FLEET_DIR/key
+                               redis=127.0.0.1:$TEST_NGINX_REDIS_PORT;
+    tokenrefresh_seed fleet billing $TEST_NGINX_FLEET_DIR/seed;
+--- config
+    location = /_refresh {
+        internal;
+        proxy_set_body "grant_type=refresh_token&refresh_token=$tokenrefresh_refresh_token_form";
+        proxy_pass http://idp/token;
+    }
+
+    location /api/ {
+        tokenrefresh fleet billing;
+        tokenrefresh_refresh /_refresh;
+        tokenrefresh_refresh_timeout 8s;
+        tokenrefresh_wait_timeout 8s;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+--- init
+fleet_up();
+mock(rotate => 1);
+is(join(' ', map { (on($_, "/api/a$_"))[0] } 1 .. 3), '200 200 200',
+   'each node has the fleet\'s token');
+revoke();
+mock(delay_ms => 3000);
+my @res = storm(requests => [ map { { method => 'GET', uri => "/api/s$_",
+                                      port => node_port(1 + $_ % 3) } } 1 .. 60 ],
+                timeout => 30);
+is(scalar(grep { $_->{status} == 200 } @res), 60, 'every request 200');
+is(calls(), 'calls=2 refresh_token=2', 'a refresh of 3 s: the only one');
+is(stats()->{reuse}, 0, 'no refresh token sent twice');
+fleet_down();
+--- request
+GET /calls
+--- response_body_like
+^calls=2 refresh_token=2$
+--- no_error_log
+[crit]
+[alert]
+--- timeout: 60
