@@ -28,6 +28,7 @@ sub put {
 put('password', "s3cret-pw\n");
 put('password-open', "s3cret-pw\n", 0644);
 put('password-wrong', "not-it\n");
+put('key', join('', map { sprintf '%02x', int rand 256 } 1 .. 32) . "\n");
 
 # a redis of its own, on a unix socket, with a password
 sub redis_start {
@@ -61,7 +62,9 @@ __DATA__
 
 === TEST 1: a host name is refused by nginx -t: hiredis would resolve it with a blocking call
 --- http_config
-    tokenrefresh_zone fleet:1m redis=localhost:6379;
+    tokenrefresh_zone fleet:1m state=$TEST_NGINX_REDIS_DIR/fleet.state
+                      key=$TEST_NGINX_REDIS_DIR/key
+                      redis=localhost:6379;
 --- config
 --- must_die
 --- error_log eval
@@ -71,7 +74,9 @@ qr/\[emerg\] .*invalid "redis=localhost:6379": "unix:\/path" or an IP address an
 
 === TEST 2: a password file others may read is refused
 --- http_config
-    tokenrefresh_zone fleet:1m redis=unix:$TEST_NGINX_REDIS_DIR/redis.sock
+    tokenrefresh_zone fleet:1m state=$TEST_NGINX_REDIS_DIR/fleet.state
+                      key=$TEST_NGINX_REDIS_DIR/key
+                      redis=unix:$TEST_NGINX_REDIS_DIR/redis.sock
                       redis_password_file=$TEST_NGINX_REDIS_DIR/password-open;
 --- config
 --- must_die
@@ -82,7 +87,9 @@ qr/\[emerg\] .*password-open.* (group|others)/
 
 === TEST 3: each worker connects and authenticates; an outage is said once per worker, and its end
 --- http_config
-    tokenrefresh_zone fleet:1m redis=unix:$TEST_NGINX_REDIS_DIR/redis.sock
+    tokenrefresh_zone fleet:1m state=$TEST_NGINX_REDIS_DIR/fleet.state
+                      key=$TEST_NGINX_REDIS_DIR/key
+                      redis=unix:$TEST_NGINX_REDIS_DIR/redis.sock
                       redis_password_file=$TEST_NGINX_REDIS_DIR/password
                       redis_db=2;
 --- config
@@ -116,7 +123,9 @@ GET /t
 
 === TEST 4: a wrong password is said clearly
 --- http_config
-    tokenrefresh_zone fleet:1m redis=unix:$TEST_NGINX_REDIS_DIR/redis.sock
+    tokenrefresh_zone fleet:1m state=$TEST_NGINX_REDIS_DIR/fleet.state
+                      key=$TEST_NGINX_REDIS_DIR/key
+                      redis=unix:$TEST_NGINX_REDIS_DIR/redis.sock
                       redis_password_file=$TEST_NGINX_REDIS_DIR/password-wrong;
 --- config
     location = /t { return 204; }
