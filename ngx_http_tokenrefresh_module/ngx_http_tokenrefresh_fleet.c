@@ -83,6 +83,10 @@ static void ngx_http_tokenrefresh_fleet_wait(
 static void ngx_http_tokenrefresh_fleet_adopt(
     ngx_http_tokenrefresh_refresh_t *rf, uint32_t generation,
     redisReply *record);
+static void ngx_http_tokenrefresh_fleet_checked(
+    ngx_http_tokenrefresh_refresh_t *rf, uint32_t generation);
+static void ngx_http_tokenrefresh_fleet_done(
+    ngx_http_tokenrefresh_refresh_t *rf);
 static void ngx_http_tokenrefresh_fleet_stop(
     ngx_http_tokenrefresh_refresh_t *rf, char *why);
 static ngx_int_t ngx_http_tokenrefresh_fleet_record(
@@ -107,9 +111,10 @@ static void ngx_http_tokenrefresh_fleet_aad(ngx_http_tokenrefresh_zone_t *zone,
 
 /*
  * KEYS: the lease, the credential; ARGV: the owner, the lease's time in ms,
- * this node's generation.  { 1, generation, record }: the fleet's is newer;
- * { 0, generation }: the lease is the caller's; { 2, generation }: another
- * node holds it.
+ * this node's generation, "1" for a check only.  { 1, generation, record }:
+ * the fleet's is newer; { 3, generation }: it is not (a check); { 0,
+ * generation }: the lease is the caller's; { 2, generation }: another node
+ * holds it.
  */
 
 static const char  ngx_http_tokenrefresh_fleet_ask_script[] =
@@ -117,6 +122,7 @@ static const char  ngx_http_tokenrefresh_fleet_ask_script[] =
     "if g > tonumber(ARGV[3]) then "
     "  return {1, g, redis.call('HGET', KEYS[2], 'r')} "
     "end "
+    "if ARGV[4] == '1' then return {3, g} end "
     "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then "
     "  return {0, g} "
     "end "
@@ -125,7 +131,8 @@ static const char  ngx_http_tokenrefresh_fleet_ask_script[] =
 
 /*
  * KEYS: the lease, the credential; ARGV: the owner, the generation the
- * lease was taken at, the new one, the record.  1: stored; -1: the lease
+ * lease was taken at, the new one, the record, the channel and the name to
+ * announce it with.  1: stored; -1: the lease
  * is not the caller's (it expired, or redis lost it): that is the fence;
  * -2: the fleet has as new a generation already (a node gave back what
  * it held while redis was away).  The caller's lease is gone after it.
@@ -137,18 +144,20 @@ static const char  ngx_http_tokenrefresh_fleet_store_script[] =
     "if tonumber(redis.call('HGET', KEYS[2], 'g') or '0') "
     "   >= tonumber(ARGV[3]) then return -2 end "
     "redis.call('HSET', KEYS[2], 'g', ARGV[3], 'r', ARGV[4]) "
+    "redis.call('PUBLISH', ARGV[5], ARGV[3] .. ' ' .. ARGV[6]) "
     "return 1";
 
 
 /*
- * KEYS: the credential; ARGV: a generation, its record.  Stored only over
- * an older generation: the highest wins.
+ * KEYS: the credential; ARGV: a generation, its record, the channel and
+ * the name.  Stored only over an older generation: the highest wins.
  */
 
 static const char  ngx_http_tokenrefresh_fleet_put_script[] =
     "if tonumber(redis.call('HGET', KEYS[1], 'g') or '0') "
     "   < tonumber(ARGV[1]) then "
     "  redis.call('HSET', KEYS[1], 'g', ARGV[1], 'r', ARGV[2]) "
+    "  redis.call('PUBLISH', ARGV[3], ARGV[1] .. ' ' .. ARGV[4]) "
     "  return 1 "
     "end "
     "return 0";
@@ -208,6 +217,12 @@ ngx_http_tokenrefresh_fleet_lease(ngx_http_tokenrefresh_refresh_t *rf)
         return NGX_OK;
     }
 
+    if (rf->fleet_sync) {
+        /* redis away: the token is good, and used; settled from a timer */
+        ngx_add_timer(&rf->fleet_poll, 1);
+        return NGX_OK;
+    }
+
     if (rf->grant != NGX_HTTP_TOKENREFRESH_GRANT_REFRESH) {
 
         /* a login spends nothing: this node does it alone */
@@ -229,7 +244,7 @@ ngx_http_tokenrefresh_fleet_ask(ngx_http_tokenrefresh_refresh_t *rf)
 {
     u_char                            px[NGX_INT_T_LEN], known[NGX_INT_T_LEN];
     ngx_msec_t                        left;
-    ngx_str_t                         args[5];
+    ngx_str_t                         args[6];
     ngx_http_tokenrefresh_fleet_op_t *op;
 
     op = ngx_http_tokenrefresh_fleet_op(rf);
@@ -256,10 +271,14 @@ ngx_http_tokenrefresh_fleet_ask(ngx_http_tokenrefresh_refresh_t *rf)
                   - px;
     args[4].data = known;
     args[4].len = ngx_sprintf(known, "%uD", rf->fleet_known) - known;
+    args[5].data = (u_char *) (rf->fleet_sync ? "1" : "0");
+    args[5].len = 1;
+
+    rf->fleet_epoch = (uint32_t) rf->zone->sh->fleet.epoch;
 
     if (ngx_http_tokenrefresh_redis_eval(rf->zone,
                                     ngx_http_tokenrefresh_fleet_ask_script,
-                                    2, args, 5,
+                                    2, args, 6,
                                     ngx_http_tokenrefresh_fleet_answer, op)
         != NGX_OK)
     {
@@ -346,6 +365,11 @@ ngx_http_tokenrefresh_fleet_answer(void *data, void *r)
         ngx_http_tokenrefresh_fleet_adopt(rf, g, reply->element[2]);
         return;
 
+    case 3:
+        ngx_free(op);
+        ngx_http_tokenrefresh_fleet_checked(rf, g);
+        return;
+
     case 2:
         ngx_free(op);
 
@@ -361,6 +385,11 @@ ngx_http_tokenrefresh_fleet_answer(void *data, void *r)
 
     default:
         ngx_free(op);
+
+        if (rf->fleet_sync) {
+            ngx_http_tokenrefresh_fleet_done(rf);
+            return;
+        }
 
         if (rf->grant != NGX_HTTP_TOKENREFRESH_GRANT_REFRESH) {
             rf->fleet_waiting = 0;
@@ -380,6 +409,12 @@ ngx_http_tokenrefresh_fleet_answer(void *data, void *r)
 static void
 ngx_http_tokenrefresh_fleet_wait(ngx_http_tokenrefresh_refresh_t *rf)
 {
+    if (rf->fleet_sync) {
+        /* only a check: the token is good, and used */
+        ngx_http_tokenrefresh_fleet_done(rf);
+        return;
+    }
+
     if (!rf->fleet_away) {
         rf->fleet_away = 1;
         (void) ngx_atomic_fetch_add(&rf->zone->sh->fleet.away, 1);
@@ -499,23 +534,20 @@ ngx_http_tokenrefresh_fleet_adopt(ngx_http_tokenrefresh_refresh_t *rf,
     good = (same && node->rejected != node->generation
             && ngx_http_tokenrefresh_now() < node->expires);
 
-    if (same) {
-        node->fleet_gen = generation;
-    }
-
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
     if (same) {
         ngx_explicit_memzero(plain.data, plain.len);
+        ngx_http_tokenrefresh_fleet_synced(zone, &rf->ref, generation,
+                                           rf->fleet_epoch);
         rf->fleet_known = generation;
 
         if (good) {
-            rf->fleet_waiting = 0;
-            ngx_http_tokenrefresh_settle(rf, NGX_HTTP_TOKENREFRESH_OK, NULL,
-                                         NULL, rf->fleet_poll.log);
-            ngx_http_tokenrefresh_task_stop(rf->parent);
+            ngx_http_tokenrefresh_fleet_done(rf);
             return;
         }
+
+        rf->fleet_sync = 0;
 
         if (ngx_http_tokenrefresh_fleet_ask(rf) != NGX_OK) {
             ngx_http_tokenrefresh_fleet_wait(rf);
@@ -543,15 +575,8 @@ ngx_http_tokenrefresh_fleet_adopt(ngx_http_tokenrefresh_refresh_t *rf,
     ngx_http_tokenrefresh_settle(rf, NGX_HTTP_TOKENREFRESH_OK, &tok, NULL,
                                  rf->fleet_poll.log);
 
-    ngx_shmtx_lock(&zone->shpool->mutex);
-
-    node = ngx_http_tokenrefresh_deref(&rf->ref);
-
-    if (node && node->fleet_gen < generation) {
-        node->fleet_gen = generation;
-    }
-
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_http_tokenrefresh_fleet_synced(zone, &rf->ref, generation,
+                                       rf->fleet_epoch);
 
     ngx_explicit_memzero(plain.data, plain.len);
 
@@ -561,6 +586,119 @@ ngx_http_tokenrefresh_fleet_adopt(ngx_http_tokenrefresh_refresh_t *rf,
                   &rf->log_name, generation);
 
     ngx_http_tokenrefresh_task_stop(rf->parent);
+}
+
+
+/*
+ * A check found nothing newer in the fleet: a good token is used on; one
+ * that went bad meanwhile is refreshed, the lease asked for
+ */
+
+static void
+ngx_http_tokenrefresh_fleet_checked(ngx_http_tokenrefresh_refresh_t *rf,
+    uint32_t generation)
+{
+    ngx_uint_t                     good;
+    ngx_http_tokenrefresh_node_t  *node;
+    ngx_http_tokenrefresh_zone_t  *zone;
+
+    zone = rf->zone;
+
+    ngx_http_tokenrefresh_fleet_synced(zone, &rf->ref, generation,
+                                       rf->fleet_epoch);
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    node = ngx_http_tokenrefresh_deref(&rf->ref);
+    good = (node && node->access && node->rejected != node->generation
+            && ngx_http_tokenrefresh_now() < node->expires);
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    if (good) {
+        ngx_http_tokenrefresh_fleet_done(rf);
+        return;
+    }
+
+    rf->fleet_sync = 0;
+
+    if (ngx_http_tokenrefresh_fleet_ask(rf) != NGX_OK) {
+        ngx_http_tokenrefresh_fleet_wait(rf);
+    }
+}
+
+
+/* nothing to send, nothing to store: the waiting requests go on */
+
+static void
+ngx_http_tokenrefresh_fleet_done(ngx_http_tokenrefresh_refresh_t *rf)
+{
+    rf->fleet_waiting = 0;
+
+    ngx_http_tokenrefresh_settle(rf, NGX_HTTP_TOKENREFRESH_OK, NULL, NULL,
+                                 rf->fleet_poll.log);
+    ngx_http_tokenrefresh_task_stop(rf->parent);
+}
+
+
+/* news of the credential: a waiting refresh asks at once, not in 50 ms */
+
+void
+ngx_http_tokenrefresh_fleet_poke(ngx_http_tokenrefresh_refresh_t *rf)
+{
+    if (rf->fleet_poll.timer_set) {
+        ngx_del_timer(&rf->fleet_poll);
+        ngx_http_tokenrefresh_fleet_poll(&rf->fleet_poll);
+    }
+}
+
+
+/*
+ * A message on the zone's channel: "<generation> <name>".  A node that
+ * holds the credential notes that the fleet has newer tokens, so that the
+ * next request checks first; a refresh of this worker waiting for it asks
+ * now.
+ */
+
+void
+ngx_http_tokenrefresh_fleet_message(ngx_http_tokenrefresh_zone_t *zone,
+    void *r)
+{
+    u_char      *p, *last;
+    uint32_t     g;
+    ngx_str_t    name;
+    ngx_int_t    n;
+    redisReply  *reply = r;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != 3
+        || reply->element[2]->type != REDIS_REPLY_STRING)
+    {
+        return;
+    }
+
+    p = (u_char *) reply->element[2]->str;
+    last = p + reply->element[2]->len;
+
+    name.data = ngx_strlchr(p, last, ' ');
+    if (name.data == NULL) {
+        return;
+    }
+
+    n = ngx_atoi(p, name.data - p);
+    if (n == NGX_ERROR || n > 0xffffffff) {
+        return;
+    }
+
+    g = (uint32_t) n;
+    name.data++;
+    name.len = last - name.data;
+
+    (void) ngx_atomic_fetch_add(&zone->sh->fleet.news, 1);
+
+    if (ngx_http_tokenrefresh_fleet_heard(zone, &name, g) == NGX_OK) {
+        ngx_http_tokenrefresh_fleet_pokes(zone, &name);
+    }
 }
 
 
@@ -595,7 +733,7 @@ ngx_http_tokenrefresh_fleet_settle(ngx_http_tokenrefresh_refresh_t *rf,
     ngx_uint_t share, void (*done)(void *data), void *data)
 {
     uint32_t                          g;
-    ngx_str_t                         args[7], sealed;
+    ngx_str_t                         args[8], sealed;
     ngx_http_tokenrefresh_fleet_op_t *op;
     u_char                            seen[NGX_INT_T_LEN],
                                       next[NGX_INT_T_LEN];
@@ -647,10 +785,12 @@ ngx_http_tokenrefresh_fleet_settle(ngx_http_tokenrefresh_refresh_t *rf,
     args[4].data = next;
     args[4].len = ngx_sprintf(next, "%uD", g) - next;
     args[5] = sealed;
+    args[6] = rf->zone->redis_channel;
+    args[7] = rf->name;
 
     if (ngx_http_tokenrefresh_redis_eval(rf->zone,
                                     ngx_http_tokenrefresh_fleet_store_script,
-                                    2, args, 6,
+                                    2, args, 8,
                                     ngx_http_tokenrefresh_fleet_stored, op)
         != NGX_OK)
     {
@@ -698,6 +838,7 @@ ngx_http_tokenrefresh_fleet_stored(void *data, void *r)
 
         if (node && node->fleet_gen <= op->generation) {
             node->fleet_gen = op->generation;
+            node->fleet_epoch = (uint32_t) zone->sh->fleet.epoch;
             node->fleet_dirty = 0;
         }
 
@@ -953,7 +1094,7 @@ void
 ngx_http_tokenrefresh_fleet_connected(ngx_http_tokenrefresh_zone_t *zone)
 {
     u_char                             *p;
-    ngx_str_t                           sealed, args[3];
+    ngx_str_t                           sealed, args[5];
     ngx_queue_t                        *q;
     ngx_http_tokenrefresh_node_t       *node;
     ngx_http_tokenrefresh_fleet_put_t  *put, *first;
@@ -1025,10 +1166,12 @@ ngx_http_tokenrefresh_fleet_connected(ngx_http_tokenrefresh_zone_t *zone)
             args[1].data = gen;
             args[1].len = ngx_sprintf(gen, "%uD", put->generation) - gen;
             args[2] = sealed;
+            args[3] = zone->redis_channel;
+            args[4] = put->name;
 
             (void) ngx_http_tokenrefresh_redis_eval(zone,
                                 ngx_http_tokenrefresh_fleet_put_script,
-                                1, args, 3, ngx_http_tokenrefresh_fleet_put,
+                                1, args, 5, ngx_http_tokenrefresh_fleet_put,
                                 NULL);
 
             ngx_free(sealed.data);

@@ -1411,6 +1411,17 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     zone->redis_prefix = prefix;
 
+    if (redis.len) {
+        zone->redis_channel.len = prefix.len + sizeof("gen") - 1;
+        zone->redis_channel.data = ngx_pnalloc(cf->pool,
+                                               zone->redis_channel.len);
+        if (zone->redis_channel.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_sprintf(zone->redis_channel.data, "%Vgen", &prefix);
+    }
+
     if ((state.len == 0) != (key.len == 0)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"state=\" and \"key=\" go together: the state "

@@ -222,10 +222,14 @@ typedef struct {
     ngx_http_tokenrefresh_session_t  *session;
 
     /*
-     * The fleet's generation of the tokens held (ngx_http_tokenrefresh_fleet.c):
-     * 0 until this node stored or took a record of the fleet's
+     * The fleet's generation of the tokens held (see
+     * ngx_http_tokenrefresh_fleet.c): 0 until this node stored or took a
+     * record of the fleet's; the newest the fleet announced; the zone's
+     * fleet epoch when it was last checked with the fleet
      */
     uint32_t                          fleet_gen;
+    uint32_t                          fleet_news;
+    uint32_t                          fleet_epoch;
 
     /* small values packed together, so that a node fits 512 bytes */
     u_short                           fail_status;
@@ -323,6 +327,13 @@ typedef struct {
     ngx_atomic_t                      away;        /* refreshes held back */
     ngx_atomic_t                      fallbacks;   /* done by this node */
     ngx_atomic_t                      errors;
+    ngx_atomic_t                      news;        /* announcements heard */
+
+    /*
+     * Moves on when a worker subscribes again: what was announced while
+     * nobody listened is unknown, and every token is checked once more
+     */
+    ngx_atomic_t                      epoch;
 } ngx_http_tokenrefresh_fleet_stats_t;
 
 
@@ -445,7 +456,9 @@ typedef struct ngx_http_tokenrefresh_zone_s {
     ngx_str_t                         redis_password;
     ngx_uint_t                        redis_db;
     ngx_str_t                         redis_prefix;
+    ngx_str_t                         redis_channel;   /* prefix "gen" */
     void                             *redis;
+    void                             *redis_sub;       /* the subscriber */
 
     /* users' sessions end after this long unused, and this long at most */
     ngx_msec_t                        session_idle;
@@ -609,6 +622,7 @@ typedef struct {
     ngx_uint_t                        status;
     ngx_msec_t                        retry_after;
     unsigned                          no_grant:1;
+    unsigned                          sync:1;     /* the fleet's check */
 } ngx_http_tokenrefresh_acquire_t;
 
 
@@ -704,6 +718,7 @@ typedef struct {
     ngx_event_t                       fleet_poll;
     uint32_t                          fleet_seen;   /* its generation then */
     uint32_t                          fleet_known;  /* this node's */
+    uint32_t                          fleet_epoch;  /* when it asked */
     u_char                            owner[64];
     size_t                            owner_len;
     unsigned                          fleet_waiting:1;  /* not sent yet */
@@ -711,6 +726,7 @@ typedef struct {
     unsigned                          fleet_adopt:1;
     unsigned                          fleet_away:1;
     unsigned                          fleet_held:1;
+    unsigned                          fleet_sync:1; /* a check, not a lease */
 
     unsigned                          done:1;
     unsigned                          complete:1;
@@ -978,7 +994,8 @@ ngx_int_t ngx_http_tokenrefresh_lock_range(ngx_fd_t fd, ngx_uint_t byte,
 
 /* ngx_http_tokenrefresh_redis.c */
 ngx_int_t ngx_http_tokenrefresh_redis_addr(ngx_conf_t *cf, ngx_str_t *addr);
-ngx_uint_t ngx_http_tokenrefresh_redis_up(ngx_http_tokenrefresh_zone_t *zone);
+ngx_uint_t ngx_http_tokenrefresh_redis_up(
+    ngx_http_tokenrefresh_zone_t *zone);
 ngx_int_t ngx_http_tokenrefresh_redis_eval(ngx_http_tokenrefresh_zone_t *zone,
     const char *script, ngx_uint_t nkeys, ngx_str_t *args, ngx_uint_t nargs,
     void (*handler)(void *data, void *reply), void *data);
@@ -986,7 +1003,18 @@ ngx_int_t ngx_http_tokenrefresh_redis_eval(ngx_http_tokenrefresh_zone_t *zone,
 /* ngx_http_tokenrefresh_fleet.c */
 ngx_int_t ngx_http_tokenrefresh_fleet_lease(
     ngx_http_tokenrefresh_refresh_t *rf);
-void ngx_http_tokenrefresh_fleet_connected(ngx_http_tokenrefresh_zone_t *zone);
+void ngx_http_tokenrefresh_fleet_connected(
+    ngx_http_tokenrefresh_zone_t *zone);
+void ngx_http_tokenrefresh_fleet_message(ngx_http_tokenrefresh_zone_t *zone,
+    void *reply);
+void ngx_http_tokenrefresh_fleet_poke(ngx_http_tokenrefresh_refresh_t *rf);
+void ngx_http_tokenrefresh_fleet_synced(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_http_tokenrefresh_ref_t *ref, uint32_t generation, uint32_t epoch);
+ngx_int_t ngx_http_tokenrefresh_fleet_heard(
+    ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *name,
+    uint32_t generation);
+void ngx_http_tokenrefresh_fleet_pokes(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_str_t *name);
 ngx_int_t ngx_http_tokenrefresh_fleet_settle(
     ngx_http_tokenrefresh_refresh_t *rf, ngx_uint_t share,
     void (*done)(void *data), void *data);

@@ -4,8 +4,9 @@
  * BSD 2-Clause License: see the file LICENSE.
  *
  * hiredis' asynchronous API driven by nginx's event loop: each worker of a
- * zone with redis= keeps one connection, for the fleet's scripts
- * (ngx_http_tokenrefresh_fleet.c).
+ * zone with redis= keeps two connections, one for the fleet's scripts
+ * (ngx_http_tokenrefresh_fleet.c) and one subscribed to the zone's
+ * channel, since a subscribed connection can send no other command.
  *
  * hiredis owns the socket: it connects (non-blocking, to an address, never
  * a name: a name would be resolved with a blocking getaddrinfo), reads,
@@ -46,6 +47,7 @@ typedef struct {
     ngx_msec_t                           backoff;
     ngx_uint_t                           connected;
     ngx_uint_t                           down;      /* said once */
+    ngx_uint_t                           subscriber;
     ngx_log_t                           *log;
 } ngx_http_tokenrefresh_redis_t;
 
@@ -76,6 +78,11 @@ static void ngx_http_tokenrefresh_redis_ready(redisAsyncContext *ac,
     void *r, void *data);
 static void ngx_http_tokenrefresh_redis_reply(redisAsyncContext *ac,
     void *r, void *data);
+static void ngx_http_tokenrefresh_redis_message(redisAsyncContext *ac,
+    void *r, void *data);
+static ngx_http_tokenrefresh_redis_t *ngx_http_tokenrefresh_redis_client(
+    ngx_cycle_t *cycle, ngx_http_tokenrefresh_zone_t *zone,
+    ngx_uint_t subscriber);
 static void ngx_http_tokenrefresh_redis_up_down(
     ngx_http_tokenrefresh_redis_t *rd, ngx_uint_t up);
 
@@ -141,18 +148,33 @@ ngx_int_t
 ngx_http_tokenrefresh_redis_init(ngx_cycle_t *cycle,
     ngx_http_tokenrefresh_zone_t *zone)
 {
-    ngx_http_tokenrefresh_redis_t       *rd;
-    ngx_http_tokenrefresh_redis_conf_t  *conf;
-
     if (zone->redis_addr.len == 0) {
         return NGX_OK;
     }
+
+    zone->redis = ngx_http_tokenrefresh_redis_client(cycle, zone, 0);
+    zone->redis_sub = ngx_http_tokenrefresh_redis_client(cycle, zone, 1);
+
+    if (zone->redis == NULL || zone->redis_sub == NULL) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_http_tokenrefresh_redis_t *
+ngx_http_tokenrefresh_redis_client(ngx_cycle_t *cycle,
+    ngx_http_tokenrefresh_zone_t *zone, ngx_uint_t subscriber)
+{
+    ngx_http_tokenrefresh_redis_t       *rd;
+    ngx_http_tokenrefresh_redis_conf_t  *conf;
 
     rd = ngx_pcalloc(cycle->pool, sizeof(ngx_http_tokenrefresh_redis_t));
     conf = ngx_pcalloc(cycle->pool,
                        sizeof(ngx_http_tokenrefresh_redis_conf_t));
     if (rd == NULL || conf == NULL) {
-        return NGX_ERROR;
+        return NULL;
     }
 
     conf->addr = zone->redis_addr;
@@ -164,13 +186,13 @@ ngx_http_tokenrefresh_redis_init(ngx_cycle_t *cycle,
     rd->stats = &zone->sh->fleet;
     rd->zone = zone;
     rd->log = cycle->log;
-    zone->redis = rd;
+    rd->subscriber = subscriber;
 
     if (ngx_http_tokenrefresh_redis_connect(rd) != NGX_OK) {
         ngx_add_timer(&rd->reconnect, rd->backoff);
     }
 
-    return NGX_OK;
+    return rd;
 }
 
 
@@ -218,7 +240,7 @@ ngx_http_tokenrefresh_redis_connect(ngx_http_tokenrefresh_redis_t *rd)
     }
 
     if (ac->err) {
-        level = rd->down ? NGX_LOG_INFO : NGX_LOG_ERR;
+        level = (rd->down || rd->subscriber) ? NGX_LOG_INFO : NGX_LOG_ERR;
         ngx_log_error(level, rd->log, 0,
                       "tokenrefresh: cannot connect to redis \"%V\": %s",
                       &rd->conf->addr, ac->errstr);
@@ -381,7 +403,7 @@ ngx_http_tokenrefresh_redis_connected(const redisAsyncContext *ac,
 
         /* an outage is said once, not at every attempt */
 
-        level = rd->down ? NGX_LOG_INFO : NGX_LOG_ERR;
+        level = (rd->down || rd->subscriber) ? NGX_LOG_INFO : NGX_LOG_ERR;
         ngx_log_error(level, rd->log, 0,
                       "tokenrefresh: cannot connect to redis \"%V\": %s",
                       &rd->conf->addr, ac->errstr);
@@ -446,9 +468,18 @@ ngx_http_tokenrefresh_redis_ready(redisAsyncContext *ac, void *r,
         return;
     }
 
-    ngx_http_tokenrefresh_redis_up_down(rd, 1);
     rd->down = 0;
     rd->backoff = 100;
+
+    if (rd->subscriber) {
+        (void) redisAsyncCommand(ac, ngx_http_tokenrefresh_redis_message,
+                                 rd, "SUBSCRIBE %b",
+                                 rd->zone->redis_channel.data,
+                                 rd->zone->redis_channel.len);
+        return;
+    }
+
+    ngx_http_tokenrefresh_redis_up_down(rd, 1);
 
     ngx_http_tokenrefresh_fleet_connected(rd->zone);
 
@@ -464,14 +495,18 @@ ngx_http_tokenrefresh_redis_disconnected(const redisAsyncContext *ac,
 {
     ngx_http_tokenrefresh_redis_t *rd = ac->data;
 
-    ngx_http_tokenrefresh_redis_up_down(rd, 0);
+    if (!rd->subscriber) {
+        ngx_http_tokenrefresh_redis_up_down(rd, 0);
+    }
+
     rd->ac = NULL;
+    rd->connected = 0;
 
     if (rd->slow.timer_set) {
         ngx_del_timer(&rd->slow);
     }
 
-    ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+    ngx_log_error((rd->subscriber ? NGX_LOG_INFO : NGX_LOG_ERR), rd->log, 0,
                   "tokenrefresh: the connection to redis \"%V\" was lost%s%s",
                   &rd->conf->addr, status != REDIS_OK ? ": " : "",
                   status != REDIS_OK ? ac->errstr : "");
@@ -503,7 +538,7 @@ ngx_http_tokenrefresh_redis_too_slow(ngx_event_t *ev)
 {
     ngx_http_tokenrefresh_redis_t *rd = ev->data;
 
-    ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+    ngx_log_error((rd->subscriber ? NGX_LOG_INFO : NGX_LOG_ERR), rd->log, 0,
                   "tokenrefresh: redis \"%V\" did not answer in time",
                   &rd->conf->addr);
 
@@ -650,4 +685,43 @@ ngx_http_tokenrefresh_redis_reply(redisAsyncContext *ac, void *r, void *data)
     call->handler(call->data, reply);
 
     ngx_free(call);
+}
+
+
+/*
+ * The subscriber's replies: its SUBSCRIBE confirmed (announcements made
+ * while nobody listened are unknown: the zone's fleet epoch moves on, and
+ * every token is checked once more), then each message
+ */
+
+static void
+ngx_http_tokenrefresh_redis_message(redisAsyncContext *ac, void *r,
+    void *data)
+{
+    redisReply                     *reply = r;
+    ngx_http_tokenrefresh_redis_t  *rd = data;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements < 3
+        || reply->element[0]->type != REDIS_REPLY_STRING)
+    {
+        return;
+    }
+
+    if (reply->element[0]->len == sizeof("subscribe") - 1
+        && ngx_strncmp(reply->element[0]->str, "subscribe",
+                       sizeof("subscribe") - 1)
+           == 0)
+    {
+        rd->connected = 1;
+        (void) ngx_atomic_fetch_add(&rd->stats->epoch, 1);
+
+        ngx_log_error(NGX_LOG_INFO, rd->log, 0,
+                      "tokenrefresh: subscribed to the fleet's channel "
+                      "\"%V\" of redis \"%V\"", &rd->zone->redis_channel,
+                      &rd->conf->addr);
+        return;
+    }
+
+    ngx_http_tokenrefresh_fleet_message(rd->zone, reply);
 }

@@ -241,6 +241,7 @@ ngx_http_tokenrefresh_refresh_init(ngx_http_tokenrefresh_refresh_t *rf,
     rf->ref = res->ref;
     rf->lease_seq = res->lease_seq;
     rf->grant = res->grant;
+    rf->fleet_sync = res->sync;
     rf->session = ctx->session;
     rf->start = ngx_current_msec;
     rf->asked = ngx_http_tokenrefresh_now();
@@ -637,6 +638,36 @@ ngx_http_tokenrefresh_cut(ngx_http_request_t *parent, char *why)
                                  ? NGX_HTTP_TOKENREFRESH_UNKNOWN
                                  : NGX_HTTP_TOKENREFRESH_ABORTED,
                                  NULL, &reason, ngx_cycle->log);
+}
+
+
+/* the fleet announced news of a credential: its waiting refresh asks now */
+
+void
+ngx_http_tokenrefresh_fleet_pokes(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_str_t *name)
+{
+    ngx_queue_t                      *q;
+    ngx_http_tokenrefresh_refresh_t  *rf;
+
+    if (ngx_http_tokenrefresh_refreshes.next == NULL) {
+        return;
+    }
+
+    for (q = ngx_queue_head(&ngx_http_tokenrefresh_refreshes);
+         q != ngx_queue_sentinel(&ngx_http_tokenrefresh_refreshes);
+         q = ngx_queue_next(q))
+    {
+        rf = ngx_queue_data(q, ngx_http_tokenrefresh_refresh_t, queue);
+
+        if (rf->zone == zone && !rf->done && rf->fleet_poll.timer_set
+            && rf->name.len == name->len
+            && ngx_memcmp(rf->name.data, name->data, name->len) == 0)
+        {
+            ngx_http_tokenrefresh_fleet_poke(rf);
+            return;
+        }
+    }
 }
 
 

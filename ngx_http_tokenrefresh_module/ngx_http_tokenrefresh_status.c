@@ -212,6 +212,10 @@ static ngx_http_tokenrefresh_metric_t  ngx_http_tokenrefresh_fleet_metrics[] = {
       "Logins done by the node alone because the fleet's redis was away.",
       ngx_http_tokenrefresh_fleet_field(fallbacks), 0 },
 
+    { "tokenrefresh_fleet_news_total", "counter",
+      "Announcements of new generations heard, by all workers.",
+      ngx_http_tokenrefresh_fleet_field(news), 0 },
+
     { "tokenrefresh_fleet_errors_total", "counter",
       "Errors from the fleet's redis, and records that could not be "
       "opened.",
@@ -1432,5 +1436,7 @@ ngx_http_tokenrefresh_json_fleet(yajl_gen g,
     yajl_gen_integer(g, fs->fallbacks);
     ngx_http_tokenrefresh_key(g, "errors");
     yajl_gen_integer(g, fs->errors);
+    ngx_http_tokenrefresh_key(g, "news");
+    yajl_gen_integer(g, fs->news);
     yajl_gen_map_close(g);
 }

@@ -190,6 +190,9 @@ ngx_http_tokenrefresh_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     ngx_memzero(zone->sh, sizeof(ngx_http_tokenrefresh_shctx_t));
 
+    /* 0 in a node means never checked with the fleet */
+    zone->sh->fleet.epoch = 1;
+
     ngx_rbtree_init(&zone->sh->rbtree, &zone->sh->sentinel,
                     ngx_http_tokenrefresh_rbtree_insert_value);
 
@@ -781,9 +784,17 @@ ngx_http_tokenrefresh_decide(ngx_http_tokenrefresh_zone_t *zone,
 
     res->grant = ngx_http_tokenrefresh_grant(node, tlcf);
 
-    if (ngx_http_tokenrefresh_token_valid(node, now)
-        && !ngx_http_tokenrefresh_unsynced(zone, node))
-    {
+    /*
+     * a good token this node has not checked with the fleet: checked
+     * first, as a refresh would wait (ngx_http_tokenrefresh_fleet.c)
+     */
+
+    res->sync = (ngx_http_tokenrefresh_token_valid(node, now)
+                 && res->grant != NGX_HTTP_TOKENREFRESH_GRANT_NONE
+                 && !ngx_http_tokenrefresh_backing_off(node)
+                 && ngx_http_tokenrefresh_unsynced(zone, node));
+
+    if (ngx_http_tokenrefresh_token_valid(node, now) && !res->sync) {
 
         if (now < ngx_http_tokenrefresh_refresh_at(node->issued,
                                                    node->expires, tlcf->ahead)
@@ -985,18 +996,78 @@ ngx_http_tokenrefresh_token_valid(ngx_http_tokenrefresh_node_t *node,
 
 
 /*
- * A token this node has not checked with the fleet since it started (from
- * its state file, or from before redis was given): the fleet may have
- * newer tokens, and this one may be revoked.  It is asked first, if it
- * can be: with redis away, the token is used.
+ * A token this node has not checked with the fleet: since it started (from
+ * its state file), since a worker subscribed again (announcements may have
+ * been missed), or since the fleet announced a newer generation.  The
+ * fleet may have newer tokens, and this one may be revoked: it is asked
+ * first, if it can be; with redis away, the token is used.
  */
 
 static ngx_uint_t
 ngx_http_tokenrefresh_unsynced(ngx_http_tokenrefresh_zone_t *zone,
     ngx_http_tokenrefresh_node_t *node)
 {
-    return zone->redis && node->fleet_gen == 0 && node->session == NULL
+    return zone->redis && node->session == NULL
+           && (node->fleet_epoch == 0
+               || node->fleet_epoch != zone->sh->fleet.epoch
+               || node->fleet_gen < node->fleet_news)
            && ngx_http_tokenrefresh_redis_up(zone);
+}
+
+
+/* the fleet announced a generation of a credential (a redis message) */
+
+ngx_int_t
+ngx_http_tokenrefresh_fleet_heard(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_str_t *name, uint32_t generation)
+{
+    ngx_int_t                      rc;
+    ngx_http_tokenrefresh_node_t  *node;
+
+    rc = NGX_DECLINED;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    node = ngx_http_tokenrefresh_lookup(zone, name,
+                                        ngx_crc32_short(name->data,
+                                                        name->len),
+                                        0);
+
+    if (node && node->fleet_gen < generation) {
+        if (node->fleet_news < generation) {
+            node->fleet_news = generation;
+        }
+
+        rc = NGX_OK;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return rc;
+}
+
+
+/* checked with the fleet: at this generation, in this epoch */
+
+void
+ngx_http_tokenrefresh_fleet_synced(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_http_tokenrefresh_ref_t *ref, uint32_t generation, uint32_t epoch)
+{
+    ngx_http_tokenrefresh_node_t  *node;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    node = ngx_http_tokenrefresh_deref(ref);
+
+    if (node) {
+        if (node->fleet_gen < generation) {
+            node->fleet_gen = generation;
+        }
+
+        node->fleet_epoch = epoch;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
 }
 
 
@@ -2210,8 +2281,11 @@ ngx_http_tokenrefresh_acquire_fast(ngx_http_tokenrefresh_ctx_t *ctx,
 
     if (access == NULL || rejected == generation
         || len > ctx->zone->max_token_size
-        || (ctx->zone->redis && ngx_http_tokenrefresh_load(&node->fleet_gen)
-                                == 0))
+        || (ctx->zone->redis
+            && (ngx_http_tokenrefresh_load(&node->fleet_epoch)
+                != ctx->zone->sh->fleet.epoch
+                || ngx_http_tokenrefresh_load(&node->fleet_gen)
+                   < ngx_http_tokenrefresh_load(&node->fleet_news))))
     {
         return NGX_DECLINED;
     }

@@ -305,7 +305,7 @@ GET /calls
         tokenrefresh fleet billing;
         tokenrefresh_refresh /_refresh;
         # the loop guard's ration refills fast: a rejection a round
-        tokenrefresh_backoff 20ms 1s;
+        tokenrefresh_backoff 1ms 20ms;
         proxy_set_header Authorization $tokenrefresh_authorization;
         proxy_pass http://api;
     }
@@ -464,3 +464,61 @@ GET /calls
 [crit]
 [alert]
 --- timeout: 60
+
+
+
+=== TEST 7: everyone learns at once: a node that did not refresh hears of the new generation, and its next request carries the new token, not the revoked one
+--- http_config
+    tokenrefresh_zone fleet:1m state=$TEST_NGINX_FLEET_DIR/NODE1-t7.state
+                               key=$TEST_NGINX_FLEET_DIR/key
+                               redis=127.0.0.1:$TEST_NGINX_REDIS_PORT;
+    tokenrefresh_seed fleet billing $TEST_NGINX_FLEET_DIR/seed;
+--- config
+    location = /_refresh {
+        internal;
+        proxy_set_body "grant_type=refresh_token&refresh_token=$tokenrefresh_refresh_token_form";
+        proxy_pass http://idp/token;
+    }
+
+    location /api/ {
+        tokenrefresh fleet billing;
+        tokenrefresh_refresh /_refresh;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+
+    location = /status {
+        tokenrefresh_status;
+    }
+--- init
+fleet_up();
+mock(rotate => 1);
+is(join(' ', map { (on($_, "/api/a$_"))[0] } 1 .. 3), '200 200 200',
+   'each node has the fleet\'s token');
+revoke();
+is((on(1, '/api/b'))[0], 200, 'node 1: rejected, refreshed, replayed');
+sub heard {
+    my ($n) = @_;
+    my $st = JSON::PP::decode_json(hit(GET => '/status',
+                                       port => node_port($n))->{content});
+    return $st->{zones}{fleet}{fleet}{news};
+}
+ok(wait_until(sub { heard(2) >= 2 && heard(3) >= 2 }, 5)
+   || diag('heard: ' . heard(2) . ' ' . heard(3)),
+   'nodes 2 and 3: both workers heard of the new generation');
+is((on(2, '/api/c'))[0], 200, 'node 2: 200');
+is(scalar(api_requests('/api/c')), 1,
+   'node 2 sent the new token at once: no 401, no replay');
+is((on(3, '/api/d'))[0], 200, 'node 3: 200');
+is(scalar(api_requests('/api/d')), 1, 'node 3 too');
+is(calls(), 'calls=2 refresh_token=2', 'one refresh in the fleet');
+fleet_down();
+--- request
+GET /calls
+--- response_body_like
+^calls=2 refresh_token=2$
+--- no_error_log
+[error]
+[crit]
+[alert]
+--- timeout: 30
