@@ -33,6 +33,21 @@ secret_file('tokens.key', join('', map { sprintf '%02x', $_ * 7 } 1 .. 32));
 secret_file('users.key', join('', map { sprintf '%02x', $_ * 5 } 1 .. 32));
 secret_file('seeds/crm', "seed-crm-1\n");
 secret_file('seeds/reports', "seed-reports-1\n");
+secret_file('redis.password', "docs-redis-pw\n");
+
+# the fleet's redis of the documents (10.0.0.5:6379), on loopback
+my $redis_port = ($ENV{TEST_NGINX_MOCK_PORT} // 19850) + 40;
+system('redis-server', '--port', $redis_port, '--bind', '127.0.0.1',
+       '--save', '', '--appendonly', 'no', '--requirepass', 'docs-redis-pw',
+       '--daemonize', 'yes', '--pidfile', "$etc/redis.pid",
+       '--logfile', "$etc/redis.log") == 0
+    or die "redis-server did not start";
+END {
+    if (open my $fh, '<', "$etc/redis.pid") {
+        chomp(my $pid = <$fh>);
+        kill 'KILL', $pid;
+    }
+}
 system("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 "
        . "-out $etc/client.pem 2>/dev/null") == 0 or die "openssl failed";
 chmod 0600, "$etc/client.pem";
@@ -75,6 +90,7 @@ sub doc_config {
     $conf =~ s{https://}{http://}g;
     $conf =~ s/listen 80;/listen $doc;/g;
     $conf =~ s{/(?:etc/nginx|var/lib/nginx)/}{$etc/}g;
+    $conf =~ s/10\.0\.0\.5:6379/127.0.0.1:$redis_port/g;
 
     return $conf;
 }
@@ -500,5 +516,64 @@ like($r->{content}, qr/"error":"session_ended"/, 'with the documented body');
 GET /calls
 --- response_body
 calls=3 login=1 refresh=1 revoke=1
+--- no_error_log
+[error]
+
+
+
+
+=== TEST 17: directives: a zone of a fleet
+--- doc: directives-fleet
+--- config
+    location = /_login {
+        internal;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_IDP_PORT/token;
+        proxy_set_body "grant_type=client_credentials&client_id=fleet";
+    }
+
+    location /api/ {
+        tokenrefresh tokens fleet;
+        tokenrefresh_login /_login;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_API_PORT;
+    }
+
+    location = /status {
+        tokenrefresh_status;
+    }
+--- init
+ok(wait_until(sub { (hit(GET => '/status')->{content} // '')
+                    =~ /"connected_workers": 1/ }, 10),
+   'connected to the fleet\'s redis, with its password');
+is(hit(GET => '/api/a')->{status}, 200, 'logged in, through the fleet');
+like(hit(GET => '/status')->{content}, qr/"leases": 1/, 'with its lease');
+--- request
+GET /calls
+--- response_body
+calls=1 client_credentials=1
+--- no_error_log
+[error]
+
+
+
+=== TEST 18: guide: a fleet of gateways
+--- doc: guide-fleet
+--- init
+# the state file of the rotation's block has a token the mock forgot
+stop_nginx('KILL');
+unlink glob(main::etc_dir() . '/tokens.state*');
+start_nginx();
+mock(rotate => 1);
+control('grant', { cred => 'crm', refresh_token => 'seed-crm-1' });
+like(main::doc(GET => '/crm/a')->{content}, qr/"cred":"crm"/,
+     'the seed was refreshed, through the fleet');
+like(main::doc(GET => '/tokenrefresh-status')->{content},
+     qr/"fleet": \{\s*"connected_workers": 1,.*"leases": 1,.*"stored": 1/s,
+     'the status page shows the fleet');
+is(stats()->{reuse}, 0, 'no refresh token sent twice');
+--- request
+GET /calls
+--- response_body
+calls=1 refresh_token=1
 --- no_error_log
 [error]
