@@ -376,6 +376,9 @@ ngx_http_tokenrefresh_capture_session(ngx_http_request_t *r,
                                                  NULL, r->connection->log);
     }
 
+    /* and on every node of a fleet */
+    ngx_http_tokenrefresh_fleet_session_new(zone, digest);
+
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   "tokenrefresh: %*s created by a login, expires in %L s",
                   (size_t) (ngx_http_tokenrefresh_session_label(label, digest)

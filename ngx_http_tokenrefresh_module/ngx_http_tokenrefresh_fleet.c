@@ -39,8 +39,22 @@
 
 #define NGX_HTTP_TOKENREFRESH_FLEET_POLL  50
 
-/* the record: "TRF1", generation, issued, expires, then both tokens */
-#define NGX_HTTP_TOKENREFRESH_FLEET_HEAD  (4 + 8 + 8 + 8 + 4 + 4)
+/*
+ * The record: "TRF1", generation, issued, expires, both tokens, and for a
+ * user's session: created, last used, subject, kept values
+ */
+#define NGX_HTTP_TOKENREFRESH_FLEET_HEAD     (4 + 8 + 8 + 8 + 4 + 4)
+#define NGX_HTTP_TOKENREFRESH_FLEET_SESSION                                   \
+    (8 + 8 + NGX_HTTP_TOKENREFRESH_DIGEST_LEN + 2)
+
+/* a session's key: the prefix, "slease:", the hex of its digest */
+#define NGX_HTTP_TOKENREFRESH_FLEET_KEY                                       \
+    (NGX_HTTP_TOKENREFRESH_PREFIX_MAX + sizeof("slease:")                     \
+     + 2 * NGX_HTTP_TOKENREFRESH_DIGEST_LEN)
+
+/* how long a handle the fleet does not know is not asked again */
+#define NGX_HTTP_TOKENREFRESH_FLEET_UNKNOWN  1000
+#define NGX_HTTP_TOKENREFRESH_FLEET_MISSES   64
 
 
 /* a script in flight; it may outlive the refresh that sent it */
@@ -54,6 +68,7 @@ typedef struct {
     ngx_str_t                         log_name;
     uint32_t                          generation;
     uint32_t                          seen;
+    ngx_uint_t                        session;
     void                            (*done)(void *data);
     void                             *data;
 } ngx_http_tokenrefresh_fleet_op_t;
@@ -92,6 +107,19 @@ static void ngx_http_tokenrefresh_fleet_stop(
 static ngx_int_t ngx_http_tokenrefresh_fleet_record(
     ngx_http_tokenrefresh_refresh_t *rf, uint32_t generation,
     ngx_str_t *sealed);
+static u_char *ngx_http_tokenrefresh_fleet_key(u_char *p,
+    ngx_http_tokenrefresh_zone_t *zone, char *kind, ngx_str_t *name,
+    ngx_uint_t session);
+static void ngx_http_tokenrefresh_fleet_found(void *data, void *reply);
+static void ngx_http_tokenrefresh_fleet_ended(
+    ngx_http_tokenrefresh_zone_t *zone, u_char *hex);
+static int64_t ngx_http_tokenrefresh_fleet_ttl(
+    ngx_http_tokenrefresh_zone_t *zone, ngx_http_tokenrefresh_ref_t *ref);
+static void ngx_http_tokenrefresh_fleet_unfind(void *data);
+static ngx_int_t ngx_http_tokenrefresh_fleet_open(
+    ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *name, uint32_t generation,
+    redisReply *record, ngx_pool_t *pool, ngx_http_tokenrefresh_token_t *tok,
+    ngx_http_tokenrefresh_session_t *ss, ngx_str_t *kept);
 static ngx_int_t ngx_http_tokenrefresh_fleet_copy(
     ngx_http_tokenrefresh_node_t *node, uint32_t generation,
     ngx_str_t *plain);
@@ -132,7 +160,8 @@ static const char  ngx_http_tokenrefresh_fleet_ask_script[] =
 /*
  * KEYS: the lease, the credential; ARGV: the owner, the generation the
  * lease was taken at, the new one, the record, the channel and the name to
- * announce it with.  1: stored; -1: the lease
+ * announce it with (no channel: not announced), a time to live in ms (0:
+ * none).  1: stored; -1: the lease
  * is not the caller's (it expired, or redis lost it): that is the fence;
  * -2: the fleet has as new a generation already (a node gave back what
  * it held while redis was away).  The caller's lease is gone after it.
@@ -144,23 +173,48 @@ static const char  ngx_http_tokenrefresh_fleet_store_script[] =
     "if tonumber(redis.call('HGET', KEYS[2], 'g') or '0') "
     "   >= tonumber(ARGV[3]) then return -2 end "
     "redis.call('HSET', KEYS[2], 'g', ARGV[3], 'r', ARGV[4]) "
-    "redis.call('PUBLISH', ARGV[5], ARGV[3] .. ' ' .. ARGV[6]) "
+    "if ARGV[5] ~= '' then "
+    "  redis.call('PUBLISH', ARGV[5], ARGV[3] .. ' ' .. ARGV[6]) "
+    "end "
+    "if tonumber(ARGV[7]) > 0 then "
+    "  redis.call('PEXPIRE', KEYS[2], ARGV[7]) "
+    "end "
     "return 1";
 
 
 /*
  * KEYS: the credential; ARGV: a generation, its record, the channel and
- * the name.  Stored only over an older generation: the highest wins.
+ * the name (no channel: not announced), a time to live in ms (0: none).
+ * Stored only over an older generation: the highest wins.
  */
 
 static const char  ngx_http_tokenrefresh_fleet_put_script[] =
     "if tonumber(redis.call('HGET', KEYS[1], 'g') or '0') "
     "   < tonumber(ARGV[1]) then "
     "  redis.call('HSET', KEYS[1], 'g', ARGV[1], 'r', ARGV[2]) "
-    "  redis.call('PUBLISH', ARGV[3], ARGV[1] .. ' ' .. ARGV[4]) "
+    "  if ARGV[3] ~= '' then "
+    "    redis.call('PUBLISH', ARGV[3], ARGV[1] .. ' ' .. ARGV[4]) "
+    "  end "
+    "  if tonumber(ARGV[5]) > 0 then "
+    "    redis.call('PEXPIRE', KEYS[1], ARGV[5]) "
+    "  end "
     "  return 1 "
     "end "
     "return 0";
+
+
+/* KEYS: a session; ARGV: the channel, "- <hex of its digest>" */
+
+static const char  ngx_http_tokenrefresh_fleet_gone_script[] =
+    "redis.call('DEL', KEYS[1]) "
+    "redis.call('PUBLISH', ARGV[1], ARGV[2]) "
+    "return 1";
+
+
+/* KEYS: a session */
+
+static const char  ngx_http_tokenrefresh_fleet_find_script[] =
+    "return redis.call('HMGET', KEYS[1], 'g', 'r')";
 
 
 /* KEYS: the lease; ARGV: the owner.  Compare and delete. */
@@ -186,7 +240,7 @@ ngx_http_tokenrefresh_fleet_lease(ngx_http_tokenrefresh_refresh_t *rf)
 
     zone = rf->zone;
 
-    if (zone->redis == NULL || rf->session) {
+    if (zone->redis == NULL) {
         return NGX_DECLINED;
     }
 
@@ -450,36 +504,25 @@ static void
 ngx_http_tokenrefresh_fleet_adopt(ngx_http_tokenrefresh_refresh_t *rf,
     uint32_t generation, redisReply *record)
 {
-    u_char                         *p, buf[NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
-    uint32_t                        g, alen, rlen;
-    ngx_str_t                       in, plain, aad;
+    u_char                          buf[NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
+    size_t                          alen, rlen;
+    ngx_int_t                       rc;
     ngx_uint_t                      same, good;
     ngx_http_tokenrefresh_node_t   *node;
     ngx_http_tokenrefresh_zone_t   *zone;
     ngx_http_tokenrefresh_token_t   tok;
-    u_char                          abuf[512];
 
     zone = rf->zone;
 
-    in.data = (u_char *) record->str;
-    in.len = record->len;
+    rc = ngx_http_tokenrefresh_fleet_open(zone, &rf->name, generation, record,
+                                          rf->parent->pool, &tok, NULL, NULL);
 
-    plain.data = ngx_pnalloc(rf->parent->pool, in.len);
-    if (plain.data == NULL) {
+    if (rc == NGX_ERROR) {
         ngx_http_tokenrefresh_fleet_stop(rf, "no memory");
         return;
     }
 
-    ngx_http_tokenrefresh_fleet_aad(zone, &rf->name, &aad, abuf,
-                                    sizeof(abuf));
-
-    if (ngx_http_tokenrefresh_open_frame(zone->state->key, &aad, &in, &plain)
-        != NGX_OK
-        || plain.len < NGX_HTTP_TOKENREFRESH_FLEET_HEAD
-        || ngx_memcmp(plain.data, "TRF1", 4) != 0)
-    {
-        (void) ngx_atomic_fetch_add(&zone->sh->fleet.errors, 1);
-
+    if (rc == NGX_DECLINED) {
         ngx_log_error(NGX_LOG_ERR, rf->fleet_poll.log, 0,
                       "tokenrefresh: the fleet's record of credential \"%V\" "
                       "cannot be opened: is the key of zone \"%V\" the same "
@@ -491,33 +534,7 @@ ngx_http_tokenrefresh_fleet_adopt(ngx_http_tokenrefresh_refresh_t *rf,
         return;
     }
 
-    p = plain.data + 4;
-    ngx_memcpy(&g, p, 4);
-    p += 8;
-    ngx_memcpy(&tok.issued, p, 8);
-    p += 8;
-    ngx_memcpy(&tok.expires, p, 8);
-    p += 8;
-    ngx_memcpy(&alen, p, 4);
-    p += 4;
-    ngx_memcpy(&rlen, p, 4);
-    p += 4;
-
-    /* the generation is sealed in: an older record under a newer number */
-
-    if (g != generation
-        || (size_t) alen + rlen != plain.len - NGX_HTTP_TOKENREFRESH_FLEET_HEAD)
-    {
-        (void) ngx_atomic_fetch_add(&zone->sh->fleet.errors, 1);
-        ngx_http_tokenrefresh_fleet_stop(rf, "the fleet's record of it does "
-                                         "not match its generation");
-        return;
-    }
-
-    tok.access_token.data = p;
-    tok.access_token.len = alen;
-    tok.refresh_token.data = p + alen;
-    tok.refresh_token.len = rlen;
+    alen = tok.access_token.len;
 
     /*
      * This node has these tokens already, and did not know it (it started
@@ -537,7 +554,7 @@ ngx_http_tokenrefresh_fleet_adopt(ngx_http_tokenrefresh_refresh_t *rf,
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
     if (same) {
-        ngx_explicit_memzero(plain.data, plain.len);
+        ngx_explicit_memzero(tok.access_token.data, alen);
         ngx_http_tokenrefresh_fleet_synced(zone, &rf->ref, generation,
                                            rf->fleet_epoch);
         rf->fleet_known = generation;
@@ -555,6 +572,8 @@ ngx_http_tokenrefresh_fleet_adopt(ngx_http_tokenrefresh_refresh_t *rf,
 
         return;
     }
+
+    rlen = tok.refresh_token.len;
 
     if (rlen) {
         ngx_http_tokenrefresh_digest(buf, tok.refresh_token.data, rlen);
@@ -578,7 +597,7 @@ ngx_http_tokenrefresh_fleet_adopt(ngx_http_tokenrefresh_refresh_t *rf,
     ngx_http_tokenrefresh_fleet_synced(zone, &rf->ref, generation,
                                        rf->fleet_epoch);
 
-    ngx_explicit_memzero(plain.data, plain.len);
+    ngx_explicit_memzero(tok.access_token.data, alen + rlen);
 
     ngx_log_error(NGX_LOG_INFO, rf->fleet_poll.log, 0,
                   "tokenrefresh: credential \"%V\" took the fleet's "
@@ -680,6 +699,13 @@ ngx_http_tokenrefresh_fleet_message(ngx_http_tokenrefresh_zone_t *zone,
     p = (u_char *) reply->element[2]->str;
     last = p + reply->element[2]->len;
 
+    if (last - p == 2 + 2 * NGX_HTTP_TOKENREFRESH_DIGEST_LEN
+        && p[0] == '-' && p[1] == ' ')
+    {
+        ngx_http_tokenrefresh_fleet_ended(zone, p + 2);
+        return;
+    }
+
     name.data = ngx_strlchr(p, last, ' ');
     if (name.data == NULL) {
         return;
@@ -699,6 +725,45 @@ ngx_http_tokenrefresh_fleet_message(ngx_http_tokenrefresh_zone_t *zone,
     if (ngx_http_tokenrefresh_fleet_heard(zone, &name, g) == NGX_OK) {
         ngx_http_tokenrefresh_fleet_pokes(zone, &name);
     }
+}
+
+
+/* a session ended on another node: it ends here too */
+
+static void
+ngx_http_tokenrefresh_fleet_ended(ngx_http_tokenrefresh_zone_t *zone,
+    u_char *hex)
+{
+    u_char      digest[NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
+    ngx_int_t   hi, lo;
+    ngx_str_t   rt, kept;
+    ngx_uint_t  i;
+
+    for (i = 0; i < NGX_HTTP_TOKENREFRESH_DIGEST_LEN; i++) {
+        hi = ngx_hextoi(&hex[2 * i], 1);
+        lo = ngx_hextoi(&hex[2 * i + 1], 1);
+
+        if (hi == NGX_ERROR || lo == NGX_ERROR) {
+            return;
+        }
+
+        digest[i] = (u_char) (hi << 4 | lo);
+    }
+
+    if (ngx_http_tokenrefresh_session_end(zone, digest, NULL, &rt, &kept)
+        != NGX_OK)
+    {
+        return;
+    }
+
+    if (zone->state) {
+        (void) ngx_http_tokenrefresh_journal_put(zone, NULL, 1, NULL, NULL,
+                                                 NULL, ngx_cycle->log);
+    }
+
+    ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                  "tokenrefresh: session:%*xs ended on another node",
+                  (size_t) 4, digest);
 }
 
 
@@ -733,10 +798,11 @@ ngx_http_tokenrefresh_fleet_settle(ngx_http_tokenrefresh_refresh_t *rf,
     ngx_uint_t share, void (*done)(void *data), void *data)
 {
     uint32_t                          g;
-    ngx_str_t                         args[8], sealed;
+    ngx_str_t                         args[9], sealed;
     ngx_http_tokenrefresh_fleet_op_t *op;
     u_char                            seen[NGX_INT_T_LEN],
-                                      next[NGX_INT_T_LEN];
+                                      next[NGX_INT_T_LEN],
+                                      ttl[NGX_INT64_LEN];
 
     if (rf->fleet_poll.timer_set) {
         ngx_del_timer(&rf->fleet_poll);
@@ -787,10 +853,20 @@ ngx_http_tokenrefresh_fleet_settle(ngx_http_tokenrefresh_refresh_t *rf,
     args[5] = sealed;
     args[6] = rf->zone->redis_channel;
     args[7] = rf->name;
+    args[8].data = ttl;
+    args[8].len = ngx_sprintf(ttl, "%L",
+                              ngx_http_tokenrefresh_fleet_ttl(rf->zone,
+                                                              &rf->ref))
+                  - ttl;
+
+    if (rf->session) {
+        /* a session's news is not announced: nobody waits for it */
+        args[6].len = 0;
+    }
 
     if (ngx_http_tokenrefresh_redis_eval(rf->zone,
                                     ngx_http_tokenrefresh_fleet_store_script,
-                                    2, args, 8,
+                                    2, args, 9,
                                     ngx_http_tokenrefresh_fleet_stored, op)
         != NGX_OK)
     {
@@ -939,7 +1015,7 @@ ngx_http_tokenrefresh_fleet_op(ngx_http_tokenrefresh_refresh_t *rf)
     prefix = &rf->zone->redis_prefix;
 
     len = sizeof(ngx_http_tokenrefresh_fleet_op_t)
-          + 2 * (prefix->len + sizeof("lease:") - 1 + rf->name.len)
+          + 2 * (prefix->len + sizeof("slease:") - 1 + 2 * rf->name.len)
           + rf->owner_len + rf->log_name.len;
 
     op = ngx_alloc(len, ngx_cycle->log);
@@ -956,16 +1032,16 @@ ngx_http_tokenrefresh_fleet_op(ngx_http_tokenrefresh_refresh_t *rf)
     p = (u_char *) (op + 1);
 
     op->lease.data = p;
-    p = ngx_cpymem(p, prefix->data, prefix->len);
-    p = ngx_cpymem(p, "lease:", sizeof("lease:") - 1);
-    p = ngx_cpymem(p, rf->name.data, rf->name.len);
+    p = ngx_http_tokenrefresh_fleet_key(p, rf->zone, "lease:", &rf->name,
+                                        rf->session);
     op->lease.len = p - op->lease.data;
 
     op->cred.data = p;
-    p = ngx_cpymem(p, prefix->data, prefix->len);
-    p = ngx_cpymem(p, "cred:", sizeof("cred:") - 1);
-    p = ngx_cpymem(p, rf->name.data, rf->name.len);
+    p = ngx_http_tokenrefresh_fleet_key(p, rf->zone, "cred:", &rf->name,
+                                        rf->session);
     op->cred.len = p - op->cred.data;
+
+    op->session = rf->session;
 
     op->owner.data = p;
     p = ngx_cpymem(p, rf->owner, rf->owner_len);
@@ -976,6 +1052,29 @@ ngx_http_tokenrefresh_fleet_op(ngx_http_tokenrefresh_refresh_t *rf)
     op->log_name.len = rf->log_name.len;
 
     return op;
+}
+
+
+/*
+ * A key of the zone's: "<prefix>cred:<name>"; a user's session's is
+ * "<prefix>scred:<hex of its digest>", apart from any name.
+ */
+
+static u_char *
+ngx_http_tokenrefresh_fleet_key(u_char *p, ngx_http_tokenrefresh_zone_t *zone,
+    char *kind, ngx_str_t *name, ngx_uint_t session)
+{
+    p = ngx_cpymem(p, zone->redis_prefix.data, zone->redis_prefix.len);
+
+    if (session) {
+        *p++ = 's';
+        p = ngx_cpymem(p, kind, ngx_strlen(kind));
+        return ngx_hex_dump(p, name->data, name->len);
+    }
+
+    p = ngx_cpymem(p, kind, ngx_strlen(kind));
+
+    return ngx_cpymem(p, name->data, name->len);
 }
 
 
@@ -1029,6 +1128,10 @@ ngx_http_tokenrefresh_fleet_copy(ngx_http_tokenrefresh_node_t *node,
 
     len = NGX_HTTP_TOKENREFRESH_FLEET_HEAD + alen + rlen;
 
+    if (node->session) {
+        len += NGX_HTTP_TOKENREFRESH_FLEET_SESSION + node->session->kept_len;
+    }
+
     plain->data = ngx_alloc(len + NGX_HTTP_TOKENREFRESH_FRAME_LEN(len),
                             ngx_cycle->log);
     if (plain->data == NULL) {
@@ -1045,6 +1148,15 @@ ngx_http_tokenrefresh_fleet_copy(ngx_http_tokenrefresh_node_t *node,
     p = ngx_cpymem(p, &rlen, 4);
     p = ngx_cpymem(p, node->access, alen);
     p = ngx_cpymem(p, node->refresh, rlen);
+
+    if (node->session) {
+        p = ngx_cpymem(p, &node->session->created, 8);
+        p = ngx_cpymem(p, &node->session->last, 8);
+        p = ngx_cpymem(p, node->session->subject,
+                       NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
+        p = ngx_cpymem(p, &node->session->kept_len, 2);
+        p = ngx_cpymem(p, node->session->kept, node->session->kept_len);
+    }
 
     plain->len = len;
 
@@ -1094,7 +1206,7 @@ void
 ngx_http_tokenrefresh_fleet_connected(ngx_http_tokenrefresh_zone_t *zone)
 {
     u_char                             *p;
-    ngx_str_t                           sealed, args[5];
+    ngx_str_t                           sealed, args[6];
     ngx_queue_t                        *q;
     ngx_http_tokenrefresh_node_t       *node;
     ngx_http_tokenrefresh_fleet_put_t  *put, *first;
@@ -1168,10 +1280,11 @@ ngx_http_tokenrefresh_fleet_connected(ngx_http_tokenrefresh_zone_t *zone)
             args[2] = sealed;
             args[3] = zone->redis_channel;
             args[4] = put->name;
+            ngx_str_set(&args[5], "0");
 
             (void) ngx_http_tokenrefresh_redis_eval(zone,
                                 ngx_http_tokenrefresh_fleet_put_script,
-                                1, args, 5, ngx_http_tokenrefresh_fleet_put,
+                                1, args, 6, ngx_http_tokenrefresh_fleet_put,
                                 NULL);
 
             ngx_free(sealed.data);
@@ -1212,4 +1325,431 @@ ngx_http_tokenrefresh_fleet_aad(ngx_http_tokenrefresh_zone_t *zone,
 
     aad->data = buf;
     aad->len = p - buf;
+}
+
+
+/*
+ * Opens a record of the fleet's into pool memory: NGX_DECLINED if it
+ * cannot be opened (another key) or does not match its generation (an
+ * older record copied under a newer number).  A session's part, if asked
+ * for, goes to *ss and *kept.
+ */
+
+static ngx_int_t
+ngx_http_tokenrefresh_fleet_open(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_str_t *name, uint32_t generation, redisReply *record,
+    ngx_pool_t *pool, ngx_http_tokenrefresh_token_t *tok,
+    ngx_http_tokenrefresh_session_t *ss, ngx_str_t *kept)
+{
+    u_char     *p, *last, abuf[512];
+    uint32_t    g, alen, rlen;
+    ngx_str_t   in, plain, aad;
+
+    in.data = (u_char *) record->str;
+    in.len = record->len;
+
+    plain.data = ngx_pnalloc(pool, in.len);
+    if (plain.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_tokenrefresh_fleet_aad(zone, name, &aad, abuf, sizeof(abuf));
+
+    if (ngx_http_tokenrefresh_open_frame(zone->state->key, &aad, &in, &plain)
+        != NGX_OK
+        || plain.len < NGX_HTTP_TOKENREFRESH_FLEET_HEAD
+        || ngx_memcmp(plain.data, "TRF1", 4) != 0)
+    {
+        (void) ngx_atomic_fetch_add(&zone->sh->fleet.errors, 1);
+        return NGX_DECLINED;
+    }
+
+    p = plain.data + 4;
+    last = plain.data + plain.len;
+
+    ngx_memcpy(&g, p, 4);
+    p += 8;
+    ngx_memcpy(&tok->issued, p, 8);
+    p += 8;
+    ngx_memcpy(&tok->expires, p, 8);
+    p += 8;
+    ngx_memcpy(&alen, p, 4);
+    p += 4;
+    ngx_memcpy(&rlen, p, 4);
+    p += 4;
+
+    /* the generation is sealed in: an older record under a newer number */
+
+    if (g != generation || (size_t) alen + rlen > (size_t) (last - p)) {
+        (void) ngx_atomic_fetch_add(&zone->sh->fleet.errors, 1);
+        return NGX_DECLINED;
+    }
+
+    tok->access_token.data = p;
+    tok->access_token.len = alen;
+    tok->refresh_token.data = p + alen;
+    tok->refresh_token.len = rlen;
+
+    if (ss == NULL) {
+        return NGX_OK;
+    }
+
+    p += alen + rlen;
+
+    if ((size_t) (last - p) < NGX_HTTP_TOKENREFRESH_FLEET_SESSION) {
+        return NGX_DECLINED;
+    }
+
+    ngx_memcpy(&ss->created, p, 8);
+    p += 8;
+    ngx_memcpy(&ss->last, p, 8);
+    p += 8;
+    ngx_memcpy(ss->subject, p, NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
+    p += NGX_HTTP_TOKENREFRESH_DIGEST_LEN;
+    ngx_memcpy(&ss->kept_len, p, 2);
+    p += 2;
+
+    if ((size_t) (last - p) != ss->kept_len) {
+        return NGX_DECLINED;
+    }
+
+    kept->data = p;
+    kept->len = ss->kept_len;
+
+    return NGX_OK;
+}
+
+
+/* a session's record lives in redis as long as the session may: ms, or 0 */
+
+static int64_t
+ngx_http_tokenrefresh_fleet_ttl(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_http_tokenrefresh_ref_t *ref)
+{
+    int64_t                        ttl;
+    ngx_http_tokenrefresh_node_t  *node;
+
+    ttl = 0;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    node = ngx_http_tokenrefresh_deref(ref);
+
+    if (node && node->session) {
+        ttl = node->session->created + (int64_t) zone->session_lifetime
+              - ngx_http_tokenrefresh_now();
+        ttl = ngx_max(ttl, 1);
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return ttl;
+}
+
+
+/*
+ * A login created a session here: the fleet gets it, at generation 1,
+ * so that any node can serve its user.  The answer does not wait for it.
+ */
+
+void
+ngx_http_tokenrefresh_fleet_session_new(ngx_http_tokenrefresh_zone_t *zone,
+    u_char *digest)
+{
+    u_char                        *p;
+    ngx_str_t                      name, plain, sealed, args[6];
+    ngx_http_tokenrefresh_ref_t    ref;
+    ngx_http_tokenrefresh_node_t  *node;
+    u_char                         key[NGX_HTTP_TOKENREFRESH_FLEET_KEY],
+                                   ttl[NGX_INT64_LEN];
+
+    if (zone->redis == NULL) {
+        return;
+    }
+
+    name.data = digest;
+    name.len = NGX_HTTP_TOKENREFRESH_DIGEST_LEN;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    node = ngx_http_tokenrefresh_node_of(zone, &name, 1);
+
+    if (node == NULL
+        || ngx_http_tokenrefresh_fleet_copy(node, 1, &plain) != NGX_OK)
+    {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return;
+    }
+
+    node->fleet_gen = 1;
+    ref.node = node;
+    ref.id = node->id;
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    if (ngx_http_tokenrefresh_fleet_seal(zone, &name, &plain, &sealed)
+        != NGX_OK)
+    {
+        return;
+    }
+
+    p = ngx_http_tokenrefresh_fleet_key(key, zone, "cred:", &name, 1);
+
+    args[0].data = key;
+    args[0].len = p - key;
+    ngx_str_set(&args[1], "1");
+    args[2] = sealed;
+    ngx_str_null(&args[3]);
+    args[4] = name;
+    args[5].data = ttl;
+    args[5].len = ngx_sprintf(ttl, "%L",
+                              ngx_http_tokenrefresh_fleet_ttl(zone, &ref))
+                  - ttl;
+
+    (void) ngx_http_tokenrefresh_redis_eval(zone,
+                                ngx_http_tokenrefresh_fleet_put_script,
+                                1, args, 6, ngx_http_tokenrefresh_fleet_put,
+                                NULL);
+
+    ngx_free(sealed.data);
+}
+
+
+/* a session ended here (a logout, a refresh refused): on every node */
+
+void
+ngx_http_tokenrefresh_fleet_session_gone(ngx_http_tokenrefresh_zone_t *zone,
+    u_char *digest)
+{
+    u_char     *p;
+    ngx_str_t   name, args[3];
+    u_char      key[NGX_HTTP_TOKENREFRESH_FLEET_KEY],
+                msg[2 + 2 * NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
+
+    if (zone->redis == NULL) {
+        return;
+    }
+
+    name.data = digest;
+    name.len = NGX_HTTP_TOKENREFRESH_DIGEST_LEN;
+
+    p = ngx_http_tokenrefresh_fleet_key(key, zone, "cred:", &name, 1);
+
+    args[0].data = key;
+    args[0].len = p - key;
+    args[1] = zone->redis_channel;
+    args[2].data = msg;
+    args[2].len = ngx_hex_dump(ngx_cpymem(msg, "- ", 2), digest,
+                               NGX_HTTP_TOKENREFRESH_DIGEST_LEN)
+                  - msg;
+
+    (void) ngx_http_tokenrefresh_redis_eval(zone,
+                                ngx_http_tokenrefresh_fleet_gone_script,
+                                1, args, 3, ngx_http_tokenrefresh_fleet_put,
+                                NULL);
+}
+
+
+/*
+ * A session's handle unknown here: the fleet is asked, once per request,
+ * and unknown handles are not asked again for a second (forged handles
+ * must not make a request to redis each).  NGX_AGAIN: the request waits
+ * for the answer; NGX_DECLINED: the session has ended.
+ */
+
+typedef struct {
+    ngx_http_request_t               *request;  /* NULL: it went meanwhile */
+    ngx_http_tokenrefresh_ctx_t      *ctx;
+    ngx_pool_cleanup_t               *cln;
+    u_char                            digest[NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
+} ngx_http_tokenrefresh_fleet_find_t;
+
+
+typedef struct {
+    u_char                            digest[NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
+    ngx_msec_t                        until;
+} ngx_http_tokenrefresh_fleet_miss_t;
+
+
+static ngx_http_tokenrefresh_fleet_miss_t
+    ngx_http_tokenrefresh_fleet_misses[NGX_HTTP_TOKENREFRESH_FLEET_MISSES];
+
+
+ngx_int_t
+ngx_http_tokenrefresh_fleet_session_find(ngx_http_request_t *r,
+    ngx_http_tokenrefresh_ctx_t *ctx)
+{
+    u_char                              *p;
+    ngx_str_t                            args[1];
+    ngx_http_tokenrefresh_zone_t        *zone;
+    ngx_http_tokenrefresh_fleet_find_t  *fd;
+    ngx_http_tokenrefresh_fleet_miss_t  *miss;
+    u_char                               key[NGX_HTTP_TOKENREFRESH_FLEET_KEY];
+
+    zone = ctx->zone;
+
+    if (zone->redis == NULL || ctx->fleet_asked || !ctx->session) {
+        return NGX_DECLINED;
+    }
+
+    ctx->fleet_asked = 1;
+
+    miss = &ngx_http_tokenrefresh_fleet_misses[
+               ngx_http_tokenrefresh_digest_key(ctx->name.data)
+               % NGX_HTTP_TOKENREFRESH_FLEET_MISSES];
+
+    if (ngx_memcmp(miss->digest, ctx->name.data,
+                   NGX_HTTP_TOKENREFRESH_DIGEST_LEN)
+        == 0
+        && (ngx_msec_int_t) (miss->until - ngx_current_msec) > 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    fd = ngx_alloc(sizeof(ngx_http_tokenrefresh_fleet_find_t),
+                   r->connection->log);
+    if (fd == NULL) {
+        return NGX_DECLINED;
+    }
+
+    fd->cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (fd->cln == NULL) {
+        ngx_free(fd);
+        return NGX_DECLINED;
+    }
+
+    fd->request = r;
+    fd->ctx = ctx;
+    ngx_memcpy(fd->digest, ctx->name.data, NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
+
+    p = ngx_http_tokenrefresh_fleet_key(key, zone, "cred:", &ctx->name, 1);
+
+    args[0].data = key;
+    args[0].len = p - key;
+
+    if (ngx_http_tokenrefresh_redis_eval(zone,
+                                ngx_http_tokenrefresh_fleet_find_script,
+                                1, args, 1, ngx_http_tokenrefresh_fleet_found,
+                                fd)
+        != NGX_OK)
+    {
+        ngx_free(fd);
+        return NGX_DECLINED;
+    }
+
+    fd->cln->handler = ngx_http_tokenrefresh_fleet_unfind;
+    fd->cln->data = fd;
+
+    /* the client may go meanwhile: ngx_http_test_reading finalizes it */
+
+    r->read_event_handler = ngx_http_test_reading;
+    r->write_event_handler = ngx_http_request_empty_handler;
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_http_tokenrefresh_fleet_unfind(void *data)
+{
+    ngx_http_tokenrefresh_fleet_find_t *fd = data;
+
+    fd->request = NULL;
+}
+
+
+static void
+ngx_http_tokenrefresh_fleet_found(void *data, void *r)
+{
+    ngx_http_tokenrefresh_fleet_find_t *fd = data;
+
+    ngx_int_t                            n;
+    ngx_str_t                            name, kept;
+    redisReply                          *reply = r;
+    ngx_connection_t                    *c;
+    ngx_http_request_t                  *req;
+    ngx_http_tokenrefresh_zone_t        *zone;
+    ngx_http_tokenrefresh_token_t        tok;
+    ngx_http_tokenrefresh_node_t        *node;
+    ngx_http_tokenrefresh_session_t      ss;
+    ngx_http_tokenrefresh_fleet_miss_t  *miss;
+
+    req = fd->request;
+
+    if (req == NULL) {
+        ngx_free(fd);
+        return;
+    }
+
+    fd->cln->handler = NULL;
+
+    zone = fd->ctx->zone;
+    c = req->connection;
+
+    name.data = fd->digest;
+    name.len = NGX_HTTP_TOKENREFRESH_DIGEST_LEN;
+
+    n = (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
+         && reply->element[0]->type == REDIS_REPLY_STRING
+         && reply->element[1]->type == REDIS_REPLY_STRING)
+        ? ngx_atoi((u_char *) reply->element[0]->str,
+                   reply->element[0]->len)
+        : NGX_ERROR;
+
+    if (n > 0 && n <= 0xffffffff
+        && ngx_http_tokenrefresh_fleet_open(zone, &name, (uint32_t) n,
+                                            reply->element[1], req->pool,
+                                            &tok, &ss, &kept)
+           == NGX_OK
+        && ngx_http_tokenrefresh_session_create(zone, fd->digest, &tok,
+                                                ss.subject, &kept, c->log)
+           == NGX_OK)
+    {
+        /* its own times and generation, not those of a new login */
+
+        ngx_shmtx_lock(&zone->shpool->mutex);
+
+        node = ngx_http_tokenrefresh_node_of(zone, &name, 1);
+
+        if (node) {
+            node->session->created = ss.created;
+            node->fleet_gen = (uint32_t) n;
+        }
+
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+
+        ngx_explicit_memzero(tok.access_token.data,
+                             tok.access_token.len + tok.refresh_token.len);
+
+        (void) ngx_atomic_fetch_add(&zone->sh->fleet.adopted, 1);
+
+        if (zone->state) {
+            (void) ngx_http_tokenrefresh_journal_put(zone, &name, 1, NULL,
+                                                     NULL, NULL, c->log);
+        }
+
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "tokenrefresh: %V taken from the fleet",
+                      &fd->ctx->log_name);
+
+    } else if (reply) {
+
+        /* unknown, or unusable: not asked again for a while */
+
+        miss = &ngx_http_tokenrefresh_fleet_misses[
+                   ngx_http_tokenrefresh_digest_key(fd->digest)
+                   % NGX_HTTP_TOKENREFRESH_FLEET_MISSES];
+
+        ngx_memcpy(miss->digest, fd->digest,
+                   NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
+        miss->until = ngx_current_msec + NGX_HTTP_TOKENREFRESH_FLEET_UNKNOWN;
+    }
+
+    ngx_free(fd);
+
+    req->read_event_handler = ngx_http_block_reading;
+    req->write_event_handler = ngx_http_core_run_phases;
+
+    ngx_http_core_run_phases(req);
+    ngx_http_run_posted_requests(c);
 }

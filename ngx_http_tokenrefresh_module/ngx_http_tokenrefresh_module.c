@@ -548,6 +548,12 @@ ngx_http_tokenrefresh_handler(ngx_http_request_t *r)
 
     case NGX_HTTP_TOKENREFRESH_ENDED:
 
+        /* unknown here: the fleet may know it (another node's login) */
+
+        if (ngx_http_tokenrefresh_fleet_session_find(r, ctx) == NGX_AGAIN) {
+            return NGX_AGAIN;
+        }
+
         if (ctx->waiting) {
             ngx_http_tokenrefresh_account_wait(ctx, 0);
         }
@@ -1323,6 +1329,14 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         if (ngx_strncmp(value[i].data, "redis_prefix=", 13) == 0) {
             prefix.data = value[i].data + 13;
             prefix.len = value[i].len - 13;
+
+            if (prefix.len > NGX_HTTP_TOKENREFRESH_PREFIX_MAX) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"redis_prefix=\" is longer than %d",
+                                   NGX_HTTP_TOKENREFRESH_PREFIX_MAX);
+                return NGX_CONF_ERROR;
+            }
+
             continue;
         }
 

@@ -17,6 +17,7 @@
 
 
 #define NGX_HTTP_TOKENREFRESH_MAX_NAME       256
+#define NGX_HTTP_TOKENREFRESH_PREFIX_MAX     128
 
 /* how often a worker with parked requests looks at the zone, in ms */
 #define NGX_HTTP_TOKENREFRESH_POLL           2
@@ -792,6 +793,9 @@ typedef struct {
     /* the session's last use is due in the journal */
     unsigned                          touch:1;
 
+    /* an unknown session was asked of the fleet */
+    unsigned                          fleet_asked:1;
+
     /* a login answer being read (ngx_http_tokenrefresh_capture.c) */
     void                             *capture;
 
@@ -1013,6 +1017,12 @@ void ngx_http_tokenrefresh_fleet_synced(ngx_http_tokenrefresh_zone_t *zone,
 ngx_int_t ngx_http_tokenrefresh_fleet_heard(
     ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *name,
     uint32_t generation);
+void ngx_http_tokenrefresh_fleet_session_new(
+    ngx_http_tokenrefresh_zone_t *zone, u_char *digest);
+void ngx_http_tokenrefresh_fleet_session_gone(
+    ngx_http_tokenrefresh_zone_t *zone, u_char *digest);
+ngx_int_t ngx_http_tokenrefresh_fleet_session_find(ngx_http_request_t *r,
+    ngx_http_tokenrefresh_ctx_t *ctx);
 void ngx_http_tokenrefresh_fleet_pokes(ngx_http_tokenrefresh_zone_t *zone,
     ngx_str_t *name);
 ngx_int_t ngx_http_tokenrefresh_fleet_settle(

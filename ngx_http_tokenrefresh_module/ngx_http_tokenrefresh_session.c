@@ -622,14 +622,20 @@ ngx_http_tokenrefresh_logout_handler(ngx_http_request_t *r)
     ngx_http_set_ctx(r, ctx, ngx_http_tokenrefresh_module);
 
     if (rc != NGX_OK
-        || ngx_http_tokenrefresh_session_digest(&handle, digest) != NGX_OK
-        || ngx_http_tokenrefresh_session_end(lo->zone, digest,
-                                             tlcf->revoke_uri.len
-                                             ? r->pool : NULL,
-                                             &lo->refresh_token, &lo->kept)
-           == NGX_DECLINED)
+        || ngx_http_tokenrefresh_session_digest(&handle, digest) != NGX_OK)
     {
         /* nothing to end: the same answer, the cookie cleared */
+        return ngx_http_tokenrefresh_logout_answer(r);
+    }
+
+    if (ngx_http_tokenrefresh_session_end(lo->zone, digest,
+                                          tlcf->revoke_uri.len
+                                          ? r->pool : NULL,
+                                          &lo->refresh_token, &lo->kept)
+        == NGX_DECLINED)
+    {
+        /* not here: it may live on other nodes of a fleet, and ends there */
+        ngx_http_tokenrefresh_fleet_session_gone(lo->zone, digest);
         return ngx_http_tokenrefresh_logout_answer(r);
     }
 
@@ -639,6 +645,9 @@ ngx_http_tokenrefresh_logout_handler(ngx_http_request_t *r)
                                                  NULL, NULL,
                                                  r->connection->log);
     }
+
+    /* nor on any node of a fleet */
+    ngx_http_tokenrefresh_fleet_session_gone(lo->zone, digest);
 
     if (lo->refresh_token.len == 0) {
         return ngx_http_tokenrefresh_logout_answer(r);

@@ -1369,6 +1369,8 @@ ngx_http_tokenrefresh_fail(ngx_http_tokenrefresh_refresh_t *rf,
 
         ngx_shmtx_unlock(&zone->shpool->mutex);
 
+        ngx_http_tokenrefresh_fleet_session_gone(zone, rf->name.data);
+
         ngx_log_error(NGX_LOG_NOTICE, log, 0,
                       "tokenrefresh: %V ended: its refresh was refused: %V",
                       &rf->log_name, reason);

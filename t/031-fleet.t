@@ -520,3 +520,94 @@ GET /calls
 [crit]
 [alert]
 --- timeout: 30
+
+
+
+=== TEST 8: a user's session created on one node is used on another and ended on a third; a refresh of it is one in the fleet; an unknown handle is not asked of redis again and again
+--- http_config
+    tokenrefresh_zone users:4m state=$TEST_NGINX_FLEET_DIR/NODE1-t8.state
+                               key=$TEST_NGINX_FLEET_DIR/key
+                               redis=127.0.0.1:$TEST_NGINX_REDIS_PORT;
+--- config
+    tokenrefresh_session_header X-Session;
+    tokenrefresh_json_access_token /token;
+    tokenrefresh_json_refresh_token /refreshToken;
+
+    location = /login {
+        tokenrefresh_session_login users;
+        tokenrefresh_json_expires_in /expiresIn;
+        tokenrefresh_session_handle_json session;
+        tokenrefresh_session_keep locale $http_accept_language;
+        proxy_set_header Accept-Encoding "";
+        proxy_pass http://idp/api/tokens;
+    }
+
+    location = /_srefresh {
+        internal;
+        proxy_set_header Content-Type application/json;
+        proxy_set_header Accept-Language $tokenrefresh_kept_locale;
+        proxy_set_body '{"refreshToken":"$tokenrefresh_refresh_token_json"}';
+        proxy_pass http://idp/api/tokens/refresh;
+    }
+
+    location = /logout {
+        tokenrefresh_session_logout users;
+    }
+
+    location /api/ {
+        tokenrefresh_session users;
+        tokenrefresh_refresh /_srefresh;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+--- init
+fleet_up();
+mock(rotate => 1);
+my $json = JSON::PP->new;
+my $r = hit(POST => '/login', port => node_port(1),
+            headers => { 'Content-Type' => 'application/json',
+                         'Accept-Language' => 'fr' },
+            body => '{"email":"ann@example.com","password":"secret-ann@example.com"}');
+is($r->{status}, 201, 'node 1: logged in');
+my $handle = $json->decode($r->{content})->{session};
+my $as = sub {
+    my ($n, $uri) = @_;
+    return hit(GET => $uri, port => node_port($n),
+               headers => { 'X-Session' => $handle });
+};
+$r = $as->(2, '/api/me');
+is($r->{status}, 200, 'node 2 serves the session made on node 1');
+like($r->{content}, qr/"cred":"ann\@example.com"/, "with the user's token");
+revoke();
+my @res = storm(requests => [ map { { method => 'GET', uri => "/api/s$_",
+                                      port => node_port(1 + $_ % 2),
+                                      headers => { 'X-Session' => $handle } } }
+                              1 .. 40 ], timeout => 30);
+is(scalar(grep { $_->{status} == 200 } @res), 40,
+   'a revoked token: 40 requests over two nodes, all 200');
+like(calls(), qr/^calls=2 login=1 refresh=1$/, 'one refresh in the fleet');
+is(stats()->{reuse}, 0, 'no refresh token sent twice');
+is(hit(POST => '/logout', port => node_port(3),
+       headers => { 'X-Session' => $handle })->{status}, 204,
+   'node 3, which never saw it, logs it out');
+ok(wait_until(sub { $as->(1, '/api/x')->{status} == 401
+                    && $as->(2, '/api/y')->{status} == 401 }, 5),
+   'then it has ended on nodes 1 and 2 as well');
+like($as->(2, '/api/z')->{content}, qr/session_ended/, 'the session-ended answer');
+my $evals = sub { (redis_cli('INFO', 'commandstats') =~ /cmdstat_eval:calls=(\d+)/)[0] // 0 };
+my $before = $evals->();
+my $forged = 'A' x 43;
+my $n401 = grep { hit(GET => '/api/f', port => node_port(2),
+                      headers => { 'X-Session' => $forged })->{status} == 401 } 1 .. 20;
+is($n401, 20, 'a handle nobody knows: 20 times the session-ended answer');
+cmp_ok($evals->() - $before, '<=', 2, 'and redis was asked at most once per worker');
+fleet_down();
+--- request
+GET /calls
+--- response_body_like
+^calls=2 login=1 refresh=1$
+--- no_error_log
+[error]
+[crit]
+[alert]
+--- timeout: 60
