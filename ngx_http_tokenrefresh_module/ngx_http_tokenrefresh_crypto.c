@@ -337,6 +337,24 @@ ngx_http_tokenrefresh_seal_frame(u_char *key, ngx_str_t *aad,
 }
 
 
+/* opened with the key, or else the key being rotated away */
+
+ngx_int_t
+ngx_http_tokenrefresh_open_either(ngx_pool_t *pool, u_char *key,
+    u_char *old_key, ngx_str_t *aad, ngx_str_t *in, ngx_str_t *plain)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_tokenrefresh_open(pool, key, aad, in, plain);
+
+    if (rc == NGX_DECLINED && old_key) {
+        rc = ngx_http_tokenrefresh_open(pool, old_key, aad, in, plain);
+    }
+
+    return rc;
+}
+
+
 ngx_int_t
 ngx_http_tokenrefresh_open_frame(u_char *key, ngx_str_t *aad, ngx_str_t *in,
     ngx_str_t *plain)

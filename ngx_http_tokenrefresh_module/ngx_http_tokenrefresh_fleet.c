@@ -15,20 +15,30 @@
  *   - the lease is free: it is set (SET NX PX, the owner a random value),
  *     for longer than the refresh's hard deadline, and the token call
  *     goes;
- *   - another node holds it: asked again every 50 ms, until the answer is
- *     one of the above or the refresh's deadline passes.
+ *   - another node holds it: asked again when the fleet announces a new
+ *     generation, and at least every 50 ms, until the answer is one of
+ *     the above or the refresh's deadline passes.
  *
  * The result is stored by a second script only while the caller still
  * owns the lease (the fence: the provider cannot check one), with the
- * next generation, and the lease is deleted in the same step.  This
- * node's lease is released after that, so that no worker of this node
- * starts from an older state meanwhile.
+ * next generation, announced on the zone's channel; the lease is deleted
+ * in the same step.  This node's lease is released after that (and after
+ * the replicas have it, with redis_replicas=), so that no worker of this
+ * node starts from an older state meanwhile.
+ *
+ * A node checks a token with the fleet (a script that never takes the
+ * lease) before it uses one it has not checked since it started, since
+ * it subscribed again, or since it heard of a newer generation.  When it
+ * connects, it writes back what it holds where the fleet is older.
  *
  * Without redis, a refresh that would send a refresh token waits for it
  * until the deadline: a rotating provider would take a second node's
  * refresh with the same token for a reuse.  Logins (client credentials,
  * passwords, assertions) spend nothing, and run on this node alone.
- * Users' sessions are this node's only, for now.
+ *
+ * Users' sessions are records of their own, keyed by the hex of their
+ * handle's digest: stored at a login, taken in by a node that does not
+ * know a handle, ended everywhere by a logout.
  */
 
 
@@ -52,6 +62,9 @@
     (NGX_HTTP_TOKENREFRESH_PREFIX_MAX + sizeof("slease:")                     \
      + 2 * NGX_HTTP_TOKENREFRESH_DIGEST_LEN)
 
+/* how long a store waits for replicas: under the client's 1 s timeout */
+#define NGX_HTTP_TOKENREFRESH_FLEET_REPLICAS  500
+
 /* how long a handle the fleet does not know is not asked again */
 #define NGX_HTTP_TOKENREFRESH_FLEET_UNKNOWN  1000
 #define NGX_HTTP_TOKENREFRESH_FLEET_MISSES   64
@@ -69,9 +82,14 @@ typedef struct {
     uint32_t                          generation;
     uint32_t                          seen;
     ngx_uint_t                        session;
+    ngx_queue_t                       queue;     /* a lease to release */
     void                            (*done)(void *data);
     void                             *data;
 } ngx_http_tokenrefresh_fleet_op_t;
+
+
+/* this worker's leases that could not be released: redis was away */
+static ngx_queue_t  ngx_http_tokenrefresh_fleet_leases;
 
 
 /* a record to give back to the fleet */
@@ -88,6 +106,8 @@ struct ngx_http_tokenrefresh_fleet_put_s {
 
 
 static ngx_http_tokenrefresh_fleet_op_t *ngx_http_tokenrefresh_fleet_op(
+    ngx_http_tokenrefresh_refresh_t *rf);
+static ngx_uint_t ngx_http_tokenrefresh_fleet_spends(
     ngx_http_tokenrefresh_refresh_t *rf);
 static ngx_int_t ngx_http_tokenrefresh_fleet_ask(
     ngx_http_tokenrefresh_refresh_t *rf);
@@ -128,11 +148,16 @@ static ngx_int_t ngx_http_tokenrefresh_fleet_seal(
     ngx_str_t *sealed);
 static void ngx_http_tokenrefresh_fleet_put(void *data, void *reply);
 static void ngx_http_tokenrefresh_fleet_stored(void *data, void *reply);
+static void ngx_http_tokenrefresh_fleet_replicated(void *data, void *reply);
 static void ngx_http_tokenrefresh_fleet_unstored(
     ngx_http_tokenrefresh_fleet_op_t *op, ngx_uint_t away);
 static void ngx_http_tokenrefresh_fleet_release(
     ngx_http_tokenrefresh_fleet_op_t *op);
 static void ngx_http_tokenrefresh_fleet_freed(void *data, void *reply);
+static void ngx_http_tokenrefresh_fleet_later(
+    ngx_http_tokenrefresh_fleet_op_t *op);
+static void ngx_http_tokenrefresh_fleet_release_later(
+    ngx_http_tokenrefresh_zone_t *zone);
 static void ngx_http_tokenrefresh_fleet_aad(ngx_http_tokenrefresh_zone_t *zone,
     ngx_str_t *name, ngx_str_t *aad, u_char *buf, size_t size);
 
@@ -277,7 +302,7 @@ ngx_http_tokenrefresh_fleet_lease(ngx_http_tokenrefresh_refresh_t *rf)
         return NGX_OK;
     }
 
-    if (rf->grant != NGX_HTTP_TOKENREFRESH_GRANT_REFRESH) {
+    if (!ngx_http_tokenrefresh_fleet_spends(rf)) {
 
         /* a login spends nothing: this node does it alone */
 
@@ -290,6 +315,20 @@ ngx_http_tokenrefresh_fleet_lease(ngx_http_tokenrefresh_refresh_t *rf)
     ngx_http_tokenrefresh_fleet_wait(rf);
 
     return NGX_OK;
+}
+
+
+/*
+ * Whether the refresh may spend what a second node's refresh would spend
+ * again: a refresh token, unless the provider does not rotate them
+ * (tokenrefresh_rotating off).  A login spends nothing.
+ */
+
+static ngx_uint_t
+ngx_http_tokenrefresh_fleet_spends(ngx_http_tokenrefresh_refresh_t *rf)
+{
+    return rf->grant == NGX_HTTP_TOKENREFRESH_GRANT_REFRESH
+           && rf->lcf->rotating;
 }
 
 
@@ -445,7 +484,7 @@ ngx_http_tokenrefresh_fleet_answer(void *data, void *r)
             return;
         }
 
-        if (rf->grant != NGX_HTTP_TOKENREFRESH_GRANT_REFRESH) {
+        if (!ngx_http_tokenrefresh_fleet_spends(rf)) {
             rf->fleet_waiting = 0;
             (void) ngx_atomic_fetch_add(&zone->sh->fleet.fallbacks, 1);
             ngx_post_event(&rf->run, &ngx_posted_events);
@@ -872,7 +911,7 @@ ngx_http_tokenrefresh_fleet_settle(ngx_http_tokenrefresh_refresh_t *rf,
     {
         ngx_free(sealed.data);
         ngx_http_tokenrefresh_fleet_unstored(op, 1);
-        ngx_free(op);
+        ngx_http_tokenrefresh_fleet_later(op);
 
         (void) ngx_atomic_fetch_add(&rf->zone->sh->fleet.fenced, 1);
 
@@ -925,10 +964,35 @@ ngx_http_tokenrefresh_fleet_stored(void *data, void *r)
                        "fleet, generation %uD", &op->log_name,
                        op->generation);
 
+        /* with replicas: the lease goes once they have it too */
+
+        if (zone->redis_replicas
+            && ngx_http_tokenrefresh_redis_wait(zone, zone->redis_replicas,
+                                    NGX_HTTP_TOKENREFRESH_FLEET_REPLICAS,
+                                    ngx_http_tokenrefresh_fleet_replicated,
+                                    op)
+               == NGX_OK)
+        {
+            return;
+        }
+
     } else {
         (void) ngx_atomic_fetch_add(&zone->sh->fleet.fenced, 1);
 
         ngx_http_tokenrefresh_fleet_unstored(op, rc == 0);
+
+        if (rc == 0) {
+            /* no answer: the lease may still be there */
+            op->done(op->data);
+            ngx_http_tokenrefresh_fleet_later(op);
+
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "tokenrefresh: the new tokens of credential \"%V\" "
+                          "could not be given to the fleet (redis did not "
+                          "answer); this node keeps them, and gives them "
+                          "when it is back", &op->log_name);
+            return;
+        }
 
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       "tokenrefresh: the fleet refused the new tokens of "
@@ -937,6 +1001,36 @@ ngx_http_tokenrefresh_fleet_stored(void *data, void *r)
                       rc == -1 ? "its lease was no longer this node's"
                       : rc == -2 ? "the fleet's generation moved"
                       : "redis did not answer");
+    }
+
+    op->done(op->data);
+    ngx_free(op);
+}
+
+
+/*
+ * WAIT answered: how many replicas have the new tokens.  Fewer than asked
+ * for: a failover now could lose them (the nodes that hold them write
+ * them back when they reconnect); said, and the lease goes anyway.
+ */
+
+static void
+ngx_http_tokenrefresh_fleet_replicated(void *data, void *r)
+{
+    ngx_http_tokenrefresh_fleet_op_t *op = data;
+
+    redisReply  *reply = r;
+    ngx_uint_t   n;
+
+    n = (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
+        ? (ngx_uint_t) reply->integer : 0;
+
+    if (n < op->zone->redis_replicas) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "tokenrefresh: the new tokens of credential \"%V\" "
+                      "reached %ui of %ui redis replicas in %d ms",
+                      &op->log_name, n, op->zone->redis_replicas,
+                      NGX_HTTP_TOKENREFRESH_FLEET_REPLICAS);
     }
 
     op->done(op->data);
@@ -989,8 +1083,49 @@ ngx_http_tokenrefresh_fleet_release(ngx_http_tokenrefresh_fleet_op_t *op)
                                     ngx_http_tokenrefresh_fleet_freed, op)
         != NGX_OK)
     {
-        /* it expires on its own */
-        ngx_free(op);
+        ngx_http_tokenrefresh_fleet_later(op);
+    }
+}
+
+
+/*
+ * A lease that could not be released (redis away): released when this
+ * worker connects again, after what it writes back; if redis kept it
+ * (it came back with its data), nobody would refresh until it expired.
+ */
+
+static void
+ngx_http_tokenrefresh_fleet_later(ngx_http_tokenrefresh_fleet_op_t *op)
+{
+    if (ngx_http_tokenrefresh_fleet_leases.next == NULL) {
+        ngx_queue_init(&ngx_http_tokenrefresh_fleet_leases);
+    }
+
+    ngx_queue_insert_tail(&ngx_http_tokenrefresh_fleet_leases, &op->queue);
+}
+
+
+static void
+ngx_http_tokenrefresh_fleet_release_later(ngx_http_tokenrefresh_zone_t *zone)
+{
+    ngx_queue_t                       *q, *next;
+    ngx_http_tokenrefresh_fleet_op_t  *op;
+
+    if (ngx_http_tokenrefresh_fleet_leases.next == NULL) {
+        return;
+    }
+
+    for (q = ngx_queue_head(&ngx_http_tokenrefresh_fleet_leases);
+         q != ngx_queue_sentinel(&ngx_http_tokenrefresh_fleet_leases);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        op = ngx_queue_data(q, ngx_http_tokenrefresh_fleet_op_t, queue);
+
+        if (op->zone == zone) {
+            ngx_queue_remove(q);
+            ngx_http_tokenrefresh_fleet_release(op);
+        }
     }
 }
 
@@ -1292,6 +1427,8 @@ ngx_http_tokenrefresh_fleet_connected(ngx_http_tokenrefresh_zone_t *zone)
 
         ngx_free(put);
     }
+
+    ngx_http_tokenrefresh_fleet_release_later(zone);
 }
 
 
@@ -1355,8 +1492,13 @@ ngx_http_tokenrefresh_fleet_open(ngx_http_tokenrefresh_zone_t *zone,
 
     ngx_http_tokenrefresh_fleet_aad(zone, name, &aad, abuf, sizeof(abuf));
 
-    if (ngx_http_tokenrefresh_open_frame(zone->state->key, &aad, &in, &plain)
-        != NGX_OK
+    if ((ngx_http_tokenrefresh_open_frame(zone->state->key, &aad, &in,
+                                          &plain)
+         != NGX_OK
+         && (!zone->state->two_keys
+             || ngx_http_tokenrefresh_open_frame(zone->state->old_key, &aad,
+                                                 &in, &plain)
+                != NGX_OK))
         || plain.len < NGX_HTTP_TOKENREFRESH_FLEET_HEAD
         || ngx_memcmp(plain.data, "TRF1", 4) != 0)
     {
@@ -1676,7 +1818,14 @@ ngx_http_tokenrefresh_fleet_found(void *data, void *r)
 
     req = fd->request;
 
-    if (req == NULL) {
+    if (req == NULL || (reply == NULL && (ngx_exiting || ngx_terminate))) {
+
+        /* the request went, or the worker exits without an answer */
+
+        if (req) {
+            fd->cln->handler = NULL;
+        }
+
         ngx_free(fd);
         return;
     }

@@ -1006,6 +1006,7 @@ ngx_http_tokenrefresh_compact_merge(ngx_http_tokenrefresh_job_t *job,
     rc = NGX_ERROR;
 
     m->key = st->key;
+    m->old_key = st->two_keys ? st->old_key : NULL;
     m->aad = st->journal_aad;
     m->max_token_size = zone->max_token_size;
     m->now = job->now;
@@ -1041,7 +1042,11 @@ ngx_http_tokenrefresh_compact_merge(ngx_http_tokenrefresh_job_t *job,
 
         if (ngx_http_tokenrefresh_open_to(st->key, &st->aad, &in,
                                           &m->snapshot)
-            != NGX_OK)
+            != NGX_OK
+            && (!st->two_keys
+                || ngx_http_tokenrefresh_open_to(st->old_key, &st->aad, &in,
+                                                 &m->snapshot)
+                   != NGX_OK))
         {
             job->compact_failed = "the snapshot does not open";
             goto done;

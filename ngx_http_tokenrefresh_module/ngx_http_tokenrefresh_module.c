@@ -234,6 +234,13 @@ static ngx_command_t  ngx_http_tokenrefresh_commands[] = {
       offsetof(ngx_http_tokenrefresh_loc_conf_t, min_token_age),
       NULL },
 
+    { ngx_string("tokenrefresh_rotating"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_tokenrefresh_loc_conf_t, rotating),
+      NULL },
+
     { ngx_string("tokenrefresh_status"),
       NGX_HTTP_LOC_CONF|NGX_CONF_ANY,
       ngx_http_tokenrefresh_status,
@@ -1051,6 +1058,7 @@ ngx_http_tokenrefresh_create_loc_conf(ngx_conf_t *cf)
     conf->timeout_status = NGX_CONF_UNSET_UINT;
     conf->rejected = NGX_CONF_UNSET_PTR;
     conf->replay = NGX_CONF_UNSET;
+    conf->rotating = NGX_CONF_UNSET;
     conf->min_token_age = NGX_CONF_UNSET_MSEC;
 
     conf->status = NGX_CONF_UNSET_UINT;
@@ -1132,6 +1140,7 @@ ngx_http_tokenrefresh_merge_loc_conf(ngx_conf_t *cf, void *parent,
     /* NULL: 401 only */
     ngx_conf_merge_ptr_value(conf->rejected, prev->rejected, NULL);
     ngx_conf_merge_value(conf->replay, prev->replay, 1);
+    ngx_conf_merge_value(conf->rotating, prev->rotating, 1);
     ngx_conf_merge_bitmask_value(conf->replay_methods, prev->replay_methods,
                                  (NGX_CONF_BITMASK_SET|~(ngx_uint_t) 0));
 
@@ -1206,9 +1215,9 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     u_char                        *p;
     size_t                         size, max_token;
-    ngx_int_t                      redis_db;
+    ngx_int_t                      redis_db, replicas;
     ngx_str_t                     *value, name, s, state, key, redis,
-                                   redis_password, prefix;
+                                   redis_password, prefix, old_key;
     ngx_uint_t                     i;
     ngx_list_part_t               *part;
     ngx_msec_t                     idle, lifetime, t;
@@ -1255,10 +1264,12 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     max_token = 16 * 1024;
     ngx_str_null(&state);
     ngx_str_null(&key);
+    ngx_str_null(&old_key);
     ngx_str_null(&redis);
     ngx_str_null(&redis_password);
     ngx_str_null(&prefix);
     redis_db = 0;
+    replicas = 0;
     idle = 86400000;
     lifetime = 30 * (ngx_msec_t) 86400000;
 
@@ -1271,6 +1282,22 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         if (ngx_strncmp(value[i].data, "key=", 4) == 0) {
+
+            /* a second key opens, never seals: a key being rotated */
+
+            if (key.len && old_key.len) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "at most two \"key=\": the one that "
+                                   "seals, and one that opens too");
+                return NGX_CONF_ERROR;
+            }
+
+            if (key.len) {
+                old_key.data = value[i].data + 4;
+                old_key.len = value[i].len - 4;
+                continue;
+            }
+
             key.data = value[i].data + 4;
             key.len = value[i].len - 4;
             continue;
@@ -1308,6 +1335,18 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             if (ngx_http_tokenrefresh_read_secret(cf, &s, &redis_password)
                 != NGX_CONF_OK)
             {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "redis_replicas=", 15) == 0) {
+            replicas = ngx_atoi(value[i].data + 15, value[i].len - 15);
+
+            if (replicas == NGX_ERROR) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"%V\"", &value[i]);
                 return NGX_CONF_ERROR;
             }
 
@@ -1393,12 +1432,17 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     zone->redis_password = redis_password;
     zone->redis_db = redis_db;
 
-    if (redis.len == 0 && (redis_password.len || redis_db || prefix.len)) {
+    if (redis.len == 0
+        && (redis_password.len || redis_db || prefix.len || replicas))
+    {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"redis_password_file=\", \"redis_db=\" and "
-                           "\"redis_prefix=\" need \"redis=\"");
+                           "\"redis_password_file=\", \"redis_db=\", "
+                           "\"redis_prefix=\" and \"redis_replicas=\" "
+                           "need \"redis=\"");
         return NGX_CONF_ERROR;
     }
+
+    zone->redis_replicas = replicas;
 
     /*
      * what goes to the fleet is sealed under the zone's key, the same on
@@ -1444,7 +1488,8 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     if (state.len
-        && ngx_http_tokenrefresh_state_conf(cf, zone, &state, &key)
+        && ngx_http_tokenrefresh_state_conf(cf, zone, &state, &key,
+                                            &old_key)
            != NGX_CONF_OK)
     {
         return NGX_CONF_ERROR;
@@ -2376,6 +2421,11 @@ ngx_http_tokenrefresh_exit_process(ngx_cycle_t *cycle)
 
     (void) ngx_http_tokenrefresh_each_zone(cycle,
                                            ngx_http_tokenrefresh_journal_exit);
+
+    /* the redis clients go: what was pending gets its NULL reply now */
+
+    (void) ngx_http_tokenrefresh_each_zone(cycle,
+                                           ngx_http_tokenrefresh_redis_exit);
 
     ngx_http_tokenrefresh_digest_free();
 }

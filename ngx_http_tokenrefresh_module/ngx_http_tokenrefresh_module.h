@@ -412,6 +412,10 @@ typedef struct {
     ngx_str_t                         dir;
     u_char                            key[NGX_HTTP_TOKENREFRESH_KEY_LEN];
 
+    /* a second key= opens what the first cannot (a key being rotated) */
+    u_char                            old_key[NGX_HTTP_TOKENREFRESH_KEY_LEN];
+    ngx_uint_t                        two_keys;
+
     ngx_str_t                         journal;  /* path.journal */
     ngx_str_t                         old;      /* path.journal.old */
 
@@ -457,6 +461,7 @@ typedef struct ngx_http_tokenrefresh_zone_s {
     ngx_str_t                         redis_password;
     ngx_uint_t                        redis_db;
     ngx_str_t                         redis_prefix;
+    ngx_uint_t                        redis_replicas;
     ngx_str_t                         redis_channel;   /* prefix "gen" */
     void                             *redis;
     void                             *redis_sub;       /* the subscriber */
@@ -580,6 +585,9 @@ struct ngx_http_tokenrefresh_loc_conf_s {
     ngx_flag_t                        replay;
     ngx_uint_t                        replay_methods;
     ngx_msec_t                        min_token_age;
+
+    /* the provider rotates refresh tokens: none sent without the fleet */
+    ngx_flag_t                        rotating;
 
     ngx_http_tokenrefresh_format_t    format;
 
@@ -944,6 +952,7 @@ typedef struct {
 /* a snapshot's content and the journals after it, merged */
 typedef struct {
     u_char                           *key;
+    u_char                           *old_key;     /* or NULL */
     ngx_str_t                         aad;         /* the journal's */
     size_t                            max_token_size;
     int64_t                           now;
@@ -998,8 +1007,14 @@ ngx_int_t ngx_http_tokenrefresh_lock_range(ngx_fd_t fd, ngx_uint_t byte,
 
 /* ngx_http_tokenrefresh_redis.c */
 ngx_int_t ngx_http_tokenrefresh_redis_addr(ngx_conf_t *cf, ngx_str_t *addr);
+ngx_int_t ngx_http_tokenrefresh_redis_exit(ngx_cycle_t *cycle,
+    ngx_http_tokenrefresh_zone_t *zone);
 ngx_uint_t ngx_http_tokenrefresh_redis_up(
     ngx_http_tokenrefresh_zone_t *zone);
+ngx_int_t ngx_http_tokenrefresh_redis_wait(
+    ngx_http_tokenrefresh_zone_t *zone, ngx_uint_t replicas,
+    ngx_msec_t timeout, void (*handler)(void *data, void *reply),
+    void *data);
 ngx_int_t ngx_http_tokenrefresh_redis_eval(ngx_http_tokenrefresh_zone_t *zone,
     const char *script, ngx_uint_t nkeys, ngx_str_t *args, ngx_uint_t nargs,
     void (*handler)(void *data, void *reply), void *data);
@@ -1034,8 +1049,11 @@ ngx_int_t ngx_http_tokenrefresh_redis_init(ngx_cycle_t *cycle,
 /* ngx_http_tokenrefresh_state.c */
 char *ngx_http_tokenrefresh_read_secret(ngx_conf_t *cf, ngx_str_t *file,
     ngx_str_t *out);
+ngx_int_t ngx_http_tokenrefresh_open_either(ngx_pool_t *pool, u_char *key,
+    u_char *old_key, ngx_str_t *aad, ngx_str_t *in, ngx_str_t *plain);
 char *ngx_http_tokenrefresh_state_conf(ngx_conf_t *cf,
-    ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *path, ngx_str_t *key);
+    ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *path, ngx_str_t *key,
+    ngx_str_t *old_key);
 ngx_int_t ngx_http_tokenrefresh_state_load(ngx_http_tokenrefresh_zone_t *zone,
     ngx_log_t *log);
 ngx_int_t ngx_http_tokenrefresh_state_save(ngx_http_tokenrefresh_zone_t *zone,

@@ -598,6 +598,11 @@ ngx_http_tokenrefresh_merge_journal(ngx_http_tokenrefresh_merge_t *m,
         rc = ngx_http_tokenrefresh_open_frame(m->key, &m->aad, &frame,
                                               &content);
 
+        if (rc == NGX_DECLINED && m->old_key) {
+            rc = ngx_http_tokenrefresh_open_frame(m->old_key, &m->aad,
+                                                  &frame, &content);
+        }
+
         if (rc == NGX_ERROR) {
             return NGX_ERROR;
         }

@@ -48,6 +48,7 @@ typedef struct {
     ngx_uint_t                           connected;
     ngx_uint_t                           down;      /* said once */
     ngx_uint_t                           subscriber;
+    ngx_uint_t                           exiting;
     ngx_log_t                           *log;
 } ngx_http_tokenrefresh_redis_t;
 
@@ -80,6 +81,9 @@ static void ngx_http_tokenrefresh_redis_reply(redisAsyncContext *ac,
     void *r, void *data);
 static void ngx_http_tokenrefresh_redis_message(redisAsyncContext *ac,
     void *r, void *data);
+static ngx_int_t ngx_http_tokenrefresh_redis_send(
+    ngx_http_tokenrefresh_zone_t *zone, ngx_uint_t argc, const char **argv,
+    size_t *lens, void (*handler)(void *data, void *reply), void *data);
 static ngx_http_tokenrefresh_redis_t *ngx_http_tokenrefresh_redis_client(
     ngx_cycle_t *cycle, ngx_http_tokenrefresh_zone_t *zone,
     ngx_uint_t subscriber);
@@ -193,6 +197,46 @@ ngx_http_tokenrefresh_redis_client(ngx_cycle_t *cycle,
     }
 
     return rd;
+}
+
+
+/* the worker exits: hiredis' contexts are freed, their fds closed */
+
+ngx_int_t
+ngx_http_tokenrefresh_redis_exit(ngx_cycle_t *cycle,
+    ngx_http_tokenrefresh_zone_t *zone)
+{
+    ngx_uint_t                      i;
+    ngx_http_tokenrefresh_redis_t  *rd;
+
+    for (i = 0; i < 2; i++) {
+        rd = i ? zone->redis_sub : zone->redis;
+
+        if (rd == NULL) {
+            continue;
+        }
+
+        rd->exiting = 1;
+
+        if (rd->reconnect.timer_set) {
+            ngx_del_timer(&rd->reconnect);
+        }
+
+        if (rd->deadline.timer_set) {
+            ngx_del_timer(&rd->deadline);
+        }
+
+        if (rd->slow.timer_set) {
+            ngx_del_timer(&rd->slow);
+        }
+
+        if (rd->ac) {
+            redisAsyncFree(rd->ac);
+            rd->ac = NULL;
+        }
+    }
+
+    return NGX_OK;
 }
 
 
@@ -502,6 +546,11 @@ ngx_http_tokenrefresh_redis_disconnected(const redisAsyncContext *ac,
     rd->ac = NULL;
     rd->connected = 0;
 
+    if (rd->exiting) {
+        /* the worker exits and closed it: nothing was lost */
+        return;
+    }
+
     if (rd->slow.timer_set) {
         ngx_del_timer(&rd->slow);
     }
@@ -512,7 +561,7 @@ ngx_http_tokenrefresh_redis_disconnected(const redisAsyncContext *ac,
                   status != REDIS_OK ? ac->errstr : "");
     rd->down = 1;
 
-    if (!ngx_exiting && !ngx_terminate) {
+    if (!ngx_exiting && !ngx_terminate && !rd->exiting) {
         ngx_add_timer(&rd->reconnect, rd->backoff);
     }
 }
@@ -596,24 +645,10 @@ ngx_http_tokenrefresh_redis_eval(ngx_http_tokenrefresh_zone_t *zone,
     size_t                              lens[16];
     ngx_uint_t                          i;
     const char                         *argv[16];
-    ngx_http_tokenrefresh_redis_t      *rd;
-    ngx_http_tokenrefresh_redis_call_t *call;
 
-    rd = zone->redis;
-
-    if (!ngx_http_tokenrefresh_redis_up(zone) || nargs > 13) {
+    if (nargs > 13) {
         return NGX_DECLINED;
     }
-
-    call = ngx_alloc(sizeof(ngx_http_tokenrefresh_redis_call_t), rd->log);
-    if (call == NULL) {
-        return NGX_ERROR;
-    }
-
-    call->rd = rd;
-    call->handler = handler;
-    call->data = data;
-    call->sent = ngx_current_msec;
 
     argv[0] = "EVAL";
     lens[0] = 4;
@@ -627,8 +662,63 @@ ngx_http_tokenrefresh_redis_eval(ngx_http_tokenrefresh_zone_t *zone,
         lens[3 + i] = args[i].len;
     }
 
+    return ngx_http_tokenrefresh_redis_send(zone, 3 + nargs, argv, lens,
+                                            handler, data);
+}
+
+
+/*
+ * WAIT replicas timeout: blocks this connection until that many replicas
+ * have what it wrote, or the time has passed; the reply is their number
+ */
+
+ngx_int_t
+ngx_http_tokenrefresh_redis_wait(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_uint_t replicas, ngx_msec_t timeout,
+    void (*handler)(void *data, void *reply), void *data)
+{
+    u_char       n[NGX_INT_T_LEN], t[NGX_INT_T_LEN];
+    size_t       lens[3];
+    const char  *argv[3];
+
+    argv[0] = "WAIT";
+    lens[0] = 4;
+    argv[1] = (char *) n;
+    lens[1] = ngx_sprintf(n, "%ui", replicas) - n;
+    argv[2] = (char *) t;
+    lens[2] = ngx_sprintf(t, "%M", timeout) - t;
+
+    return ngx_http_tokenrefresh_redis_send(zone, 3, argv, lens, handler,
+                                            data);
+}
+
+
+static ngx_int_t
+ngx_http_tokenrefresh_redis_send(ngx_http_tokenrefresh_zone_t *zone,
+    ngx_uint_t argc, const char **argv, size_t *lens,
+    void (*handler)(void *data, void *reply), void *data)
+{
+    ngx_http_tokenrefresh_redis_t      *rd;
+    ngx_http_tokenrefresh_redis_call_t *call;
+
+    rd = zone->redis;
+
+    if (!ngx_http_tokenrefresh_redis_up(zone)) {
+        return NGX_DECLINED;
+    }
+
+    call = ngx_alloc(sizeof(ngx_http_tokenrefresh_redis_call_t), rd->log);
+    if (call == NULL) {
+        return NGX_ERROR;
+    }
+
+    call->rd = rd;
+    call->handler = handler;
+    call->data = data;
+    call->sent = ngx_current_msec;
+
     if (redisAsyncCommandArgv(rd->ac, ngx_http_tokenrefresh_redis_reply,
-                              call, (int) (3 + nargs), argv, lens)
+                              call, (int) argc, argv, lens)
         != REDIS_OK)
     {
         ngx_free(call);
@@ -641,7 +731,8 @@ ngx_http_tokenrefresh_redis_eval(ngx_http_tokenrefresh_zone_t *zone,
         rd->slow.handler = ngx_http_tokenrefresh_redis_too_slow;
         rd->slow.data = rd;
         rd->slow.log = rd->log;
-        rd->slow.cancelable = 1;
+        /* what is pending (a store) is answered before a graceful exit */
+        rd->slow.cancelable = 0;
         ngx_add_timer(&rd->slow, rd->conf->timeout);
     }
 

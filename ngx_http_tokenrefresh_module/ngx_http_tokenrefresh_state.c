@@ -32,6 +32,8 @@
 #define NGX_HTTP_TOKENREFRESH_MAX_STATE  (256 * 1024 * 1024)
 
 
+static char *ngx_http_tokenrefresh_read_key(ngx_conf_t *cf, ngx_str_t *file,
+    u_char *key);
 static ngx_int_t ngx_http_tokenrefresh_state_read(ngx_str_t *path,
     ngx_pool_t *pool, ngx_str_t *data, ngx_log_t *log);
 static ngx_int_t ngx_http_tokenrefresh_state_parse(
@@ -146,39 +148,30 @@ failed:
  * "openssl rand -hex 32" writes them.
  */
 
-char *
-ngx_http_tokenrefresh_state_conf(ngx_conf_t *cf,
-    ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *path, ngx_str_t *key)
+/* a key file: 32 bytes in 64 hex digits, readable by its owner only */
+
+static char *
+ngx_http_tokenrefresh_read_key(ngx_conf_t *cf, ngx_str_t *file, u_char *key)
 {
-    u_char                         *p;
-    char                           *real;
-    ngx_int_t                       n;
-    ngx_str_t                       secret;
-    ngx_uint_t                      i;
-    ngx_file_info_t                 fi;
-    ngx_http_tokenrefresh_state_t  *st;
+    ngx_int_t   n;
+    ngx_str_t   secret;
+    ngx_uint_t  i;
 
-    st = ngx_pcalloc(cf->pool, sizeof(ngx_http_tokenrefresh_state_t));
-    if (st == NULL) {
+    if (ngx_http_tokenrefresh_read_secret(cf, file, &secret) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 
-    if (ngx_http_tokenrefresh_read_secret(cf, key, &secret) != NGX_CONF_OK) {
-        return NGX_CONF_ERROR;
-    }
+    i = 0;
 
     if (secret.len == 2 * NGX_HTTP_TOKENREFRESH_KEY_LEN) {
-        for (i = 0; i < NGX_HTTP_TOKENREFRESH_KEY_LEN; i++) {
+        for (/* void */; i < NGX_HTTP_TOKENREFRESH_KEY_LEN; i++) {
             n = ngx_hextoi(secret.data + 2 * i, 2);
             if (n == NGX_ERROR) {
                 break;
             }
 
-            st->key[i] = (u_char) n;
+            key[i] = (u_char) n;
         }
-
-    } else {
-        i = 0;
     }
 
     ngx_explicit_memzero(secret.data, secret.len);
@@ -187,8 +180,41 @@ ngx_http_tokenrefresh_state_conf(ngx_conf_t *cf,
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "the key \"%V\" must be 32 bytes in 64 hex "
                            "digits, as \"openssl rand -hex 32\" writes",
-                           key);
+                           file);
         return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+char *
+ngx_http_tokenrefresh_state_conf(ngx_conf_t *cf,
+    ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *path, ngx_str_t *key,
+    ngx_str_t *old_key)
+{
+    u_char                         *p;
+    char                           *real;
+    ngx_file_info_t                 fi;
+    ngx_http_tokenrefresh_state_t  *st;
+
+    st = ngx_pcalloc(cf->pool, sizeof(ngx_http_tokenrefresh_state_t));
+    if (st == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_tokenrefresh_read_key(cf, key, st->key) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (old_key->len) {
+        if (ngx_http_tokenrefresh_read_key(cf, old_key, st->old_key)
+            != NGX_CONF_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+
+        st->two_keys = 1;
     }
 
     if (ngx_conf_full_name(cf->cycle, path, 1) != NGX_OK) {
@@ -196,6 +222,7 @@ ngx_http_tokenrefresh_state_conf(ngx_conf_t *cf,
     }
 
     st->path = *path;
+
 
     st->lock.len = path->len + sizeof(".lock") - 1;
     st->lock.data = ngx_pnalloc(cf->pool, st->lock.len + 1);
@@ -333,8 +360,10 @@ ngx_http_tokenrefresh_state_load(ngx_http_tokenrefresh_zone_t *zone,
         sealed.data = data.data + sizeof(NGX_HTTP_TOKENREFRESH_MAGIC) - 1;
         sealed.len = data.len - (sizeof(NGX_HTTP_TOKENREFRESH_MAGIC) - 1);
 
-        rc = ngx_http_tokenrefresh_open(pool, st->key, &st->aad, &sealed,
-                                        &plain);
+        rc = ngx_http_tokenrefresh_open_either(pool, st->key,
+                                               st->two_keys ? st->old_key
+                                                            : NULL,
+                                               &st->aad, &sealed, &plain);
 
         if (rc != NGX_OK) {
             ngx_log_error(NGX_LOG_ERR, log, 0,
@@ -362,7 +391,14 @@ ngx_http_tokenrefresh_state_load(ngx_http_tokenrefresh_zone_t *zone,
 
     folded = 0;
 
-    if ((m.journal[0].data || m.journal[1].data) && !ngx_test_config) {
+    /*
+     * the journals go into the snapshot; with a second key, everything is
+     * sealed again under the first, so that the second can go
+     */
+
+    if ((m.journal[0].data || m.journal[1].data || st->two_keys)
+        && !ngx_test_config)
+    {
         folded = (ngx_http_tokenrefresh_journal_fold(zone, &m.out, log)
                   == NGX_OK);
     }
@@ -508,6 +544,7 @@ ngx_http_tokenrefresh_state_merge(ngx_http_tokenrefresh_zone_t *zone,
 
     m->aad = st->journal_aad;
     m->key = st->key;
+    m->old_key = st->two_keys ? st->old_key : NULL;
     m->max_token_size = zone->max_token_size;
     m->now = ngx_http_tokenrefresh_now();
     m->idle = zone->session_idle;

@@ -165,6 +165,19 @@ ngx_http_tokenrefresh_init_zone(ngx_shm_zone_t *shm_zone, void *data)
                    != 0))
         {
             zone->sh->resave = 1;
+
+        } else if (zone->state
+                   && ngx_memcmp(ozone->state->key, zone->state->key,
+                                 NGX_HTTP_TOKENREFRESH_KEY_LEN)
+                      != 0)
+        {
+            /* on disk, what the old key sealed is sealed again at a start */
+
+            ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                          "tokenrefresh: the key of zone \"%V\" changed in a "
+                          "reload: restart nginx with both keys (the new "
+                          "one first) before the old one goes",
+                          &shm_zone->shm.name);
         }
 
         ngx_http_tokenrefresh_seed(zone, shm_zone->shm.log);

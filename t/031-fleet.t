@@ -40,6 +40,7 @@ sub put {
 # the zone's key, the same on every node; the seed every node is given
 put('key', join('', map { sprintf '%02x', int rand 256 } 1 .. 32) . "\n");
 put('seed', "rt-fleet-seed\n");
+put('key2', join('', map { sprintf '%02x', int rand 256 } 1 .. 32) . "\n");
 
 # a redis of the block's own, on loopback; "keep" restarts it with its data
 sub redis_start {
@@ -48,6 +49,7 @@ sub redis_start {
     unlink "$dir/dump.rdb" unless $o{keep};
     system('redis-server', '--port', $redis_port, '--bind', '127.0.0.1',
            '--save', '', '--appendonly', 'no', '--dir', $dir,
+           '--repl-diskless-sync-delay', '0',
            '--dbfilename', 'dump.rdb', '--daemonize', 'yes',
            '--pidfile', "$dir/redis.pid", '--logfile', "$dir/redis.log") == 0
         or die "redis-server did not start";
@@ -211,7 +213,7 @@ qr/\[emerg\] .*"redis=" needs "state=" and "key=": the fleet's records are seale
 --- config
 --- must_die
 --- error_log eval
-qr/\[emerg\] .*"redis_prefix=" need "redis="/
+qr/\[emerg\] .*"redis_prefix=" and "redis_replicas=" need "redis="/
 
 
 
@@ -611,3 +613,234 @@ GET /calls
 [crit]
 [alert]
 --- timeout: 60
+
+
+
+=== TEST 9: tokenrefresh_rotating off: with redis away, a provider that does not rotate refresh tokens is refreshed by each node alone
+--- http_config
+    tokenrefresh_zone fleet:1m state=$TEST_NGINX_FLEET_DIR/NODE1-t9.state
+                               key=$TEST_NGINX_FLEET_DIR/key
+                               redis=127.0.0.1:$TEST_NGINX_REDIS_PORT;
+    tokenrefresh_seed fleet billing $TEST_NGINX_FLEET_DIR/seed;
+--- config
+    location = /_refresh {
+        internal;
+        proxy_set_body "grant_type=refresh_token&refresh_token=$tokenrefresh_refresh_token_form";
+        proxy_pass http://idp/token;
+    }
+
+    location /api/ {
+        tokenrefresh fleet billing;
+        tokenrefresh_refresh /_refresh;
+        tokenrefresh_rotating off;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+
+    location = /status {
+        tokenrefresh_status;
+    }
+--- init
+fleet_up();
+is(join(' ', map { (on($_, "/api/a$_"))[0] } 1 .. 3), '200 200 200',
+   'each node has the fleet\'s token');
+is(calls(), 'calls=1 refresh_token=1', 'one refresh in the fleet');
+redis_stop();
+revoke();
+is(join(' ', map { (on($_, "/api/b$_"))[0] } 1 .. 2), '200 200',
+   'redis away: nodes 1 and 2 refresh alone');
+is(calls(), 'calls=3 refresh_token=3', 'one refresh each');
+my $st = JSON::PP::decode_json(hit(GET => '/status')->{content});
+is($st->{zones}{fleet}{fleet}{fallbacks}, 1, 'node 1 counts it');
+redis_start();
+fleet_down();
+--- request
+GET /calls
+--- response_body_like
+^calls=3 refresh_token=3$
+--- no_error_log
+[crit]
+[alert]
+--- timeout: 30
+
+
+
+=== TEST 10: redis_replicas=1: a store waits until a replica has it; without the replica, the error log says so and the lease goes anyway
+--- http_config
+    tokenrefresh_zone fleet:1m state=$TEST_NGINX_FLEET_DIR/NODE1-t10.state
+                               key=$TEST_NGINX_FLEET_DIR/key
+                               redis=127.0.0.1:$TEST_NGINX_REDIS_PORT
+                               redis_replicas=1;
+    tokenrefresh_seed fleet billing $TEST_NGINX_FLEET_DIR/seed;
+--- config
+    location = /_refresh {
+        internal;
+        proxy_set_body "grant_type=refresh_token&refresh_token=$tokenrefresh_refresh_token_form";
+        proxy_pass http://idp/token;
+    }
+
+    location /api/ {
+        tokenrefresh fleet billing;
+        tokenrefresh_refresh /_refresh;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+--- init
+redis_cli('FLUSHALL');
+my $replica = $ENV{TEST_NGINX_REDIS_PORT} + 3;
+my $dir = $ENV{TEST_NGINX_FLEET_DIR};
+system('redis-server', '--port', $replica, '--bind', '127.0.0.1',
+       '--save', '', '--appendonly', 'no', '--daemonize', 'yes',
+       '--replicaof', '127.0.0.1', $ENV{TEST_NGINX_REDIS_PORT},
+       '--dir', $dir, '--dbfilename', 'replica.rdb',
+       '--pidfile', "$dir/replica.pid", '--logfile', "$dir/replica.log") == 0
+    or die "the replica did not start";
+ok(wait_until(sub { `redis-cli -p $replica INFO replication`
+                    =~ /master_link_status:up/ }, 10),
+   'a replica, in sync');
+mock(rotate => 1);
+my $waits = sub { (redis_cli('INFO', 'commandstats') =~ /cmdstat_wait:calls=(\d+)/)[0] // 0 };
+is(hit(GET => '/api/a')->{status}, 200, 'refreshed');
+ok(wait_until(sub { $waits->() == 1 }, 5), 'its store waited for the replica');
+my $r = `redis-cli -p $replica --raw HGET tokenrefresh:fleet:cred:billing g`;
+chomp $r;
+is($r, '1', 'which has the new generation');
+unlike(join('', error_log_since(0)), qr/redis replicas/, 'in time');
+open my $fh, '<', "$dir/replica.pid" or die;
+chomp(my $pid = <$fh>);
+kill 'KILL', $pid;
+ok(wait_until(sub { redis_cli('INFO', 'replication') =~ /connected_slaves:0/ }, 10),
+   'the replica is gone');
+revoke();
+is(hit(GET => '/api/b')->{status}, 200, 'refreshed again');
+ok(wait_until(sub { join('', error_log_since(0))
+                    =~ /\[warn\] .*the new tokens of credential "billing" reached 0 of 1 redis replicas in 500 ms/ }, 5),
+   'the error log says the replica did not have it');
+--- request
+GET /calls
+--- response_body_like
+^calls=2 refresh_token=2$
+--- no_error_log
+[error]
+[crit]
+[alert]
+--- timeout: 30
+
+
+
+=== TEST 11: redis killed during a storm, while the refresh is at the provider, and started again, with its data and then without: no wedge, nothing sent twice, one refresh each time, every request 200
+--- main_config
+    worker_rlimit_nofile 10000;
+--- http_config
+    tokenrefresh_zone fleet:1m state=$TEST_NGINX_FLEET_DIR/NODE1-t11.state
+                               key=$TEST_NGINX_FLEET_DIR/key
+                               redis=127.0.0.1:$TEST_NGINX_REDIS_PORT;
+    tokenrefresh_seed fleet billing $TEST_NGINX_FLEET_DIR/seed;
+--- config
+    location = /_refresh {
+        internal;
+        proxy_set_body "grant_type=refresh_token&refresh_token=$tokenrefresh_refresh_token_form";
+        proxy_pass http://idp/token;
+    }
+
+    location /api/ {
+        tokenrefresh fleet billing;
+        tokenrefresh_refresh /_refresh;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+--- init
+fleet_up();
+mock(rotate => 1);
+is(join(' ', map { (on($_, "/api/a$_"))[0] } 1 .. 3), '200 200 200',
+   'each node has the fleet\'s token');
+for my $keep (1, 0) {
+    my $what = $keep ? 'with its data' : 'empty';
+    my $n = calls() =~ /refresh_token=(\d+)/ ? $1 : 0;
+    revoke();
+    mock(delay_ms => 1000);
+    my @h = map { my $port = node_port(1 + $_ % 3);
+                  fire(GET => "/api/k$keep-$_", port => $port) }
+            1 .. 30;
+    ok(wait_until(sub { calls() =~ /refresh_token=@{[$n + 1]}/ }, 10),
+       "$what: the refresh is at the provider");
+    redis_stop(save => $keep);
+    redis_start(keep => $keep);
+    my @res = map { collect($_) } @h;
+    is(scalar(grep { $_->{status} == 200 } @res), 30,
+       "redis back $what: all 30 requests over three nodes 200");
+    is(calls(), 'calls=' . ($n + 1) . ' refresh_token=' . ($n + 1),
+       "$what: that one refresh only");
+    mock(delay_ms => 0);
+}
+is(stats()->{reuse}, 0, 'no refresh token sent twice');
+fleet_down();
+--- request
+GET /calls
+--- response_body_like
+^calls=3 refresh_token=3$
+--- no_error_log
+[crit]
+[alert]
+--- timeout: 90
+
+
+
+=== TEST 12: a key rotated without downtime: a second key= opens what the first cannot, the first seals; state file and the fleet's records follow
+--- http_config
+    tokenrefresh_zone fleet:1m state=$TEST_NGINX_FLEET_DIR/NODE1-t12.state
+                               key=$TEST_NGINX_FLEET_DIR/key
+                               redis=127.0.0.1:$TEST_NGINX_REDIS_PORT;
+    tokenrefresh_seed fleet billing $TEST_NGINX_FLEET_DIR/seed;
+--- config
+    location = /_refresh {
+        internal;
+        proxy_set_body "grant_type=refresh_token&refresh_token=$tokenrefresh_refresh_token_form";
+        proxy_pass http://idp/token;
+    }
+
+    location /api/ {
+        tokenrefresh fleet billing;
+        tokenrefresh_refresh /_refresh;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+--- init
+redis_cli('FLUSHALL');
+mock(rotate => 1);
+my $dir = $ENV{TEST_NGINX_FLEET_DIR};
+my $keys = sub {
+    my ($new) = @_;
+    my $conf = $Test::Nginx::Util::ConfFile;
+    open my $in, '<', $conf or die;
+    my $text = do { local $/; <$in> };
+    close $in;
+    $text =~ s{key=\S+(?:\s+key=\S+)?(\s+redis=)}{$new$1} or die "no key=";
+    open my $out, '>', $conf or die;
+    print $out $text;
+    close $out;
+};
+is(hit(GET => '/api/a')->{status}, 200, 'under the old key');
+$keys->("key=$dir/key2 key=$dir/key");
+restart_nginx('QUIT');
+is(hit(GET => '/api/b')->{status}, 200,
+   'the new key seals, the old one opened the state file');
+revoke();
+is(hit(GET => '/api/c')->{status}, 200, 'a refresh, sealed with the new key');
+$keys->("key=$dir/key2");
+restart_nginx('KILL');
+revoke();
+is(hit(GET => '/api/d')->{status}, 200,
+   'the old key gone: the state file and the journal open with the new one');
+is(calls(), 'calls=3 refresh_token=3', 'the newest refresh token each time');
+is(stats()->{reuse}, 0, 'none sent twice');
+unlike(join('', error_log_since(0)), qr/another key|cannot be opened/,
+       'nothing was refused');
+--- request
+GET /calls
+--- response_body_like
+^calls=3 refresh_token=3$
+--- no_error_log
+[crit]
+[alert]
+--- timeout: 40

@@ -315,7 +315,7 @@ sub parse_response { return TokenRefresh::Client::parse_response(@_); }
 
 sub fire {
     my ($method, $uri, %o) = @_;
-    my $port = $Test::Nginx::Util::ServerPortForClient;
+    my $port = $o{port} // $Test::Nginx::Util::ServerPortForClient;
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
                                   Timeout => 5)
         or die "fire: connect: $!";
