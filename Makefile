@@ -8,7 +8,7 @@
 #                     Debian's nginx source, with the module compiled in
 #   make test-valgrind  the suite under valgrind (slow; not in CI)
 #   make fuzz         run the libFuzzer target for FUZZ_SECONDS (600)
-#   make bench        the benchmarks of docs/benchmarks.md (about 15 minutes)
+#   make bench        the benchmarks of docs/benchmarks.md (about 20 minutes)
 #   make install      install the module where Debian's nginx looks for it
 #   make deb          the Debian package libnginx-mod-http-tokenrefresh
 #   make test-interop the interop suite against a real OpenID provider
@@ -67,6 +67,7 @@ bench: $(SO)
 	@scripts/setup.sh --check bench || scripts/setup.sh bench
 	ulimit -n "$$(ulimit -Hn)"; perl bench/bench.pl
 	ulimit -n "$$(ulimit -Hn)"; perl bench/persist.pl
+	ulimit -n "$$(ulimit -Hn)"; perl bench/fleet.pl
 
 demo: $(SO)
 	scripts/demo.sh

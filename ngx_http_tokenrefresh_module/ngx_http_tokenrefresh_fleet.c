@@ -828,8 +828,8 @@ ngx_http_tokenrefresh_fleet_stop(ngx_http_tokenrefresh_refresh_t *rf,
 /*
  * The refresh is settled: its result goes to the fleet, with the lease, if
  * "share" (new tokens were stored) and the lease is still the caller's;
- * the lease is released otherwise.  NGX_OK: done(data) runs once the
- * fleet answered; NGX_DECLINED: nothing to wait for.
+ * the lease is released otherwise.  NGX_OK: done(data), if any, runs once
+ * the fleet answered; NGX_DECLINED: nothing to wait for.
  */
 
 ngx_int_t
@@ -983,7 +983,9 @@ ngx_http_tokenrefresh_fleet_stored(void *data, void *r)
 
         if (rc == 0) {
             /* no answer: the lease may still be there */
-            op->done(op->data);
+            if (op->done) {
+                op->done(op->data);
+            }
             ngx_http_tokenrefresh_fleet_later(op);
 
             ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
@@ -1003,7 +1005,9 @@ ngx_http_tokenrefresh_fleet_stored(void *data, void *r)
                       : "redis did not answer");
     }
 
-    op->done(op->data);
+    if (op->done) {
+        op->done(op->data);
+    }
     ngx_free(op);
 }
 
@@ -1033,7 +1037,9 @@ ngx_http_tokenrefresh_fleet_replicated(void *data, void *r)
                       NGX_HTTP_TOKENREFRESH_FLEET_REPLICAS);
     }
 
-    op->done(op->data);
+    if (op->done) {
+        op->done(op->data);
+    }
     ngx_free(op);
 }
 

@@ -499,7 +499,8 @@ ngx_http_tokenrefresh_settle(ngx_http_tokenrefresh_refresh_t *rf,
     }
 
     if (ngx_http_tokenrefresh_superseded(rf->zone)) {
-        (void) ngx_http_tokenrefresh_fleet_settle(rf, 0, NULL, NULL);
+        /* the fleet has it too: nobody there sends the spent token */
+        (void) ngx_http_tokenrefresh_fleet_settle(rf, share, NULL, NULL);
         ngx_http_tokenrefresh_hand_over(rf, stored || persist ? tok : NULL,
                                         outcome, log);
         ngx_http_tokenrefresh_release(rf);

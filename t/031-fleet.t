@@ -844,3 +844,59 @@ GET /calls
 [crit]
 [alert]
 --- timeout: 40
+
+
+
+=== TEST 13: a reload that resizes a node's zone while its refresh is at the provider: the result still goes to the fleet, the other nodes take it, nothing is sent twice
+--- http_config
+    tokenrefresh_zone fleet:1m state=$TEST_NGINX_FLEET_DIR/NODE1-t13.state
+                               key=$TEST_NGINX_FLEET_DIR/key
+                               redis=127.0.0.1:$TEST_NGINX_REDIS_PORT;
+    tokenrefresh_seed fleet billing $TEST_NGINX_FLEET_DIR/seed;
+--- config
+    location = /_refresh {
+        internal;
+        proxy_set_body "grant_type=refresh_token&refresh_token=$tokenrefresh_refresh_token_form";
+        proxy_pass http://idp/token;
+    }
+
+    location /api/ {
+        tokenrefresh fleet billing;
+        tokenrefresh_refresh /_refresh;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+--- init
+fleet_up();
+mock(rotate => 1);
+is(join(' ', map { (on($_, "/api/a$_"))[0] } 1 .. 3), '200 200 200',
+   'each node has the fleet\'s token');
+revoke();
+mock(delay_ms => 1500);
+my $h = fire(GET => '/api/b');
+ok(wait_until(sub { calls() =~ /refresh_token=2/ }, 5),
+   'node 1: a refresh at the provider');
+my $conf = $Test::Nginx::Util::ConfFile;
+open my $in, '<', $conf or die;
+my $text = do { local $/; <$in> };
+close $in;
+$text =~ s/tokenrefresh_zone fleet:1m/tokenrefresh_zone fleet:2m/ or die;
+open my $out, '>', $conf or die;
+print $out $text;
+close $out;
+reload_nginx();
+is(collect($h)->{status}, 200, 'node 1: handed over to the new zone, 200');
+mock(delay_ms => 0);
+is((on(2, '/api/c'))[0], 200, 'node 2 takes the result from the fleet');
+is((on(3, '/api/d'))[0], 200, 'node 3 too');
+is(calls(), 'calls=2 refresh_token=2', 'no other refresh');
+is(stats()->{reuse}, 0, 'nothing sent twice');
+fleet_down();
+--- request
+GET /calls
+--- response_body_like
+^calls=2 refresh_token=2$
+--- no_error_log
+[crit]
+[alert]
+--- timeout: 40
