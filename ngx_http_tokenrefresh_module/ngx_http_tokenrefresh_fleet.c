@@ -546,7 +546,7 @@ ngx_http_tokenrefresh_fleet_adopt(ngx_http_tokenrefresh_refresh_t *rf,
     u_char                          buf[NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
     size_t                          alen, rlen;
     ngx_int_t                       rc;
-    ngx_uint_t                      same, good;
+    ngx_uint_t                      same;
     ngx_http_tokenrefresh_node_t   *node;
     ngx_http_tokenrefresh_zone_t   *zone;
     ngx_http_tokenrefresh_token_t   tok;
@@ -587,28 +587,14 @@ ngx_http_tokenrefresh_fleet_adopt(ngx_http_tokenrefresh_refresh_t *rf,
 
     same = (node && node->access && node->access_len == alen
             && ngx_memcmp(node->access, tok.access_token.data, alen) == 0);
-    good = (same && node->rejected != node->generation
-            && ngx_http_tokenrefresh_now() < node->expires);
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
     if (same) {
-        ngx_explicit_memzero(tok.access_token.data, alen);
-        ngx_http_tokenrefresh_fleet_synced(zone, &rf->ref, generation,
-                                           rf->fleet_epoch);
+        ngx_explicit_memzero(tok.access_token.data,
+                             alen + tok.refresh_token.len);
         rf->fleet_known = generation;
-
-        if (good) {
-            ngx_http_tokenrefresh_fleet_done(rf);
-            return;
-        }
-
-        rf->fleet_sync = 0;
-
-        if (ngx_http_tokenrefresh_fleet_ask(rf) != NGX_OK) {
-            ngx_http_tokenrefresh_fleet_wait(rf);
-        }
-
+        ngx_http_tokenrefresh_fleet_checked(rf, generation);
         return;
     }
 

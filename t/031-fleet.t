@@ -184,10 +184,28 @@ redis_start();
                node_port node_log fleet_up fleet_down on put);
 }
 
-# every block: the seed's grant at the mock, the fleet's configuration
+# every block: the seed's grant at the mock; a block without an /api/
+# location of its own gets this one, and its token location
+my $api = <<'_EOC_';
+    location = /_refresh {
+        internal;
+        proxy_set_body "grant_type=refresh_token&refresh_token=$tokenrefresh_refresh_token_form";
+        proxy_pass http://idp/token;
+    }
+
+    location /api/ {
+        tokenrefresh fleet billing;
+        tokenrefresh_refresh /_refresh;
+        proxy_set_header Authorization $tokenrefresh_authorization;
+        proxy_pass http://api;
+    }
+_EOC_
+
 add_block_preprocessor(sub {
     my $block = shift;
     return if defined $block->must_die;
+    $block->set_value('config', $api . ($block->config // ''))
+        unless ($block->config // '') =~ m{location /api/};
     $block->set_value('init',
         'control("grant", { cred => "billing", '
         . 'refresh_token => "rt-fleet-seed" }); ' . ($block->init // ''));
@@ -227,19 +245,6 @@ qr/\[emerg\] .*"redis_prefix=" and "redis_replicas=" need "redis="/
                                redis_prefix=t3:;
     tokenrefresh_seed fleet billing $TEST_NGINX_FLEET_DIR/seed;
 --- config
-    location = /_refresh {
-        internal;
-        proxy_set_body "grant_type=refresh_token&refresh_token=$tokenrefresh_refresh_token_form";
-        proxy_pass http://idp/token;
-    }
-
-    location /api/ {
-        tokenrefresh fleet billing;
-        tokenrefresh_refresh /_refresh;
-        proxy_set_header Authorization $tokenrefresh_authorization;
-        proxy_pass http://api;
-    }
-
     location = /status {
         tokenrefresh_status;
     }
@@ -474,19 +479,6 @@ GET /calls
                                redis=127.0.0.1:$TEST_NGINX_REDIS_PORT;
     tokenrefresh_seed fleet billing $TEST_NGINX_FLEET_DIR/seed;
 --- config
-    location = /_refresh {
-        internal;
-        proxy_set_body "grant_type=refresh_token&refresh_token=$tokenrefresh_refresh_token_form";
-        proxy_pass http://idp/token;
-    }
-
-    location /api/ {
-        tokenrefresh fleet billing;
-        tokenrefresh_refresh /_refresh;
-        proxy_set_header Authorization $tokenrefresh_authorization;
-        proxy_pass http://api;
-    }
-
     location = /status {
         tokenrefresh_status;
     }
@@ -673,18 +665,6 @@ GET /calls
                                redis_replicas=1;
     tokenrefresh_seed fleet billing $TEST_NGINX_FLEET_DIR/seed;
 --- config
-    location = /_refresh {
-        internal;
-        proxy_set_body "grant_type=refresh_token&refresh_token=$tokenrefresh_refresh_token_form";
-        proxy_pass http://idp/token;
-    }
-
-    location /api/ {
-        tokenrefresh fleet billing;
-        tokenrefresh_refresh /_refresh;
-        proxy_set_header Authorization $tokenrefresh_authorization;
-        proxy_pass http://api;
-    }
 --- init
 redis_cli('FLUSHALL');
 my $replica = $ENV{TEST_NGINX_REDIS_PORT} + 3;
@@ -737,18 +717,6 @@ GET /calls
                                redis=127.0.0.1:$TEST_NGINX_REDIS_PORT;
     tokenrefresh_seed fleet billing $TEST_NGINX_FLEET_DIR/seed;
 --- config
-    location = /_refresh {
-        internal;
-        proxy_set_body "grant_type=refresh_token&refresh_token=$tokenrefresh_refresh_token_form";
-        proxy_pass http://idp/token;
-    }
-
-    location /api/ {
-        tokenrefresh fleet billing;
-        tokenrefresh_refresh /_refresh;
-        proxy_set_header Authorization $tokenrefresh_authorization;
-        proxy_pass http://api;
-    }
 --- init
 fleet_up();
 mock(rotate => 1);
@@ -793,18 +761,6 @@ GET /calls
                                redis=127.0.0.1:$TEST_NGINX_REDIS_PORT;
     tokenrefresh_seed fleet billing $TEST_NGINX_FLEET_DIR/seed;
 --- config
-    location = /_refresh {
-        internal;
-        proxy_set_body "grant_type=refresh_token&refresh_token=$tokenrefresh_refresh_token_form";
-        proxy_pass http://idp/token;
-    }
-
-    location /api/ {
-        tokenrefresh fleet billing;
-        tokenrefresh_refresh /_refresh;
-        proxy_set_header Authorization $tokenrefresh_authorization;
-        proxy_pass http://api;
-    }
 --- init
 redis_cli('FLUSHALL');
 mock(rotate => 1);
@@ -854,18 +810,6 @@ GET /calls
                                redis=127.0.0.1:$TEST_NGINX_REDIS_PORT;
     tokenrefresh_seed fleet billing $TEST_NGINX_FLEET_DIR/seed;
 --- config
-    location = /_refresh {
-        internal;
-        proxy_set_body "grant_type=refresh_token&refresh_token=$tokenrefresh_refresh_token_form";
-        proxy_pass http://idp/token;
-    }
-
-    location /api/ {
-        tokenrefresh fleet billing;
-        tokenrefresh_refresh /_refresh;
-        proxy_set_header Authorization $tokenrefresh_authorization;
-        proxy_pass http://api;
-    }
 --- init
 fleet_up();
 mock(rotate => 1);
