@@ -513,7 +513,8 @@ ngx_http_tokenrefresh_session_ended(ngx_http_request_t *r,
     if (ngx_http_tokenrefresh_add_header_out(r, "WWW-Authenticate",
                                       &ngx_http_tokenrefresh_ended_auth)
         != NGX_OK
-        || ngx_http_tokenrefresh_add_header_out(r, "Cache-Control", &v) != NGX_OK)
+        || ngx_http_tokenrefresh_add_header_out(r, "Cache-Control", &v)
+           != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -752,7 +753,8 @@ ngx_http_tokenrefresh_logout_answer(ngx_http_request_t *r)
 
     if (ngx_http_tokenrefresh_session_cookie(r, &tlcf->session_conf, NULL)
         != NGX_OK
-        || ngx_http_tokenrefresh_add_header_out(r, "Cache-Control", &v) != NGX_OK)
+        || ngx_http_tokenrefresh_add_header_out(r, "Cache-Control", &v)
+           != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }

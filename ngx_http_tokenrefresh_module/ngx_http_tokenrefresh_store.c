@@ -560,8 +560,8 @@ ngx_http_tokenrefresh_session_create(ngx_http_tokenrefresh_zone_t *zone,
     ngx_memcpy(ss->kept, kept->data, kept->len);
 
     node = ngx_http_tokenrefresh_create(zone, &name,
-                                        ngx_http_tokenrefresh_digest_key(digest),
-                                        ss,
+                                    ngx_http_tokenrefresh_digest_key(digest),
+                                    ss,
                                         NGX_HTTP_TOKENREFRESH_EVICT_SESSIONS,
                                         log);
     if (node == NULL) {
@@ -623,8 +623,9 @@ ngx_http_tokenrefresh_session_end(ngx_http_tokenrefresh_zone_t *zone,
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    node = ngx_http_tokenrefresh_lookup(zone, &name, ngx_http_tokenrefresh_digest_key(digest),
-                                        1);
+    node = ngx_http_tokenrefresh_lookup(zone, &name,
+                                    ngx_http_tokenrefresh_digest_key(digest),
+                                    1);
     if (node == NULL) {
         ngx_shmtx_unlock(&zone->shpool->mutex);
         return NGX_DECLINED;
@@ -719,7 +720,8 @@ ngx_http_tokenrefresh_session_end_all(ngx_http_tokenrefresh_zone_t *zone,
 /* how a credential is named in a log line or on the status page */
 
 u_char *
-ngx_http_tokenrefresh_node_label(u_char *dst, ngx_http_tokenrefresh_node_t *node)
+ngx_http_tokenrefresh_node_label(u_char *dst,
+    ngx_http_tokenrefresh_node_t *node)
 {
     if (node->session) {
         return ngx_http_tokenrefresh_session_label(dst, node->name);
