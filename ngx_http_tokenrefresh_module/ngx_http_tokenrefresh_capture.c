@@ -255,9 +255,9 @@ ngx_http_tokenrefresh_capture_session(ngx_http_request_t *r,
     ngx_http_tokenrefresh_capture_t *cp, ngx_str_t *body)
 {
     u_char                                 digest
-                                              [NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
+                                             [NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
     u_char                                 subject
-                                              [NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
+                                             [NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
     u_char                                 label
                                               [NGX_HTTP_TOKENREFRESH_LABEL_LEN];
     ngx_str_t                              handle, out, sub, kept, name;
