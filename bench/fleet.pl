@@ -9,10 +9,12 @@
 #      requests spread over the nodes, in rounds: token calls, latency,
 #      and how long after the refreshing node's answers those of the other
 #      nodes come (the token stored, announced, taken, the requests
-#      replayed).
+#      replayed);
+#   3. one request per node after a revocation, many rounds: how much
+#      later than the refreshing node's the other nodes' answers come.
 #
 # Usage: bench/fleet.pl [--rounds N] [--seconds S] [--storm-rounds N]
-#                       [--out DIR]
+#                       [--resume-rounds N] [--out DIR]
 #
 # BENCH_PORT=P: nodes on P, P+1 and P+2, the upstream on P+3, the mock
 # provider on P+4 and P+5, redis on P+6, nginx under callgrind on P+10.
@@ -33,8 +35,10 @@ use IO::Socket::INET;
 
 my $top = "$Bin/..";
 my ($rounds, $seconds, $storm_rounds, $out) = (11, 2, 7, "$top/build/bench-fleet");
+my $resume_rounds = 40;
 GetOptions('rounds=i' => \$rounds, 'seconds=f' => \$seconds,
-           'storm-rounds=i' => \$storm_rounds, 'out=s' => \$out)
+           'storm-rounds=i' => \$storm_rounds,
+           'resume-rounds=i' => \$resume_rounds, 'out=s' => \$out)
     or die "usage\n";
 
 my $so = $ENV{BENCH_SO} // "$top/build/ngx_http_tokenrefresh_module.so";
@@ -361,6 +365,36 @@ printf "  token calls per storm: %s; latency p50 %.0f ms, p99 %.0f ms "
 printf "  the other nodes' answers behind the refresher's: p50 %.1f ms, "
        . "p99 %.1f ms\n", $result{storm}{behind_p50_ms},
        $result{storm}{behind_p99_ms};
+
+# --- 3. from a token stored on one node to a request resuming on another ------
+#
+# One request per node, sent at once after a revocation: one node
+# refreshes (the provider takes 200 ms), the requests on the other two
+# wait for it; how much later than the refresher's their answers come is
+# the store, its announcement, the other node taking it, and the replay.
+
+say "== fleet: from a token stored on one node to a request resuming on "
+    . "another, $resume_rounds rounds";
+
+my @resume;
+for my $round (1 .. $resume_rounds) {
+    mock('revoke');
+    my @res = storm(port => $port{node1}, timeout => 30,
+                    requests => [ map { { method => 'GET',
+                                          uri => "/api/w$round-$_",
+                                          port => $port{"node$_"} } }
+                                  1 .. 3 ]);
+    die "resume: not all 200\n" if grep { $_->{status} != 200 } @res;
+    my @e = sort { $a <=> $b } map { $_->{elapsed} } @res;
+    push @resume, map { $_ - $e[0] } @e[1, 2];
+}
+
+$result{resume} = { p50_ms => pct(50, @resume) * 1000,
+                    p99_ms => pct(99, @resume) * 1000,
+                    max_ms => pct(100, @resume) * 1000 };
+printf "  another node's request answered after the refresher's: p50 %.1f "
+       . "ms, p99 %.1f ms, max %.1f ms\n", $result{resume}{p50_ms},
+       $result{resume}{p99_ms}, $result{resume}{max_ms};
 
 write_file("$out/fleet.json", $json->encode(\%result));
 say "  results in $out/fleet.json";

@@ -316,8 +316,11 @@ ngx_http_tokenrefresh_digest_key(u_char *digest)
  * counted by every worker without the zone's lock
  */
 
+#define NGX_HTTP_TOKENREFRESH_FLEET_SLOTS  64
+
 typedef struct {
-    ngx_atomic_t                      up;          /* workers connected */
+    /* workers connected now: counted for the status page from "worker" */
+    ngx_atomic_t                      up;
     ngx_atomic_t                      lost;        /* connections lost */
     ngx_atomic_t                      rtt;         /* last command, ms */
     ngx_atomic_t                      leases;      /* fleet leases taken */
@@ -335,6 +338,9 @@ typedef struct {
      * nobody listened is unknown, and every token is checked once more
      */
     ngx_atomic_t                      epoch;
+
+    /* the pid of each worker (by its number) connected to redis, or 0 */
+    ngx_atomic_t                      worker[NGX_HTTP_TOKENREFRESH_FLEET_SLOTS];
 } ngx_http_tokenrefresh_fleet_stats_t;
 
 

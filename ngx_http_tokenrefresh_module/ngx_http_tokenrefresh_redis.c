@@ -152,7 +152,12 @@ ngx_int_t
 ngx_http_tokenrefresh_redis_init(ngx_cycle_t *cycle,
     ngx_http_tokenrefresh_zone_t *zone)
 {
-    if (zone->redis_addr.len == 0) {
+    /* workers only: the cache manager and loader need no fleet */
+
+    if (zone->redis_addr.len == 0
+        || (ngx_process != NGX_PROCESS_WORKER
+            && ngx_process != NGX_PROCESS_SINGLE))
+    {
         return NGX_OK;
     }
 
@@ -499,10 +504,17 @@ ngx_http_tokenrefresh_redis_ready(redisAsyncContext *ac, void *r,
     }
 
     if (reply->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+
+        /* said once per outage: it is tried again every 5 s */
+
+        ngx_log_error(((rd->down || rd->subscriber) ? NGX_LOG_INFO
+                                                    : NGX_LOG_ERR),
+                      rd->log, 0,
                       "tokenrefresh: redis \"%V\" refused %s: %*s",
                       &rd->conf->addr, data ? (char *) data : "PING",
                       (size_t) reply->len, reply->str);
+
+        rd->down = 1;
 
         redisAsyncDisconnect(ac);
         return;
@@ -555,7 +567,9 @@ ngx_http_tokenrefresh_redis_disconnected(const redisAsyncContext *ac,
         ngx_del_timer(&rd->slow);
     }
 
-    ngx_log_error((rd->subscriber ? NGX_LOG_INFO : NGX_LOG_ERR), rd->log, 0,
+    ngx_log_error(((rd->down || rd->subscriber) ? NGX_LOG_INFO
+                                                : NGX_LOG_ERR),
+                  rd->log, 0,
                   "tokenrefresh: the connection to redis \"%V\" was lost%s%s",
                   &rd->conf->addr, status != REDIS_OK ? ": " : "",
                   status != REDIS_OK ? ac->errstr : "");
@@ -603,17 +617,26 @@ static void
 ngx_http_tokenrefresh_redis_up_down(ngx_http_tokenrefresh_redis_t *rd,
     ngx_uint_t up)
 {
+    ngx_atomic_t  *slot;
+
     if (rd->connected == up) {
         return;
     }
 
     rd->connected = up;
 
+    /*
+     * a slot per worker number, not a count: a worker killed while
+     * connected is replaced by one with its number, which takes its slot
+     */
+
+    slot = &rd->stats->worker[ngx_worker % NGX_HTTP_TOKENREFRESH_FLEET_SLOTS];
+
     if (up) {
-        (void) ngx_atomic_fetch_add(&rd->stats->up, 1);
+        *slot = (ngx_atomic_uint_t) ngx_pid;
 
     } else {
-        (void) ngx_atomic_fetch_add(&rd->stats->up, (ngx_atomic_int_t) -1);
+        (void) ngx_atomic_cmp_set(slot, (ngx_atomic_uint_t) ngx_pid, 0);
         (void) ngx_atomic_fetch_add(&rd->stats->lost, 1);
     }
 }

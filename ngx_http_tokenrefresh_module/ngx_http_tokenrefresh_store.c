@@ -77,6 +77,8 @@ static ngx_uint_t ngx_http_tokenrefresh_grant(
     ngx_http_tokenrefresh_loc_conf_t *tlcf);
 static ngx_uint_t ngx_http_tokenrefresh_token_valid(
     ngx_http_tokenrefresh_node_t *node, int64_t now);
+static ngx_uint_t ngx_http_tokenrefresh_fleet_workers(
+    ngx_http_tokenrefresh_zone_t *zone);
 static ngx_uint_t ngx_http_tokenrefresh_unsynced(
     ngx_http_tokenrefresh_zone_t *zone, ngx_http_tokenrefresh_node_t *node);
 static ngx_uint_t ngx_http_tokenrefresh_backing_off(
@@ -1062,6 +1064,28 @@ ngx_http_tokenrefresh_fleet_heard(ngx_http_tokenrefresh_zone_t *zone,
 }
 
 
+/* the workers connected to the fleet's redis: those alive in a slot */
+
+static ngx_uint_t
+ngx_http_tokenrefresh_fleet_workers(ngx_http_tokenrefresh_zone_t *zone)
+{
+    ngx_pid_t   pid;
+    ngx_uint_t  i, n;
+
+    n = 0;
+
+    for (i = 0; i < NGX_HTTP_TOKENREFRESH_FLEET_SLOTS; i++) {
+        pid = (ngx_pid_t) zone->sh->fleet.worker[i];
+
+        if (pid && (pid == ngx_pid || kill(pid, 0) == 0)) {
+            n++;
+        }
+    }
+
+    return n;
+}
+
+
 /* checked with the fleet: at this generation, in this epoch */
 
 void
@@ -1766,6 +1790,7 @@ ngx_http_tokenrefresh_snapshot(ngx_http_tokenrefresh_zone_t *zone,
     zi->sessions_evicted = zone->sh->sessions_evicted;
     zi->fleet = (zone->redis_addr.len != 0);
     zi->fleet_stats = zone->sh->fleet;
+    zi->fleet_stats.up = ngx_http_tokenrefresh_fleet_workers(zone);
 
     zi->credentials = ngx_array_create(pool, zi->count ? zi->count : 1,
                                        sizeof(ngx_http_tokenrefresh_info_t));

@@ -132,6 +132,43 @@ GET /t
 --- init
 ok(wait_until(sub { join('', error_log_since(0)) =~ /redis .* refused AUTH/ }, 10),
    'refused AUTH, in the error log');
+# the attempts go on, 100 ms, 200, 400...: said once per worker, then at info
+ok(wait_until(sub { (() = join('', error_log_since(0)) =~ /refused AUTH/g) >= 8 }, 10),
+   'tried again and again');
+my @err = grep { /\[error\]/ && /redis/ } error_log_since(0);
+cmp_ok(scalar @err, '<=', 2, 'an error line per worker, not per attempt');
 --- request
 GET /t
 --- error_code: 204
+--- error_log_level: info
+
+
+
+=== TEST 5: the status page counts the workers connected, not the cache manager and loader, and a worker killed with kill -9 is replaced in its count
+--- http_config
+    proxy_cache_path $TEST_NGINX_REDIS_DIR/cache keys_zone=c:1m;
+    tokenrefresh_zone fleet:1m state=$TEST_NGINX_REDIS_DIR/fleet.state
+                      key=$TEST_NGINX_REDIS_DIR/key
+                      redis=unix:$TEST_NGINX_REDIS_DIR/redis.sock
+                      redis_password_file=$TEST_NGINX_REDIS_DIR/password;
+--- config
+    location = /status { tokenrefresh_status; }
+--- init
+my $workers = sub {
+    my $r = hit(GET => '/status');
+    return ($r->{content} // '') =~ /"connected_workers": (\d+)/ ? $1 : -1;
+};
+ok(wait_until(sub { $workers->() == 2 }, 10), 'two workers connected');
+is(scalar(() = join('', error_log_since(0)) =~ /connected to redis/g), 2,
+   'and nothing else: no cache process connects');
+# a worker, not the cache manager: its title says so
+my ($victim) = grep { open my $fh, '<', "/proc/$_/cmdline";
+                      (<$fh> // '') =~ /worker process/ } worker_pids();
+kill 'KILL', $victim;
+ok(wait_until(sub { !kill 0, $victim }, 10), 'a worker killed');
+ok(wait_until(sub { (() = join('', error_log_since(0)) =~ /connected to redis/g) >= 3 }, 10),
+   'the new one connected');
+is($workers->(), 2, 'still two connected, not three');
+--- request
+GET /t
+--- error_code: 404
