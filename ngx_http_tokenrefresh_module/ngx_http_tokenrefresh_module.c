@@ -1369,10 +1369,12 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             prefix.data = value[i].data + 13;
             prefix.len = value[i].len - 13;
 
-            if (prefix.len > NGX_HTTP_TOKENREFRESH_PREFIX_MAX) {
+            if (prefix.len == 0
+                || prefix.len > NGX_HTTP_TOKENREFRESH_PREFIX_MAX)
+            {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "\"redis_prefix=\" is longer than %d",
-                                   NGX_HTTP_TOKENREFRESH_PREFIX_MAX);
+                                   "\"redis_prefix=\" must have 1 to %d "
+                                   "bytes", NGX_HTTP_TOKENREFRESH_PREFIX_MAX);
                 return NGX_CONF_ERROR;
             }
 
@@ -1380,6 +1382,13 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         if (ngx_strncmp(value[i].data, "redis=", 6) == 0) {
+
+            if (redis.len) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"redis=\" is duplicate");
+                return NGX_CONF_ERROR;
+            }
+
             redis.data = value[i].data + 6;
             redis.len = value[i].len - 6;
 
@@ -1525,6 +1534,28 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                                "zone \"%V\" already uses the state file "
                                "\"%V\"", &shm[i].shm.name,
                                &zone->state->path);
+            return NGX_CONF_ERROR;
+        }
+
+        /* nor may two zones share a fleet's keys and leases */
+
+        if (shm[i].tag == &ngx_http_tokenrefresh_module
+            && other && zone->redis_addr.len
+            && other->redis_addr.len == zone->redis_addr.len
+            && ngx_strncmp(other->redis_addr.data, zone->redis_addr.data,
+                           zone->redis_addr.len)
+               == 0
+            && other->redis_db == zone->redis_db
+            && other->redis_prefix.len == zone->redis_prefix.len
+            && ngx_strncmp(other->redis_prefix.data, zone->redis_prefix.data,
+                           zone->redis_prefix.len)
+               == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "zone \"%V\" already uses redis \"%V\" with "
+                               "the prefix \"%V\": give this one another "
+                               "\"redis_prefix=\"", &shm[i].shm.name,
+                               &zone->redis_addr, &zone->redis_prefix);
             return NGX_CONF_ERROR;
         }
     }

@@ -129,8 +129,14 @@ ngx_http_tokenrefresh_redis_addr(ngx_conf_t *cf, ngx_str_t *addr)
         host.len -= 2;
     }
 
-    if (port < 1 || port > 65535
-        || (ngx_inet_addr(host.data, host.len) == INADDR_NONE
+    if (port < 1 || port > 65535) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid \"redis=%V\": a port from 1 to 65535 "
+                           "is expected", addr);
+        return NGX_ERROR;
+    }
+
+    if ((ngx_inet_addr(host.data, host.len) == INADDR_NONE
 #if (NGX_HAVE_INET6)
             && ngx_inet6_addr(host.data, host.len, buf) != NGX_OK
 #endif

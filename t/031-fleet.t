@@ -235,6 +235,57 @@ qr/\[emerg\] .*"redis_prefix=" and "redis_replicas=" need "redis="/
 
 
 
+=== TEST 2b: two zones on one redis with one prefix would share keys and leases: refused
+--- http_config
+    tokenrefresh_zone one:1m state=$TEST_NGINX_FLEET_DIR/a.state
+                             key=$TEST_NGINX_FLEET_DIR/key
+                             redis=127.0.0.1:6379 redis_prefix=app:;
+    tokenrefresh_zone two:1m state=$TEST_NGINX_FLEET_DIR/b.state
+                             key=$TEST_NGINX_FLEET_DIR/key
+                             redis=127.0.0.1:6379 redis_prefix=app:;
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*zone "one" already uses redis "127.0.0.1:6379" with the prefix "app:": give this one another "redis_prefix=" in .*nginx\.conf:\d+/
+
+
+
+=== TEST 2c: a port out of range is said as such
+--- http_config
+    tokenrefresh_zone one:1m state=$TEST_NGINX_FLEET_DIR/a.state
+                             key=$TEST_NGINX_FLEET_DIR/key
+                             redis=127.0.0.1:99999;
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*invalid "redis=127.0.0.1:99999": a port from 1 to 65535 is expected in .*nginx\.conf:\d+/
+
+
+
+=== TEST 2d: an empty prefix
+--- http_config
+    tokenrefresh_zone one:1m state=$TEST_NGINX_FLEET_DIR/a.state
+                             key=$TEST_NGINX_FLEET_DIR/key
+                             redis=127.0.0.1:6379 redis_prefix=;
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"redis_prefix=" must have 1 to 128 bytes/
+
+
+
+=== TEST 2e: redis= twice
+--- http_config
+    tokenrefresh_zone one:1m state=$TEST_NGINX_FLEET_DIR/a.state
+                             key=$TEST_NGINX_FLEET_DIR/key
+                             redis=127.0.0.1:6379 redis=127.0.0.1:6380;
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"redis=" is duplicate/
+
+
+
 === TEST 3: a revocation storm over three nodes: one token call in the fleet; the other nodes take its tokens; every client its own answer
 --- main_config
     worker_rlimit_nofile 10000;
