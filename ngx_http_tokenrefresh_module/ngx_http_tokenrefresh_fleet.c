@@ -47,7 +47,15 @@
 #include <hiredis/hiredis.h>
 
 
-#define NGX_HTTP_TOKENREFRESH_FLEET_POLL  50
+#define NGX_HTTP_TOKENREFRESH_FLEET_POLL    50
+
+/* the fleet's marker: 16 random bytes in hex; checked this often */
+#define NGX_HTTP_TOKENREFRESH_MARKER        32
+#define NGX_HTTP_TOKENREFRESH_MARKER_CHECK  500
+#define NGX_HTTP_TOKENREFRESH_MARKER_GRACE  1000
+
+/* no lease for this long after a new marker: above the reconnect back-off */
+#define NGX_HTTP_TOKENREFRESH_SETTLE_STR    "2500"
 
 /*
  * The record: "TRF1", generation, issued, expires, both tokens, and for a
@@ -79,6 +87,7 @@ typedef struct {
     ngx_str_t                         cred;
     ngx_str_t                         owner;
     ngx_str_t                         log_name;
+    ngx_str_t                         name;
     uint32_t                          generation;
     uint32_t                          seen;
     ngx_uint_t                        session;
@@ -86,6 +95,25 @@ typedef struct {
     void                            (*done)(void *data);
     void                             *data;
 } ngx_http_tokenrefresh_fleet_op_t;
+
+
+/*
+ * What this worker knows of the fleet's marker: a random value that the
+ * first node to connect sets in redis.  Gone, or another one: redis lost
+ * its data (a restart without persistence, a FLUSHALL, an eviction); the
+ * nodes write back what they hold, and only then is a new marker set, by
+ * a node that wrote something, or by any after a second.
+ */
+
+typedef struct {
+    ngx_event_t                       check;
+    ngx_msec_t                        missing;     /* since when, or 0 */
+    ngx_uint_t                        wrote;       /* at the last check */
+    ngx_uint_t                        asking;
+    size_t                            len;
+    u_char                            marker[NGX_HTTP_TOKENREFRESH_MARKER];
+    ngx_http_tokenrefresh_zone_t     *zone;
+} ngx_http_tokenrefresh_fleet_worker_t;
 
 
 /* this worker's leases that could not be released: redis was away */
@@ -107,6 +135,14 @@ struct ngx_http_tokenrefresh_fleet_put_s {
 
 static ngx_http_tokenrefresh_fleet_op_t *ngx_http_tokenrefresh_fleet_op(
     ngx_http_tokenrefresh_refresh_t *rf);
+static ngx_http_tokenrefresh_fleet_worker_t *
+    ngx_http_tokenrefresh_fleet_worker(ngx_http_tokenrefresh_zone_t *zone);
+static void ngx_http_tokenrefresh_fleet_check(
+    ngx_http_tokenrefresh_zone_t *zone);
+static void ngx_http_tokenrefresh_fleet_check_handler(ngx_event_t *ev);
+static void ngx_http_tokenrefresh_fleet_marked(void *data, void *reply);
+static ngx_uint_t ngx_http_tokenrefresh_fleet_write_back(
+    ngx_http_tokenrefresh_zone_t *zone);
 static ngx_uint_t ngx_http_tokenrefresh_fleet_spends(
     ngx_http_tokenrefresh_refresh_t *rf);
 static ngx_int_t ngx_http_tokenrefresh_fleet_ask(
@@ -164,22 +200,32 @@ static void ngx_http_tokenrefresh_fleet_aad(ngx_http_tokenrefresh_zone_t *zone,
 
 /*
  * KEYS: the lease, the credential; ARGV: the owner, the lease's time in ms,
- * this node's generation, "1" for a check only.  { 1, generation, record }:
+ * this node's generation, "1" for a check only or "2" for no lease (a
+ * holder was seen, and its lease would still run), the fleet's marker as
+ * this node knows it; KEYS[3]: the marker, KEYS[4]: "settling", set for a
+ * while after redis lost its data, so that the nodes whose refreshes were
+ * in flight claim their leases again first.  { 4 }: the marker is not that one
+ * (redis lost its data, and the nodes are giving it back what they hold);
+ * { 1, generation, record }:
  * the fleet's is newer; { 3, generation }: it is not (a check); { 0,
  * generation }: the lease is the caller's; { 2, generation }: another node
  * holds it.
  */
 
 static const char  ngx_http_tokenrefresh_fleet_ask_script[] =
+    "if redis.call('GET', KEYS[3]) ~= ARGV[5] then return {4, 0} end "
     "local g = tonumber(redis.call('HGET', KEYS[2], 'g') or '0') "
     "if g > tonumber(ARGV[3]) then "
     "  return {1, g, redis.call('HGET', KEYS[2], 'r')} "
     "end "
     "if ARGV[4] == '1' then return {3, g} end "
+    "if ARGV[4] == '2' or redis.call('EXISTS', KEYS[4]) == 1 then "
+    "  return {2, g, -1} "
+    "end "
     "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then "
     "  return {0, g} "
     "end "
-    "return {2, g}";
+    "return {2, g, redis.call('PTTL', KEYS[1])}";
 
 
 /*
@@ -242,11 +288,18 @@ static const char  ngx_http_tokenrefresh_fleet_find_script[] =
     "return redis.call('HMGET', KEYS[1], 'g', 'r')";
 
 
-/* KEYS: the lease; ARGV: the owner.  Compare and delete. */
+/*
+ * KEYS: the lease; ARGV: the owner, the channel and the name to say it on
+ * (as generation 0: the lease is free).  Compare and delete.
+ */
 
 static const char  ngx_http_tokenrefresh_fleet_release_script[] =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then "
-    "  return redis.call('DEL', KEYS[1]) "
+    "  redis.call('DEL', KEYS[1]) "
+    "  if ARGV[2] ~= '' then "
+    "    redis.call('PUBLISH', ARGV[2], '0 ' .. ARGV[3]) "
+    "  end "
+    "  return 1 "
     "end "
     "return 0";
 
@@ -337,8 +390,14 @@ ngx_http_tokenrefresh_fleet_ask(ngx_http_tokenrefresh_refresh_t *rf)
 {
     u_char                            px[NGX_INT_T_LEN], known[NGX_INT_T_LEN];
     ngx_msec_t                        left;
-    ngx_str_t                         args[6];
+    ngx_str_t                         args[9];
     ngx_http_tokenrefresh_fleet_op_t *op;
+    ngx_http_tokenrefresh_fleet_worker_t  *fw;
+
+    fw = ngx_http_tokenrefresh_fleet_worker(rf->zone);
+    if (fw == NULL) {
+        return NGX_ERROR;
+    }
 
     op = ngx_http_tokenrefresh_fleet_op(rf);
     if (op == NULL) {
@@ -357,21 +416,37 @@ ngx_http_tokenrefresh_fleet_ask(ngx_http_tokenrefresh_refresh_t *rf)
 
     args[0] = op->lease;
     args[1] = op->cred;
-    args[2] = op->owner;
-    args[3].data = px;
-    args[3].len = ngx_sprintf(px, "%M",
+    args[2] = rf->zone->redis_marker;
+    args[3] = rf->zone->redis_settling;
+    args[4] = op->owner;
+    args[5].data = px;
+    args[5].len = ngx_sprintf(px, "%M",
                               left + NGX_HTTP_TOKENREFRESH_LEASE_MARGIN)
                   - px;
-    args[4].data = known;
-    args[4].len = ngx_sprintf(known, "%uD", rf->fleet_known) - known;
-    args[5].data = (u_char *) (rf->fleet_sync ? "1" : "0");
-    args[5].len = 1;
+    args[6].data = known;
+    args[6].len = ngx_sprintf(known, "%uD", rf->fleet_known) - known;
+
+    /*
+     * a holder seen earlier keeps its lease until it would have expired,
+     * even if redis lost it meanwhile: only news, or the holder letting it
+     * go, frees it for this node
+     */
+
+    args[7].data = (u_char *) (rf->fleet_sync ? "1"
+                               : (rf->fleet_held_until
+                                  && (ngx_msec_int_t) (rf->fleet_held_until
+                                                       - ngx_current_msec)
+                                     > 0)
+                               ? "2" : "0");
+    args[7].len = 1;
+    args[8].data = fw->marker;
+    args[8].len = fw->len;
 
     rf->fleet_epoch = (uint32_t) rf->zone->sh->fleet.epoch;
 
     if (ngx_http_tokenrefresh_redis_eval(rf->zone,
                                     ngx_http_tokenrefresh_fleet_ask_script,
-                                    2, args, 6,
+                                    4, args, 9,
                                     ngx_http_tokenrefresh_fleet_answer, op)
         != NGX_OK)
     {
@@ -463,12 +538,39 @@ ngx_http_tokenrefresh_fleet_answer(void *data, void *r)
         ngx_http_tokenrefresh_fleet_checked(rf, g);
         return;
 
+    case 4:
+        ngx_free(op);
+
+        /*
+         * redis lost its data: nothing is refreshed until the nodes that
+         * hold the newest tokens have given them back (a node restarted
+         * from an old state file would send a spent refresh token); a
+         * check uses the token it has
+         */
+
+        if (rf->fleet_sync) {
+            ngx_http_tokenrefresh_fleet_done(rf);
+            return;
+        }
+
+        ngx_http_tokenrefresh_fleet_check(zone);
+        ngx_add_timer(&rf->fleet_poll, NGX_HTTP_TOKENREFRESH_FLEET_POLL);
+        return;
+
     case 2:
         ngx_free(op);
 
         if (!rf->fleet_held) {
             rf->fleet_held = 1;
             (void) ngx_atomic_fetch_add(&zone->sh->fleet.waits, 1);
+        }
+
+        if (reply->elements > 2
+            && reply->element[2]->type == REDIS_REPLY_INTEGER
+            && reply->element[2]->integer > 0)
+        {
+            rf->fleet_held_until = ngx_current_msec
+                                   + (ngx_msec_t) reply->element[2]->integer;
         }
 
         /* another node refreshes it: asked again, until the deadline */
@@ -747,8 +849,14 @@ ngx_http_tokenrefresh_fleet_message(ngx_http_tokenrefresh_zone_t *zone,
 
     (void) ngx_atomic_fetch_add(&zone->sh->fleet.news, 1);
 
+    if (g == 0) {
+        /* a holder let its lease go without a result: it is free */
+        ngx_http_tokenrefresh_fleet_pokes(zone, &name, 1);
+        return;
+    }
+
     if (ngx_http_tokenrefresh_fleet_heard(zone, &name, g) == NGX_OK) {
-        ngx_http_tokenrefresh_fleet_pokes(zone, &name);
+        ngx_http_tokenrefresh_fleet_pokes(zone, &name, 0);
     }
 }
 
@@ -1059,19 +1167,72 @@ ngx_http_tokenrefresh_fleet_unstored(ngx_http_tokenrefresh_fleet_op_t *op,
 }
 
 
+/* KEYS: the lease; ARGV: the owner, its time in ms.  Claimed again. */
+
+static const char  ngx_http_tokenrefresh_fleet_claim_script[] =
+    "return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])";
+
+
+ngx_int_t
+ngx_http_tokenrefresh_fleet_claim(ngx_http_tokenrefresh_refresh_t *rf)
+{
+    u_char                             px[NGX_INT_T_LEN];
+    ngx_msec_t                         left;
+    ngx_str_t                          args[3];
+    ngx_http_tokenrefresh_fleet_op_t  *op;
+
+    op = ngx_http_tokenrefresh_fleet_op(rf);
+    if (op == NULL) {
+        return NGX_ERROR;
+    }
+
+    op->rf = NULL;
+
+    left = rf->deadline.timer_set
+           ? (ngx_msec_t) ((ngx_msec_int_t) (rf->deadline.timer.key
+                                             - ngx_current_msec))
+           : 0;
+
+    args[0] = op->lease;
+    args[1] = op->owner;
+    args[2].data = px;
+    args[2].len = ngx_sprintf(px, "%M",
+                              left + NGX_HTTP_TOKENREFRESH_LEASE_MARGIN)
+                  - px;
+
+    if (ngx_http_tokenrefresh_redis_eval(rf->zone,
+                                    ngx_http_tokenrefresh_fleet_claim_script,
+                                    1, args, 3,
+                                    ngx_http_tokenrefresh_fleet_freed, op)
+        != NGX_OK)
+    {
+        ngx_free(op);
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
 /* compare and delete: the lease goes only if it is still the caller's */
 
 static void
 ngx_http_tokenrefresh_fleet_release(ngx_http_tokenrefresh_fleet_op_t *op)
 {
-    ngx_str_t  args[2];
+    ngx_str_t  args[4];
 
     args[0] = op->lease;
     args[1] = op->owner;
+    args[2] = op->zone->redis_channel;
+    args[3] = op->name;
+
+    if (op->session) {
+        args[2].len = 0;
+    }
 
     if (ngx_http_tokenrefresh_redis_eval(op->zone,
                                     ngx_http_tokenrefresh_fleet_release_script,
-                                    1, args, 2,
+                                    1, args, 4,
                                     ngx_http_tokenrefresh_fleet_freed, op)
         != NGX_OK)
     {
@@ -1143,7 +1304,7 @@ ngx_http_tokenrefresh_fleet_op(ngx_http_tokenrefresh_refresh_t *rf)
 
     len = sizeof(ngx_http_tokenrefresh_fleet_op_t)
           + 2 * (prefix->len + sizeof("slease:") - 1 + 2 * rf->name.len)
-          + rf->owner_len + rf->log_name.len;
+          + rf->owner_len + rf->log_name.len + rf->name.len;
 
     op = ngx_alloc(len, ngx_cycle->log);
     if (op == NULL) {
@@ -1175,8 +1336,12 @@ ngx_http_tokenrefresh_fleet_op(ngx_http_tokenrefresh_refresh_t *rf)
     op->owner.len = rf->owner_len;
 
     op->log_name.data = p;
-    (void) ngx_cpymem(p, rf->log_name.data, rf->log_name.len);
+    p = ngx_cpymem(p, rf->log_name.data, rf->log_name.len);
     op->log_name.len = rf->log_name.len;
+
+    op->name.data = p;
+    (void) ngx_cpymem(p, rf->name.data, rf->name.len);
+    op->name.len = rf->name.len;
 
     return op;
 }
@@ -1332,20 +1497,45 @@ ngx_http_tokenrefresh_fleet_seal(ngx_http_tokenrefresh_zone_t *zone,
 void
 ngx_http_tokenrefresh_fleet_connected(ngx_http_tokenrefresh_zone_t *zone)
 {
+    ngx_http_tokenrefresh_fleet_worker_t  *fw;
+
+    fw = ngx_http_tokenrefresh_fleet_worker(zone);
+    if (fw == NULL) {
+        return;
+    }
+
+    /* the marker is asked after what this node writes back, in order */
+
+    fw->wrote = ngx_http_tokenrefresh_fleet_write_back(zone)
+                + ngx_http_tokenrefresh_fleet_reclaim(zone);
+
+    ngx_http_tokenrefresh_fleet_release_later(zone);
+
+    ngx_http_tokenrefresh_fleet_check(zone);
+
+    if (!fw->check.timer_set) {
+        ngx_add_timer(&fw->check, NGX_HTTP_TOKENREFRESH_MARKER_CHECK);
+    }
+}
+
+
+/* what this node holds, where the fleet is older: how many records */
+
+static ngx_uint_t
+ngx_http_tokenrefresh_fleet_write_back(ngx_http_tokenrefresh_zone_t *zone)
+{
     u_char                             *p;
     ngx_str_t                           sealed, args[6];
     ngx_queue_t                        *q;
     ngx_http_tokenrefresh_node_t       *node;
     ngx_http_tokenrefresh_fleet_put_t  *put, *first;
+    ngx_uint_t                          n;
     u_char                              gen[NGX_INT_T_LEN];
-
-    if (zone->state == NULL) {
-        return;
-    }
 
     /* copies under the lock; sealed and sent after it */
 
     first = NULL;
+    n = 0;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
@@ -1409,10 +1599,14 @@ ngx_http_tokenrefresh_fleet_connected(ngx_http_tokenrefresh_zone_t *zone)
             args[4] = put->name;
             ngx_str_set(&args[5], "0");
 
-            (void) ngx_http_tokenrefresh_redis_eval(zone,
+            if (ngx_http_tokenrefresh_redis_eval(zone,
                                 ngx_http_tokenrefresh_fleet_put_script,
                                 1, args, 6, ngx_http_tokenrefresh_fleet_put,
-                                NULL);
+                                NULL)
+                == NGX_OK)
+            {
+                n++;
+            }
 
             ngx_free(sealed.data);
         }
@@ -1420,7 +1614,182 @@ ngx_http_tokenrefresh_fleet_connected(ngx_http_tokenrefresh_zone_t *zone)
         ngx_free(put);
     }
 
-    ngx_http_tokenrefresh_fleet_release_later(zone);
+    return n;
+}
+
+
+static ngx_http_tokenrefresh_fleet_worker_t *
+ngx_http_tokenrefresh_fleet_worker(ngx_http_tokenrefresh_zone_t *zone)
+{
+    ngx_http_tokenrefresh_fleet_worker_t  *fw;
+
+    if (zone->fleet) {
+        return zone->fleet;
+    }
+
+    fw = ngx_pcalloc(ngx_cycle->pool,
+                     sizeof(ngx_http_tokenrefresh_fleet_worker_t));
+    if (fw == NULL) {
+        return NULL;
+    }
+
+    fw->zone = zone;
+    fw->check.handler = ngx_http_tokenrefresh_fleet_check_handler;
+    fw->check.data = fw;
+    fw->check.log = ngx_cycle->log;
+    fw->check.cancelable = 1;
+
+    zone->fleet = fw;
+
+    return fw;
+}
+
+
+/*
+ * KEYS: the marker, "settling"; ARGV: a new marker, "1" if it may be set,
+ * how long no lease is given then (the nodes whose refreshes were in
+ * flight claim theirs again meanwhile: they reconnect within their
+ * back-off).  The marker, or nil: it is gone, and may not be set yet.
+ */
+
+static const char  ngx_http_tokenrefresh_fleet_marker_script[] =
+    "local m = redis.call('GET', KEYS[1]) "
+    "if m then return m end "
+    "if ARGV[2] == '1' then "
+    "  redis.call('SET', KEYS[1], ARGV[1]) "
+    "  redis.call('SET', KEYS[2], '1', 'PX', ARGV[3]) "
+    "  return ARGV[1] "
+    "end "
+    "return false";
+
+
+static void
+ngx_http_tokenrefresh_fleet_check(ngx_http_tokenrefresh_zone_t *zone)
+{
+    u_char                                *p;
+    ngx_str_t                              args[5];
+    ngx_http_tokenrefresh_fleet_worker_t  *fw;
+    u_char                                 fresh[NGX_HTTP_TOKENREFRESH_MARKER];
+
+    fw = ngx_http_tokenrefresh_fleet_worker(zone);
+
+    if (fw == NULL || fw->asking) {
+        return;
+    }
+
+    p = fresh;
+
+    while (p < fresh + NGX_HTTP_TOKENREFRESH_MARKER) {
+        p = ngx_sprintf(p, "%08xD", (uint32_t) ngx_random());
+    }
+
+    args[0] = zone->redis_marker;
+    args[1] = zone->redis_settling;
+    args[2].data = fresh;
+    args[2].len = NGX_HTTP_TOKENREFRESH_MARKER;
+    ngx_str_set(&args[4], NGX_HTTP_TOKENREFRESH_SETTLE_STR);
+
+    /* one that gave something back sets it at once; others wait a while */
+
+    ngx_str_set(&args[3], "0");
+
+    if ((fw->wrote
+         || (fw->missing
+             && ngx_current_msec - fw->missing
+                >= NGX_HTTP_TOKENREFRESH_MARKER_GRACE))
+        && !ngx_http_tokenrefresh_fleet_leases_elsewhere(zone))
+    {
+        /* not while another worker has a refresh in flight to claim */
+        ngx_str_set(&args[3], "1");
+    }
+
+    if (ngx_http_tokenrefresh_redis_eval(zone,
+                                    ngx_http_tokenrefresh_fleet_marker_script,
+                                    2, args, 5,
+                                    ngx_http_tokenrefresh_fleet_marked, fw)
+        == NGX_OK)
+    {
+        fw->asking = 1;
+    }
+}
+
+
+static void
+ngx_http_tokenrefresh_fleet_marked(void *data, void *r)
+{
+    ngx_http_tokenrefresh_fleet_worker_t *fw = data;
+
+    redisReply  *reply = r;
+
+    fw->asking = 0;
+
+    if (reply == NULL) {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_STRING
+        && reply->len == NGX_HTTP_TOKENREFRESH_MARKER)
+    {
+        if (fw->len == NGX_HTTP_TOKENREFRESH_MARKER
+            && ngx_memcmp(fw->marker, reply->str, fw->len) != 0)
+        {
+            /* another marker: redis lost its data while this one looked */
+
+            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                          "tokenrefresh: redis \"%V\" lost the fleet's "
+                          "state of zone \"%V\"; this node gives back what "
+                          "it holds", &fw->zone->redis_addr,
+                          &fw->zone->shm_zone->shm.name);
+
+            (void) ngx_http_tokenrefresh_fleet_write_back(fw->zone);
+            (void) ngx_http_tokenrefresh_fleet_reclaim(fw->zone);
+        }
+
+        ngx_memcpy(fw->marker, reply->str, NGX_HTTP_TOKENREFRESH_MARKER);
+        fw->len = NGX_HTTP_TOKENREFRESH_MARKER;
+        fw->missing = 0;
+        fw->wrote = 0;
+        return;
+    }
+
+    /* gone: what this node holds goes back first, the marker next time */
+
+    if (fw->missing == 0) {
+        fw->missing = ngx_current_msec;
+
+        if (fw->len) {
+            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                          "tokenrefresh: redis \"%V\" lost the fleet's "
+                          "state of zone \"%V\"; this node gives back what "
+                          "it holds", &fw->zone->redis_addr,
+                          &fw->zone->shm_zone->shm.name);
+        }
+
+        fw->wrote = ngx_http_tokenrefresh_fleet_write_back(fw->zone)
+                    + ngx_http_tokenrefresh_fleet_reclaim(fw->zone);
+        fw->len = 0;
+
+        if (fw->wrote) {
+            ngx_http_tokenrefresh_fleet_check(fw->zone);
+        }
+    }
+}
+
+
+static void
+ngx_http_tokenrefresh_fleet_check_handler(ngx_event_t *ev)
+{
+    ngx_http_tokenrefresh_fleet_worker_t *fw = ev->data;
+
+    if (ngx_exiting || ngx_terminate) {
+        return;
+    }
+
+    if (ngx_http_tokenrefresh_redis_up(fw->zone)) {
+        ngx_http_tokenrefresh_fleet_check(fw->zone);
+    }
+
+    ngx_add_timer(ev, NGX_HTTP_TOKENREFRESH_MARKER_CHECK);
 }
 
 

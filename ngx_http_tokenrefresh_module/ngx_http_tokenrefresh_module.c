@@ -1487,6 +1487,24 @@ ngx_http_tokenrefresh_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         ngx_sprintf(zone->redis_channel.data, "%Vgen", &prefix);
+
+        zone->redis_marker.len = prefix.len + sizeof("marker") - 1;
+        zone->redis_marker.data = ngx_pnalloc(cf->pool,
+                                              zone->redis_marker.len);
+        if (zone->redis_marker.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_sprintf(zone->redis_marker.data, "%Vmarker", &prefix);
+
+        zone->redis_settling.len = prefix.len + sizeof("settling") - 1;
+        zone->redis_settling.data = ngx_pnalloc(cf->pool,
+                                                zone->redis_settling.len);
+        if (zone->redis_settling.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_sprintf(zone->redis_settling.data, "%Vsettling", &prefix);
     }
 
     if ((state.len == 0) != (key.len == 0)) {

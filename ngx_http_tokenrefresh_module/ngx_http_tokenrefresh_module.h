@@ -469,6 +469,9 @@ typedef struct ngx_http_tokenrefresh_zone_s {
     ngx_str_t                         redis_prefix;
     ngx_uint_t                        redis_replicas;
     ngx_str_t                         redis_channel;   /* prefix "gen" */
+    ngx_str_t                         redis_marker;    /* prefix "marker" */
+    ngx_str_t                         redis_settling;
+    void                             *fleet;           /* this worker's */
     void                             *redis;
     void                             *redis_sub;       /* the subscriber */
 
@@ -734,6 +737,7 @@ typedef struct {
     uint32_t                          fleet_seen;   /* its generation then */
     uint32_t                          fleet_known;  /* this node's */
     uint32_t                          fleet_epoch;  /* when it asked */
+    ngx_msec_t                        fleet_held_until;
     u_char                            owner[64];
     size_t                            owner_len;
     unsigned                          fleet_waiting:1;  /* not sent yet */
@@ -1044,8 +1048,14 @@ void ngx_http_tokenrefresh_fleet_session_gone(
     ngx_http_tokenrefresh_zone_t *zone, u_char *digest);
 ngx_int_t ngx_http_tokenrefresh_fleet_session_find(ngx_http_request_t *r,
     ngx_http_tokenrefresh_ctx_t *ctx);
+ngx_uint_t ngx_http_tokenrefresh_fleet_leases_elsewhere(
+    ngx_http_tokenrefresh_zone_t *zone);
+ngx_uint_t ngx_http_tokenrefresh_fleet_reclaim(
+    ngx_http_tokenrefresh_zone_t *zone);
+ngx_int_t ngx_http_tokenrefresh_fleet_claim(
+    ngx_http_tokenrefresh_refresh_t *rf);
 void ngx_http_tokenrefresh_fleet_pokes(ngx_http_tokenrefresh_zone_t *zone,
-    ngx_str_t *name);
+    ngx_str_t *name, ngx_uint_t released);
 ngx_int_t ngx_http_tokenrefresh_fleet_settle(
     ngx_http_tokenrefresh_refresh_t *rf, ngx_uint_t share,
     void (*done)(void *data), void *data);

@@ -592,7 +592,8 @@ ngx_http_tokenrefresh_redis_retry(ngx_event_t *ev)
 {
     ngx_http_tokenrefresh_redis_t *rd = ev->data;
 
-    rd->backoff = ngx_min(rd->backoff * 2, 5000);
+    /* at most 2 s: a node must claim its leases within the settling time */
+    rd->backoff = ngx_min(rd->backoff * 2, 2000);
 
     if (ngx_http_tokenrefresh_redis_connect(rd) != NGX_OK) {
         ngx_add_timer(&rd->reconnect, rd->backoff);

@@ -646,7 +646,7 @@ ngx_http_tokenrefresh_cut(ngx_http_request_t *parent, char *why)
 
 void
 ngx_http_tokenrefresh_fleet_pokes(ngx_http_tokenrefresh_zone_t *zone,
-    ngx_str_t *name)
+    ngx_str_t *name, ngx_uint_t released)
 {
     ngx_queue_t                      *q;
     ngx_http_tokenrefresh_refresh_t  *rf;
@@ -665,10 +665,50 @@ ngx_http_tokenrefresh_fleet_pokes(ngx_http_tokenrefresh_zone_t *zone,
             && rf->name.len == name->len
             && ngx_memcmp(rf->name.data, name->data, name->len) == 0)
         {
+            if (released) {
+                rf->fleet_held_until = 0;
+            }
+
             ngx_http_tokenrefresh_fleet_poke(rf);
             return;
         }
     }
+}
+
+
+/*
+ * Redis lost its data: the fleet's leases of this worker's refreshes in
+ * flight are claimed again, before any other node may take them and send
+ * the same refresh token.  Returns how many.
+ */
+
+ngx_uint_t
+ngx_http_tokenrefresh_fleet_reclaim(ngx_http_tokenrefresh_zone_t *zone)
+{
+    ngx_uint_t                        n;
+    ngx_queue_t                      *q;
+    ngx_http_tokenrefresh_refresh_t  *rf;
+
+    n = 0;
+
+    if (ngx_http_tokenrefresh_refreshes.next == NULL) {
+        return 0;
+    }
+
+    for (q = ngx_queue_head(&ngx_http_tokenrefresh_refreshes);
+         q != ngx_queue_sentinel(&ngx_http_tokenrefresh_refreshes);
+         q = ngx_queue_next(q))
+    {
+        rf = ngx_queue_data(q, ngx_http_tokenrefresh_refresh_t, queue);
+
+        if (rf->zone == zone && !rf->done && rf->fleet_lease
+            && ngx_http_tokenrefresh_fleet_claim(rf) == NGX_OK)
+        {
+            n++;
+        }
+    }
+
+    return n;
 }
 
 

@@ -1086,6 +1086,41 @@ ngx_http_tokenrefresh_fleet_workers(ngx_http_tokenrefresh_zone_t *zone)
 }
 
 
+/*
+ * Whether another worker of this node holds a lease (a refresh in flight):
+ * redis lost its data, and that worker has not yet claimed its lease again
+ */
+
+ngx_uint_t
+ngx_http_tokenrefresh_fleet_leases_elsewhere(
+    ngx_http_tokenrefresh_zone_t *zone)
+{
+    ngx_uint_t                     held;
+    ngx_queue_t                   *q;
+    ngx_http_tokenrefresh_node_t  *node;
+
+    held = 0;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    for (q = ngx_queue_head(&zone->sh->lru);
+         q != ngx_queue_sentinel(&zone->sh->lru) && !held;
+         q = ngx_queue_next(q))
+    {
+        node = ngx_queue_data(q, ngx_http_tokenrefresh_node_t, lru);
+
+        held = (node->lease_pid && node->lease_pid != ngx_pid
+                && (ngx_msec_int_t) (node->lease_deadline - ngx_current_msec)
+                   > 0
+                && ngx_http_tokenrefresh_alive(node->lease_pid));
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return held;
+}
+
+
 /* checked with the fleet: at this generation, in this epoch */
 
 void

@@ -895,3 +895,43 @@ GET /calls
 [crit]
 [alert]
 --- timeout: 40
+
+
+
+=== TEST 14: redis loses its data while the nodes run (FLUSHALL), then a node comes back with an old state file: the nodes give back what they hold first, and the old refresh token is never sent
+--- http_config
+    tokenrefresh_zone fleet:1m state=$TEST_NGINX_FLEET_DIR/NODE1-t14.state
+                               key=$TEST_NGINX_FLEET_DIR/key
+                               redis=127.0.0.1:$TEST_NGINX_REDIS_PORT;
+    tokenrefresh_seed fleet billing $TEST_NGINX_FLEET_DIR/seed;
+--- config
+--- init
+fleet_up();
+mock(rotate => 1);
+is(join(' ', map { (on($_, "/api/a$_"))[0] } 1 .. 3), '200 200 200',
+   'each node has the fleet\'s token');
+node_stop(3, 'QUIT');
+for my $round (1 .. 3) {
+    revoke();
+    is(join(' ', map { (on($_, "/api/r$round-$_"))[0] } 1, 2), '200 200',
+       "rotation $round on nodes 1 and 2");
+}
+is(calls(), 'calls=4 refresh_token=4', 'three rotations while node 3 was down');
+redis_cli('FLUSHALL');
+ok(wait_until(sub { redis_cli('HGET', 'tokenrefresh:fleet:cred:billing', 'g') eq '4' }, 5),
+   'the nodes that ran gave the fleet back its generation');
+revoke();
+node_start(3);
+my ($st, $body) = on(3, '/api/after');
+is($st, 200, 'node 3, back with its old state file: 200');
+is(stats()->{reuse}, 0, 'its old refresh token was never sent');
+is(calls(), 'calls=5 refresh_token=5', 'one refresh for the revocation');
+fleet_down();
+--- request
+GET /calls
+--- response_body_like
+^calls=5 refresh_token=5$
+--- no_error_log
+[crit]
+[alert]
+--- timeout: 40
