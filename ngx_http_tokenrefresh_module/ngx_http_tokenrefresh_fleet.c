@@ -167,6 +167,8 @@ static u_char *ngx_http_tokenrefresh_fleet_key(u_char *p,
     ngx_http_tokenrefresh_zone_t *zone, char *kind, ngx_str_t *name,
     ngx_uint_t session);
 static void ngx_http_tokenrefresh_fleet_found(void *data, void *reply);
+static ngx_int_t ngx_http_tokenrefresh_fleet_unhex(u_char *hex,
+    u_char *digest);
 static void ngx_http_tokenrefresh_fleet_ended(
     ngx_http_tokenrefresh_zone_t *zone, u_char *hex);
 static int64_t ngx_http_tokenrefresh_fleet_ttl(
@@ -810,10 +812,11 @@ void
 ngx_http_tokenrefresh_fleet_message(ngx_http_tokenrefresh_zone_t *zone,
     void *r)
 {
-    u_char      *p, *last;
+    u_char      *p, *last, digest[NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
     uint32_t     g;
     ngx_str_t    name;
     ngx_int_t    n;
+    ngx_uint_t   session;
     redisReply  *reply = r;
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
@@ -849,15 +852,55 @@ ngx_http_tokenrefresh_fleet_message(ngx_http_tokenrefresh_zone_t *zone,
 
     (void) ngx_atomic_fetch_add(&zone->sh->fleet.news, 1);
 
+    /* a user's session: "s:<hex of its digest>" */
+
+    session = (name.len == 2 + 2 * NGX_HTTP_TOKENREFRESH_DIGEST_LEN
+               && name.data[0] == 's' && name.data[1] == ':');
+
+    if (session) {
+        if (ngx_http_tokenrefresh_fleet_unhex(name.data + 2, digest)
+            != NGX_OK)
+        {
+            return;
+        }
+
+        name.data = digest;
+        name.len = NGX_HTTP_TOKENREFRESH_DIGEST_LEN;
+    }
+
     if (g == 0) {
         /* a holder let its lease go without a result: it is free */
         ngx_http_tokenrefresh_fleet_pokes(zone, &name, 1);
         return;
     }
 
-    if (ngx_http_tokenrefresh_fleet_heard(zone, &name, g) == NGX_OK) {
+    if (ngx_http_tokenrefresh_fleet_heard(zone, &name, g, session)
+        == NGX_OK)
+    {
         ngx_http_tokenrefresh_fleet_pokes(zone, &name, 0);
     }
+}
+
+
+/* the digest of a session, from its hex in a message */
+
+static ngx_int_t
+ngx_http_tokenrefresh_fleet_unhex(u_char *hex, u_char *digest)
+{
+    ngx_int_t   n;
+    ngx_uint_t  i;
+
+    for (i = 0; i < NGX_HTTP_TOKENREFRESH_DIGEST_LEN; i++) {
+        n = ngx_hextoi(&hex[2 * i], 2);
+
+        if (n == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        digest[i] = (u_char) n;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -867,20 +910,11 @@ static void
 ngx_http_tokenrefresh_fleet_ended(ngx_http_tokenrefresh_zone_t *zone,
     u_char *hex)
 {
-    u_char      digest[NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
-    ngx_int_t   hi, lo;
-    ngx_str_t   rt, kept;
-    ngx_uint_t  i;
+    u_char     digest[NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
+    ngx_str_t  rt, kept;
 
-    for (i = 0; i < NGX_HTTP_TOKENREFRESH_DIGEST_LEN; i++) {
-        hi = ngx_hextoi(&hex[2 * i], 1);
-        lo = ngx_hextoi(&hex[2 * i + 1], 1);
-
-        if (hi == NGX_ERROR || lo == NGX_ERROR) {
-            return;
-        }
-
-        digest[i] = (u_char) (hi << 4 | lo);
+    if (ngx_http_tokenrefresh_fleet_unhex(hex, digest) != NGX_OK) {
+        return;
     }
 
     if (ngx_http_tokenrefresh_session_end(zone, digest, NULL, &rt, &kept)
@@ -935,7 +969,8 @@ ngx_http_tokenrefresh_fleet_settle(ngx_http_tokenrefresh_refresh_t *rf,
     ngx_http_tokenrefresh_fleet_op_t *op;
     u_char                            seen[NGX_INT_T_LEN],
                                       next[NGX_INT_T_LEN],
-                                      ttl[NGX_INT64_LEN];
+                                      ttl[NGX_INT64_LEN],
+                                      hex[NGX_HTTP_TOKENREFRESH_LABEL_LEN];
 
     if (rf->fleet_poll.timer_set) {
         ngx_del_timer(&rf->fleet_poll);
@@ -993,8 +1028,11 @@ ngx_http_tokenrefresh_fleet_settle(ngx_http_tokenrefresh_refresh_t *rf,
                   - ttl;
 
     if (rf->session) {
-        /* a session's news is not announced: nobody waits for it */
-        args[6].len = 0;
+        /* a session is announced by the hex of its digest: "s:<hex>" */
+        args[7].data = hex;
+        args[7].len = ngx_hex_dump(ngx_cpymem(hex, "s:", 2), rf->name.data,
+                                   rf->name.len)
+                      - hex;
     }
 
     if (ngx_http_tokenrefresh_redis_eval(rf->zone,
@@ -1220,6 +1258,7 @@ static void
 ngx_http_tokenrefresh_fleet_release(ngx_http_tokenrefresh_fleet_op_t *op)
 {
     ngx_str_t  args[4];
+    u_char     hex[2 + 2 * NGX_HTTP_TOKENREFRESH_DIGEST_LEN];
 
     args[0] = op->lease;
     args[1] = op->owner;
@@ -1227,7 +1266,10 @@ ngx_http_tokenrefresh_fleet_release(ngx_http_tokenrefresh_fleet_op_t *op)
     args[3] = op->name;
 
     if (op->session) {
-        args[2].len = 0;
+        args[3].data = hex;
+        args[3].len = ngx_hex_dump(ngx_cpymem(hex, "s:", 2), op->name.data,
+                                   op->name.len)
+                      - hex;
     }
 
     if (ngx_http_tokenrefresh_redis_eval(op->zone,
@@ -2057,7 +2099,8 @@ ngx_http_tokenrefresh_fleet_session_gone(ngx_http_tokenrefresh_zone_t *zone,
  * A session's handle unknown here: the fleet is asked, once per request,
  * and unknown handles are not asked again for a second (forged handles
  * must not make a request to redis each).  NGX_AGAIN: the request waits
- * for the answer; NGX_DECLINED: the session has ended.
+ * for the answer; NGX_DECLINED: the session has ended; NGX_BUSY: redis is
+ * away, nobody can tell.
  */
 
 typedef struct {
@@ -2093,6 +2136,15 @@ ngx_http_tokenrefresh_fleet_session_find(ngx_http_request_t *r,
 
     if (zone->redis == NULL || ctx->fleet_asked || !ctx->session) {
         return NGX_DECLINED;
+    }
+
+    /*
+     * redis away: whether the session lives elsewhere is unknown, and the
+     * user must not be told to log in again for it: try again soon
+     */
+
+    if (!ngx_http_tokenrefresh_redis_up(zone)) {
+        return NGX_BUSY;
     }
 
     ctx->fleet_asked = 1;
@@ -2206,7 +2258,16 @@ ngx_http_tokenrefresh_fleet_found(void *data, void *r)
                    reply->element[0]->len)
         : NGX_ERROR;
 
-    if (n > 0 && n <= 0xffffffff
+    /* another worker of this node may have taken it in meanwhile */
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+    node = ngx_http_tokenrefresh_node_of(zone, &name, 1);
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    if (node) {
+        /* it is here now: the request goes on with it */
+
+    } else if (n > 0 && n <= 0xffffffff
         && ngx_http_tokenrefresh_fleet_open(zone, &name, (uint32_t) n,
                                             reply->element[1], req->pool,
                                             &tok, &ss, &kept)

@@ -557,8 +557,20 @@ ngx_http_tokenrefresh_handler(ngx_http_request_t *r)
 
         /* unknown here: the fleet may know it (another node's login) */
 
-        if (ngx_http_tokenrefresh_fleet_session_find(r, ctx) == NGX_AGAIN) {
+        rc = ngx_http_tokenrefresh_fleet_session_find(r, ctx);
+
+        if (rc == NGX_AGAIN) {
             return NGX_AGAIN;
+        }
+
+        if (rc == NGX_BUSY) {
+            ctx->outcome = NGX_HTTP_TOKENREFRESH_R_FAILED;
+
+            if (ngx_http_tokenrefresh_set_retry_after(r, 1000) != NGX_OK) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            return NGX_HTTP_SERVICE_UNAVAILABLE;
         }
 
         if (ctx->waiting) {

@@ -1041,7 +1041,7 @@ void ngx_http_tokenrefresh_fleet_synced(ngx_http_tokenrefresh_zone_t *zone,
     ngx_http_tokenrefresh_ref_t *ref, uint32_t generation, uint32_t epoch);
 ngx_int_t ngx_http_tokenrefresh_fleet_heard(
     ngx_http_tokenrefresh_zone_t *zone, ngx_str_t *name,
-    uint32_t generation);
+    uint32_t generation, ngx_uint_t session);
 void ngx_http_tokenrefresh_fleet_session_new(
     ngx_http_tokenrefresh_zone_t *zone, u_char *digest);
 void ngx_http_tokenrefresh_fleet_session_gone(

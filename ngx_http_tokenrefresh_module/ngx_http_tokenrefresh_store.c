@@ -1024,10 +1024,20 @@ static ngx_uint_t
 ngx_http_tokenrefresh_unsynced(ngx_http_tokenrefresh_zone_t *zone,
     ngx_http_tokenrefresh_node_t *node)
 {
-    return zone->redis && node->session == NULL
-           && (node->fleet_epoch == 0
-               || node->fleet_epoch != zone->sh->fleet.epoch
-               || node->fleet_gen < node->fleet_news)
+    if (zone->redis == NULL) {
+        return 0;
+    }
+
+    /* a user's session: only news of it, not every session at each epoch */
+
+    if (node->session) {
+        return node->fleet_gen < node->fleet_news
+               && ngx_http_tokenrefresh_redis_up(zone);
+    }
+
+    return (node->fleet_epoch == 0
+            || node->fleet_epoch != zone->sh->fleet.epoch
+            || node->fleet_gen < node->fleet_news)
            && ngx_http_tokenrefresh_redis_up(zone);
 }
 
@@ -1036,7 +1046,7 @@ ngx_http_tokenrefresh_unsynced(ngx_http_tokenrefresh_zone_t *zone,
 
 ngx_int_t
 ngx_http_tokenrefresh_fleet_heard(ngx_http_tokenrefresh_zone_t *zone,
-    ngx_str_t *name, uint32_t generation)
+    ngx_str_t *name, uint32_t generation, ngx_uint_t session)
 {
     ngx_int_t                      rc;
     ngx_http_tokenrefresh_node_t  *node;
@@ -1045,10 +1055,7 @@ ngx_http_tokenrefresh_fleet_heard(ngx_http_tokenrefresh_zone_t *zone,
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    node = ngx_http_tokenrefresh_lookup(zone, name,
-                                        ngx_crc32_short(name->data,
-                                                        name->len),
-                                        0);
+    node = ngx_http_tokenrefresh_node_of(zone, name, session);
 
     if (node && node->fleet_gen < generation) {
         if (node->fleet_news < generation) {

@@ -100,12 +100,16 @@ sub node_start {
     open my $out, '>', "$root/conf/nginx.conf" or die $!;
     print $out $conf;
     close $out;
+    my $from = length node_log($n);
     system("$Test::Nginx::Util::NginxBinary -p $root/ "
            . "-c $root/conf/nginx.conf") == 0
         or die "node $n did not start";
     wait_until(sub { my $r = eval { hit(GET => '/calls', port => $node_port{$n}) };
                      $r && $r->{status} == 200 }, 10)
         or die "node $n does not answer";
+    # both workers connected to redis
+    wait_until(sub { (() = substr(node_log($n), $from)
+                               =~ /connected to redis/g) >= 2 }, 10);
 }
 
 sub node_pids {
@@ -632,6 +636,19 @@ is(scalar(grep { $_->{status} == 200 } @res), 40,
    'a revoked token: 40 requests over two nodes, all 200');
 like(calls(), qr/^calls=2 login=1 refresh=1$/, 'one refresh in the fleet');
 is(stats()->{reuse}, 0, 'no refresh token sent twice');
+# node 3 has not seen the session; nodes 1 and 2 hold an older generation
+# each time another refreshes: they hear of it, and check before sending
+revoke();
+is($as->(2, '/api/t')->{status}, 200, 'node 2 refreshes it again');
+revoke();
+@res = storm(requests => [ map { { method => 'GET', uri => "/api/u$_",
+                                   port => node_port(1 + $_ % 3),
+                                   headers => { 'X-Session' => $handle } } }
+                           1 .. 90 ], timeout => 30);
+is(scalar(grep { $_->{status} == 200 } @res), 90,
+   'revoked again: 90 requests over three nodes, all 200');
+like(calls(), qr/^calls=4 login=1 refresh=3$/, 'one refresh each time');
+is(stats()->{reuse}, 0, 'still none sent twice');
 is(hit(POST => '/logout', port => node_port(3),
        headers => { 'X-Session' => $handle })->{status}, 204,
    'node 3, which never saw it, logs it out');
@@ -650,7 +667,7 @@ fleet_down();
 --- request
 GET /calls
 --- response_body_like
-^calls=2 login=1 refresh=1$
+^calls=4 login=1 refresh=3$
 --- no_error_log
 [error]
 [crit]
