@@ -1587,6 +1587,16 @@ ngx_http_tokenrefresh_fleet_write_back(ngx_http_tokenrefresh_zone_t *zone)
     {
         node = ngx_queue_data(q, ngx_http_tokenrefresh_node_t, lru);
 
+        if (node->fleet_away) {
+
+            /* redis was the reason for its back-off, and it is back */
+
+            node->fleet_away = 0;
+            node->retry_at = 0;
+            node->fail_status = 0;
+            node->seq++;
+        }
+
         if (node->session || node->fleet_gen == 0
             || (node->access == NULL && node->refresh == NULL))
         {

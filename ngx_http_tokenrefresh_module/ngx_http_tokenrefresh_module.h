@@ -255,6 +255,9 @@ typedef struct {
     /* newer than the fleet's: given to it when redis is back */
     unsigned                          fleet_dirty:1;
 
+    /* backing off because redis was away: not once it is back */
+    unsigned                          fleet_away:1;
+
     u_short                           len;
     u_char                            name[1];
 } ngx_http_tokenrefresh_node_t;

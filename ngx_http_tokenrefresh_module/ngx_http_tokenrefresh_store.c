@@ -1519,6 +1519,8 @@ ngx_http_tokenrefresh_fail(ngx_http_tokenrefresh_refresh_t *rf,
             node->retry_at = 1;
         }
 
+        node->fleet_away = away;
+
         node->fail_status = (outcome == NGX_HTTP_TOKENREFRESH_TIMEDOUT)
                             ? tlcf->timeout_status
                             : (outcome == NGX_HTTP_TOKENREFRESH_NOROOM)
