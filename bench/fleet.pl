@@ -14,7 +14,8 @@
 #      later than the refreshing node's the other nodes' answers come.
 #
 # Usage: bench/fleet.pl [--rounds N] [--seconds S] [--storm-rounds N]
-#                       [--resume-rounds N] [--out DIR]
+#                       [--resume-rounds N] [--only steady|storm|resume]
+#                       [--out DIR]
 #
 # BENCH_PORT=P: nodes on P, P+1 and P+2, the upstream on P+3, the mock
 # provider on P+4 and P+5, redis on P+6, nginx under callgrind on P+10.
@@ -35,10 +36,11 @@ use IO::Socket::INET;
 
 my $top = "$Bin/..";
 my ($rounds, $seconds, $storm_rounds, $out) = (11, 2, 7, "$top/build/bench-fleet");
-my $resume_rounds = 40;
+my ($resume_rounds, $only) = (40, '');
 GetOptions('rounds=i' => \$rounds, 'seconds=f' => \$seconds,
            'storm-rounds=i' => \$storm_rounds,
-           'resume-rounds=i' => \$resume_rounds, 'out=s' => \$out)
+           'resume-rounds=i' => \$resume_rounds, 'out=s' => \$out,
+           'only=s' => \$only)
     or die "usage\n";
 
 my $so = $ENV{BENCH_SO} // "$top/build/ngx_http_tokenrefresh_module.so";
@@ -108,7 +110,7 @@ sub stop_all {
 }
 
 $SIG{INT} = $SIG{TERM} = sub { stop_all(); exit 1 };
-END { stop_all() }
+END { my $rc = $?; stop_all(); $? = $rc }
 
 system("rm -rf $out && mkdir -p $out/up/logs") == 0 or die "mkdir $out";
 write_file("$out/key", join('', map { sprintf '%02x', int rand 256 } 1 .. 32)
@@ -146,8 +148,11 @@ wait_for($_) for @port{qw(up idp redis)};
 # a node: the same configuration, its own port and state file
 sub node_conf {
     my ($n, $dir, $workers) = @_;
+    # as root, workers as root too: they write the state files here
+    my $user = $> == 0 ? 'user root;' : '';
     return <<"EOF";
 load_module $so;
+$user
 worker_processes $workers;
 worker_rlimit_nofile 20000;
 error_log $dir/logs/error.log warn;
@@ -199,10 +204,12 @@ http {
             proxy_pass http://up;
         }
 
-        # the storm goes to the mock API, which knows revoked tokens
+        # the storm goes to the mock API, which knows revoked tokens; a
+        # revocation a round: the loop guard's ration refills at once
         location /api/ {
             tokenrefresh fleet bench;
             tokenrefresh_refresh /_refresh;
+            tokenrefresh_backoff 1ms 20ms;
             proxy_set_header Authorization \$tokenrefresh_authorization;
             proxy_pass http://api;
         }
@@ -239,6 +246,8 @@ node_start($_) for qw(node1 node2 node3);
 get($_, '/mod/warm'), get($_, '/flt/warm') for qw(node1 node2 node3);
 
 # --- 1. the steady state: instructions, then throughput -------------------
+
+goto STORM if $only && $only ne 'steady';
 
 say "== fleet, steady state: a zone backed by redis against one without";
 
@@ -305,6 +314,9 @@ printf "  with redis / without: median %.3f (%.3f .. %.3f)\n",
        median(@ratio), (sort @ratio)[0], (sort @ratio)[-1];
 
 # --- 2. a storm over three nodes -----------------------------------------------
+
+STORM:
+goto RESUME if $only && $only ne 'storm';
 
 say "== fleet storm: a revoked token, 600 requests over three nodes, "
     . "$storm_rounds rounds";
@@ -373,6 +385,9 @@ printf "  the other nodes' answers behind the refresher's: p50 %.1f ms, "
 # wait for it; how much later than the refresher's their answers come is
 # the store, its announcement, the other node taking it, and the replay.
 
+RESUME:
+goto DONE if $only && $only ne 'resume';
+
 say "== fleet: from a token stored on one node to a request resuming on "
     . "another, $resume_rounds rounds";
 
@@ -384,7 +399,8 @@ for my $round (1 .. $resume_rounds) {
                                           uri => "/api/w$round-$_",
                                           port => $port{"node$_"} } }
                                   1 .. 3 ]);
-    die "resume: not all 200\n" if grep { $_->{status} != 200 } @res;
+    die "resume: " . join(" ", map { "$_->{status} $_->{body}" } @res) . "\n"
+        if grep { $_->{status} != 200 } @res;
     my @e = sort { $a <=> $b } map { $_->{elapsed} } @res;
     push @resume, map { $_ - $e[0] } @e[1, 2];
 }
@@ -396,5 +412,6 @@ printf "  another node's request answered after the refresher's: p50 %.1f "
        . "ms, p99 %.1f ms, max %.1f ms\n", $result{resume}{p50_ms},
        $result{resume}{p99_ms}, $result{resume}{max_ms};
 
+DONE:
 write_file("$out/fleet.json", $json->encode(\%result));
 say "  results in $out/fleet.json";
