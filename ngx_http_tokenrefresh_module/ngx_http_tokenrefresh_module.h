@@ -655,6 +655,7 @@ typedef struct {
     int64_t                           issued;
     int64_t                           expires;
     ngx_uint_t                        generation;
+    ngx_uint_t                        fleet_generation;
     ngx_uint_t                        rejected;
     ngx_pid_t                         lease_pid;
     ngx_msec_t                        lease_left;

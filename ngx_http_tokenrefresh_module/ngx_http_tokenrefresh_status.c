@@ -908,6 +908,13 @@ ngx_http_tokenrefresh_json_credential(yajl_gen g,
         yajl_gen_string(g, fp, NGX_HTTP_TOKENREFRESH_FP_LEN);
         ngx_http_tokenrefresh_key(g, "generation");
         yajl_gen_integer(g, ci->generation);
+
+        if (ci->fleet_generation) {
+            /* the fleet's number: the same on every node, unlike the above */
+            ngx_http_tokenrefresh_key(g, "fleet_generation");
+            yajl_gen_integer(g, ci->fleet_generation);
+        }
+
         ngx_http_tokenrefresh_key(g, "issued");
         yajl_gen_integer(g, ci->issued / 1000);
         ngx_http_tokenrefresh_key(g, "expires");

@@ -1884,6 +1884,7 @@ ngx_http_tokenrefresh_snapshot(ngx_http_tokenrefresh_zone_t *zone,
         ci->issued = tn->issued;
         ci->expires = tn->expires;
         ci->generation = tn->generation;
+        ci->fleet_generation = tn->fleet_gen;
         ci->rejected = (tn->rejected && tn->rejected == tn->generation);
 
         if (tn->lease_pid

@@ -331,6 +331,11 @@ for my $n (1 .. 3) {
        "node $n: both workers connected to redis");
 }
 is($adopted, 4, 'the other two nodes took the fleet\'s tokens twice each');
+my @gens = map { JSON::PP::decode_json(hit(GET => '/status', port => node_port($_))
+                                       ->{content})
+                     ->{zones}{fleet}{credentials}{billing}{token}{fleet_generation} }
+           1 .. 3;
+is("@gens", '2 2 2', 'every node holds the fleet\'s generation 2');
 my $dump = join "\n", map { redis_cli('HGET', $_, 'r') }
                       split /\n/, redis_cli('KEYS', "'t3:*'");
 unlike($dump, qr/rt-fleet-seed|rt-\d|at-\d/, 'redis holds no token in clear');
