@@ -351,7 +351,7 @@ ngx_http_tokenrefresh_capture_session(ngx_http_request_t *r,
     }
 
     if (ngx_http_tokenrefresh_session_create(zone, digest, &tok, subject,
-                                             &kept, r->connection->log)
+                                             &kept, 0, 0, r->connection->log)
         != NGX_OK)
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,

@@ -2228,14 +2228,13 @@ ngx_http_tokenrefresh_fleet_found(void *data, void *r)
 {
     ngx_http_tokenrefresh_fleet_find_t *fd = data;
 
-    ngx_int_t                            n;
+    ngx_int_t                            n, rc;
     ngx_str_t                            name, kept;
     redisReply                          *reply = r;
     ngx_connection_t                    *c;
     ngx_http_request_t                  *req;
     ngx_http_tokenrefresh_zone_t        *zone;
     ngx_http_tokenrefresh_token_t        tok;
-    ngx_http_tokenrefresh_node_t        *node;
     ngx_http_tokenrefresh_session_t      ss;
     ngx_http_tokenrefresh_fleet_miss_t  *miss;
 
@@ -2268,40 +2267,32 @@ ngx_http_tokenrefresh_fleet_found(void *data, void *r)
                    reply->element[0]->len)
         : NGX_ERROR;
 
-    /* another worker of this node may have taken it in meanwhile */
+    rc = NGX_ERROR;
 
-    ngx_shmtx_lock(&zone->shpool->mutex);
-    node = ngx_http_tokenrefresh_node_of(zone, &name, 1);
-    ngx_shmtx_unlock(&zone->shpool->mutex);
-
-    if (node) {
-        /* it is here now: the request goes on with it */
-
-    } else if (n > 0 && n <= 0xffffffff
+    if (n > 0 && n <= 0xffffffff
         && ngx_http_tokenrefresh_fleet_open(zone, &name, (uint32_t) n,
                                             reply->element[1], req->pool,
                                             &tok, &ss, &kept)
-           == NGX_OK
-        && ngx_http_tokenrefresh_session_create(zone, fd->digest, &tok,
-                                                ss.subject, &kept, c->log)
            == NGX_OK)
     {
-        /* its own times and generation, not those of a new login */
+        /*
+         * its own creation time and generation, not a new login's; once:
+         * another worker of this node may have taken it in meanwhile
+         */
 
-        ngx_shmtx_lock(&zone->shpool->mutex);
-
-        node = ngx_http_tokenrefresh_node_of(zone, &name, 1);
-
-        if (node) {
-            node->session->created = ss.created;
-            node->fleet_gen = (uint32_t) n;
-        }
-
-        ngx_shmtx_unlock(&zone->shpool->mutex);
+        rc = ngx_http_tokenrefresh_session_create(zone, fd->digest, &tok,
+                                                  ss.subject, &kept,
+                                                  ss.created, (uint32_t) n,
+                                                  c->log);
 
         ngx_explicit_memzero(tok.access_token.data,
                              tok.access_token.len + tok.refresh_token.len);
+    }
 
+    if (rc == NGX_DECLINED) {
+        /* it is here now: the request goes on with it */
+
+    } else if (rc == NGX_OK) {
         (void) ngx_atomic_fetch_add(&zone->sh->fleet.adopted, 1);
 
         if (zone->state) {

@@ -917,7 +917,7 @@ u_char *ngx_http_tokenrefresh_session_label(u_char *dst, u_char *digest);
 ngx_int_t ngx_http_tokenrefresh_session_create(
     ngx_http_tokenrefresh_zone_t *zone, u_char *digest,
     ngx_http_tokenrefresh_token_t *tok, u_char *subject, ngx_str_t *kept,
-    ngx_log_t *log);
+    int64_t created, uint32_t fleet_gen, ngx_log_t *log);
 ngx_int_t ngx_http_tokenrefresh_session_end(ngx_http_tokenrefresh_zone_t *zone,
     u_char *digest, ngx_pool_t *pool, ngx_str_t *refresh_token,
     ngx_str_t *kept);

@@ -530,7 +530,7 @@ ngx_http_tokenrefresh_session_find(ngx_http_tokenrefresh_zone_t *zone,
 ngx_int_t
 ngx_http_tokenrefresh_session_create(ngx_http_tokenrefresh_zone_t *zone,
     u_char *digest, ngx_http_tokenrefresh_token_t *tok, u_char *subject,
-    ngx_str_t *kept, ngx_log_t *log)
+    ngx_str_t *kept, int64_t created, uint32_t fleet_gen, ngx_log_t *log)
 {
     size_t                            size;
     int64_t                           now;
@@ -545,6 +545,16 @@ ngx_http_tokenrefresh_session_create(ngx_http_tokenrefresh_zone_t *zone,
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
+    /* taken in from the fleet by another worker meanwhile: once only */
+
+    if (ngx_http_tokenrefresh_lookup(zone, &name,
+                                     ngx_http_tokenrefresh_digest_key(digest),
+                                     1))
+    {
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return NGX_DECLINED;
+    }
+
     size = offsetof(ngx_http_tokenrefresh_session_t, kept) + kept->len;
 
     ss = ngx_http_tokenrefresh_alloc(zone, size, NULL,
@@ -554,7 +564,7 @@ ngx_http_tokenrefresh_session_create(ngx_http_tokenrefresh_zone_t *zone,
         goto nomem;
     }
 
-    ss->created = now;
+    ss->created = created ? created : now;
     ss->last = now;
     ss->saved = now;
     ngx_memcpy(ss->subject, subject, NGX_HTTP_TOKENREFRESH_DIGEST_LEN);
@@ -563,9 +573,8 @@ ngx_http_tokenrefresh_session_create(ngx_http_tokenrefresh_zone_t *zone,
 
     node = ngx_http_tokenrefresh_create(zone, &name,
                                     ngx_http_tokenrefresh_digest_key(digest),
-                                    ss,
-                                        NGX_HTTP_TOKENREFRESH_EVICT_SESSIONS,
-                                        log);
+                                    ss, NGX_HTTP_TOKENREFRESH_EVICT_SESSIONS,
+                                    log);
     if (node == NULL) {
         ngx_slab_free_locked(zone->shpool, ss);
         goto nomem;
@@ -579,6 +588,8 @@ ngx_http_tokenrefresh_session_create(ngx_http_tokenrefresh_zone_t *zone,
         ngx_http_tokenrefresh_delete(zone, node);
         goto nomem;
     }
+
+    node->fleet_gen = fleet_gen;
 
     node->counters.fetches[NGX_HTTP_TOKENREFRESH_GRANT_LOGIN]
                           [NGX_HTTP_TOKENREFRESH_OK]++;
