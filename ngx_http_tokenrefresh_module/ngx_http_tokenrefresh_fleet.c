@@ -577,7 +577,9 @@ ngx_http_tokenrefresh_fleet_answer(void *data, void *r)
 
         /* another node refreshes it: asked again, until the deadline */
 
-        ngx_add_timer(&rf->fleet_poll, NGX_HTTP_TOKENREFRESH_FLEET_POLL);
+        ngx_add_timer(&rf->fleet_poll, rf->fleet_again
+                                       ? 1 : NGX_HTTP_TOKENREFRESH_FLEET_POLL);
+        rf->fleet_again = 0;
         return;
 
     default:
@@ -797,7 +799,11 @@ ngx_http_tokenrefresh_fleet_poke(ngx_http_tokenrefresh_refresh_t *rf)
     if (rf->fleet_poll.timer_set) {
         ngx_del_timer(&rf->fleet_poll);
         ngx_http_tokenrefresh_fleet_poll(&rf->fleet_poll);
+        return;
     }
+
+    /* an ask in flight may have been answered before the news: again */
+    rf->fleet_again = 1;
 }
 
 

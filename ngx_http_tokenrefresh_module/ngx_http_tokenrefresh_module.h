@@ -750,6 +750,7 @@ typedef struct {
     unsigned                          fleet_away:1;
     unsigned                          fleet_held:1;
     unsigned                          fleet_sync:1; /* a check, not a lease */
+    unsigned                          fleet_again:1; /* news while asking */
 
     unsigned                          done:1;
     unsigned                          complete:1;

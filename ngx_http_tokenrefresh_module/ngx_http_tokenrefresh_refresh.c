@@ -661,7 +661,8 @@ ngx_http_tokenrefresh_fleet_pokes(ngx_http_tokenrefresh_zone_t *zone,
     {
         rf = ngx_queue_data(q, ngx_http_tokenrefresh_refresh_t, queue);
 
-        if (rf->zone == zone && !rf->done && rf->fleet_poll.timer_set
+        if (rf->zone == zone && !rf->done
+            && (rf->fleet_poll.timer_set || rf->fleet)
             && rf->name.len == name->len
             && ngx_memcmp(rf->name.data, name->data, name->len) == 0)
         {
